@@ -226,7 +226,7 @@ def prepare_face(
         The normalised inputs and their crops.
     """
     image = check_image(image)
-    _check_size(dense_size, multiple=16)
+    _check_size(dense_size, multiple=16)  # the ViT patch size
     if points5 is not None:
         crop112 = align_112(image, points5)
         box = box_from_points(points5) if box is None else box
@@ -359,8 +359,9 @@ def _make_crop(pixels: np.ndarray, matrix: np.ndarray, size: int) -> Crop:
 
 def _check_size(size: int, multiple: int = 1) -> None:
     """Rejects crop sizes that are not positive integer multiples of `multiple`."""
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0 or size % multiple:
-        what = "a positive integer" if multiple == 1 else f"a positive multiple of {multiple} (the ViT patch)"
+    is_int = isinstance(size, (int, np.integer)) and not isinstance(size, bool)
+    if not is_int or size <= 0 or size % multiple:
+        what = f"a positive multiple of {multiple}" if multiple > 1 else "a positive integer"
         raise ValueError(f"crop size must be {what}, got {size!r}")
 
 
