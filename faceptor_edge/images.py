@@ -15,10 +15,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from faceptor_edge.errors import UserError
+
 _CONVERT_HINT = "pass convert=True to convert it"
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """An image file or array that faceptor-edge cannot use as H×W×3 uint8 RGB."""
 
 

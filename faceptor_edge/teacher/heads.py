@@ -92,26 +92,11 @@ class MapHead(nn.Module):
 
 
 def parsing_output(logits: torch.Tensor, size: int) -> torch.Tensor:
-    """B×C×h×w logits -> B×size×size×C, bilinear (align_corners=False), channels last (SPEC §4.4)."""
-    logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
+    """B×C×h×w logits -> B×size×size×C, bilinear (align_corners=False), channels last (SPEC §4.4).
+
+    Upsampling (the official case) is plain bilinear; a smaller `size` is antialiased.
+    """
+    downsample = size < logits.shape[-1]
+    logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False, antialias=downsample)
     return logits.permute(0, 2, 3, 1)
 
-
-def soft_argmax(heatmap: torch.Tensor) -> torch.Tensor:
-    """Landmarks from heatmap logits (SPEC §4.5).
-
-    Args:
-        heatmap: B×N×h×w raw logits.
-
-    Returns:
-        B×N×2 points (x, y) normalised to [0, 1] over the crop: ((x̂+0.5)/w, (ŷ+0.5)/h)
-        with x̂, ŷ the sigmoid-weighted mean pixel position.
-    """
-    _, _, h, w = heatmap.shape
-    weights = torch.sigmoid(heatmap)
-    total = weights.sum(dim=(2, 3)).clamp_min(1e-6)
-    xs = torch.arange(w, dtype=weights.dtype, device=weights.device)
-    ys = torch.arange(h, dtype=weights.dtype, device=weights.device)
-    x = (weights.sum(dim=2) * xs).sum(dim=-1) / total
-    y = (weights.sum(dim=3) * ys).sum(dim=-1) / total
-    return torch.stack([(x + 0.5) / w, (y + 0.5) / h], dim=-1)

@@ -10,7 +10,8 @@ from torch import nn
 
 from faceptor_edge.tasks import BASE_TASKS, FULL_TASKS, TaskSpec, heatmap_key
 from faceptor_edge.teacher.decoder import TaskQueryDecoder
-from faceptor_edge.teacher.heads import EmbeddingHead, MapHead, ValueHead, parsing_output, soft_argmax
+from faceptor_edge.landmarks import soft_argmax
+from faceptor_edge.teacher.heads import EmbeddingHead, MapHead, ValueHead, parsing_output
 from faceptor_edge.teacher.vit import VisionTransformer
 
 Variant = Literal["base", "full", "full_layer_attention"]
@@ -85,7 +86,12 @@ class FaceptorTeacher(nn.Module):
         return self.config.task_names
 
     def forward_raw(
-        self, x112: torch.Tensor | None, x512: torch.Tensor | None, *, with_features: bool = False
+        self,
+        x112: torch.Tensor | None,
+        x512: torch.Tensor | None,
+        *,
+        with_features: bool = False,
+        parsing_size: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Raw outputs of every head, keyed by official task name.
 
@@ -94,10 +100,11 @@ class FaceptorTeacher(nn.Module):
             x512: B×3×D×D dense crops (D = config.dense_size) with CLIP normalisation, or None.
             with_features: Also return `"encoder/<group>/layer<i>"` maps (B×768×S×S) for
                 feature distillation.
+            parsing_size: Side of the parsing logits; default (official) the input side D.
 
         Returns:
             `recog_*` B×512, `age_*` B×101, `biattr_celeba` B×40, `affect_*` B×7,
-            `parsing_*` B×D×D×C logits (channels last), `align_*` B×N×2 normalised (x, y),
+            `parsing_*` B×P×P×C logits (channels last, P = parsing_size or D), `align_*` B×N×2 normalised (x, y),
             and `"<align task>/heatmap"` B×N×(D/4)×(D/4) logits.
         """
         outputs: dict[str, torch.Tensor] = {}
@@ -108,7 +115,7 @@ class FaceptorTeacher(nn.Module):
             features = self.encoder(image)  # once per group, shared by its heads
             if with_features:
                 outputs.update({f"encoder/{group}/layer{i}": f for i, f in enumerate(features)})
-            outputs.update(self._run_group(tasks, features, image.shape[-1]))
+            outputs.update(self._run_group(tasks, features, parsing_size or image.shape[-1]))
         return outputs
 
     def _run_group(self, tasks: list[TaskSpec], features: list[torch.Tensor], size: int) -> dict[str, torch.Tensor]:

@@ -1,0 +1,386 @@
+"""Face image sources for distillation, calibration and evaluation.
+
+Two sources share one small interface (`FaceSource`): `FolderSource` reads photos
+from a directory, with optional face boxes and 5-point landmarks from a `faces.json`
+sidecar; `SyntheticSource` draws pre-cropped faces from the `gan-face-generate`
+DCGAN, reproducibly per index. `open_source` picks one from a command-line spec.
+Both return `FaceSample`s holding H×W×3 uint8 RGB images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from faceptor_edge.errors import UserError
+from faceptor_edge.images import ImageError, load_image
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+SIDECAR_NAME = "faces.json"
+GAN_INSTALL = "pip install --no-deps gan-face-generate==1.1.1"
+
+_PROGRESS_ABOVE = 50  # files; smaller folders scan without a progress bar
+_GAN_BATCH = 64  # faces per generator call
+_GAN_SIZE = 64  # side of the DCGAN's output
+_GAN_LATENT = 100  # length of the DCGAN's noise vector
+_SEED_STRIDE = 1_000_003  # face i of seed s uses noise seed s * stride + i
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, eq=False)
+class FaceSample:
+    """One image and what is known about the face in it.
+
+    Attributes:
+        index: Position of the sample in its source.
+        image: H×W×3 uint8 RGB pixels.
+        box: Face box (x1, y1, x2, y2) in pixels, or None when unknown.
+        points5: 5×2 float32 landmarks (x, y) in pixels, or None when unknown: the
+            image-left eye, the image-right eye, the nose tip, the image-left and the
+            image-right mouth corner.
+        name: Where the sample came from (relative path or synthetic id).
+    """
+
+    index: int
+    image: np.ndarray
+    box: Box | None
+    points5: np.ndarray | None
+    name: str
+
+
+class FaceSource(Protocol):
+    """What distillation, calibration and evaluation need from an image source."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> FaceSample: ...
+
+    def __iter__(self) -> Iterator[FaceSample]: ...
+
+    def batch(self, indices: Sequence[int]) -> list[FaceSample]: ...
+
+    def fingerprint(self) -> str: ...
+
+
+class FolderSource:
+    """Face photos in a directory tree, validated once when the source is opened.
+
+    Image files (by suffix, case-insensitive) are found recursively and sorted by
+    relative path; each is decoded once with `load_image`, and the ones that cannot be
+    used are listed in `skipped` instead of failing the whole folder. An optional
+    `faces.json` in the root gives annotations by relative path::
+
+        {"people/ann.jpg": {"box": [x1, y1, x2, y2], "points5": [[x, y], ...5]}}
+
+    Attributes:
+        root: The directory.
+        skipped: (relative path, reason) for every image file that was left out.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, convert: bool = False) -> None:
+        """Scans and validates the folder.
+
+        Args:
+            root: Directory of images.
+            convert: Accept greyscale, alpha and 16-bit images by converting them
+                (see `load_image`); without it they are skipped.
+
+        Raises:
+            UserError: `root` is not a directory, the sidecar is malformed, or the
+                folder holds no readable image.
+        """
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise UserError(f"image folder '{self.root}' does not exist or is not a directory")
+        self._convert = convert
+        annotations = _read_sidecar(self.root / SIDECAR_NAME)
+        found = sorted(
+            path.relative_to(self.root).as_posix()
+            for path in self.root.rglob("*")
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+        )
+        if not found:
+            suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+            raise UserError(f"image folder '{self.root}' has no image files ({suffixes})")
+        unknown = sorted(set(annotations) - set(found))
+        if unknown:
+            raise UserError(
+                f"{self.root / SIDECAR_NAME} annotates {len(unknown)} file(s) that are not images in the "
+                f"folder, e.g. '{unknown[0]}' (keys are paths relative to the folder, with '/')"
+            )
+        self.skipped: list[tuple[str, str]] = []
+        self._names: list[str] = []
+        progress = tqdm(found, desc="Checking images", unit="image", disable=len(found) <= _PROGRESS_ABOVE)
+        for name in progress:
+            try:
+                load_image(self.root / name, convert=convert)
+            except ImageError as error:
+                self.skipped.append((name, str(error)))
+            else:
+                self._names.append(name)
+        if not self._names:
+            raise UserError(
+                f"none of the {len(found)} image files in '{self.root}' can be used; "
+                f"first problem: {self.skipped[0][1]}"
+            )
+        self._annotations = annotations
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __getitem__(self, index: int) -> FaceSample:
+        index = _check_index(index, len(self))
+        name = self._names[index]
+        try:
+            image = load_image(self.root / name, convert=self._convert)
+        except ImageError as error:
+            raise UserError(f"{error} (it was readable when the folder was scanned)") from error
+        box, points5 = self._annotations.get(name, (None, None))
+        return FaceSample(index=index, image=image, box=box, points5=points5, name=name)
+
+    def __iter__(self) -> Iterator[FaceSample]:
+        return (self[index] for index in range(len(self)))
+
+    def batch(self, indices: Sequence[int]) -> list[FaceSample]:
+        """Loads several samples.
+
+        Args:
+            indices: Sample positions, in any order, repeats allowed.
+
+        Returns:
+            The samples, in the order of `indices`.
+        """
+        return [self[index] for index in indices]
+
+    def fingerprint(self) -> str:
+        """Identifies the folder's current content for caching teacher outputs.
+
+        Returns:
+            Hex sha256 over the used images' relative paths, sizes and modification
+            times and the sidecar's bytes.
+
+        Raises:
+            UserError: A used image has disappeared since the scan.
+        """
+        digest = hashlib.sha256(b"faceptor-edge folder source v1\n")
+        for name in self._names:
+            try:
+                stat = (self.root / name).stat()
+            except OSError as error:
+                raise UserError(f"image '{self.root / name}' is gone since the folder was scanned") from error
+            digest.update(json.dumps([name, stat.st_size, stat.st_mtime_ns]).encode() + b"\n")
+        sidecar = self.root / SIDECAR_NAME
+        digest.update(sidecar.read_bytes() if sidecar.is_file() else b"no sidecar")
+        return digest.hexdigest()
+
+
+class SyntheticSource:
+    """Pre-cropped synthetic faces from the `gan-face-generate` DCGAN.
+
+    Face i depends only on `seed` and i, so any subset, in any order and in any
+    batch, regenerates the same pixels. The whole image is the face: samples carry
+    no box and no landmarks.
+    """
+
+    def __init__(self, count: int, *, seed: int = 0, size: int = 256) -> None:
+        """Describes the faces; the generator is loaded on first use.
+
+        Args:
+            count: Number of faces.
+            seed: Chooses the faces; 0 <= seed < 2**32.
+            size: Side of the square output images in pixels (64 is the DCGAN's
+                native size; larger sizes are bicubic upscales).
+
+        Raises:
+            UserError: A bad argument, or `gan-face-generate` is not installed.
+        """
+        if count < 1:
+            raise UserError(f"synthetic face count must be at least 1, got {count}")
+        if not 0 <= seed < 2**32:
+            raise UserError(f"synthetic face seed must be in [0, 2**32), got {seed}")
+        if size < _GAN_SIZE:
+            raise UserError(f"synthetic face size must be at least {_GAN_SIZE} pixels, got {size}")
+        self.count = count
+        self.seed = seed
+        self.size = size
+        self._weights = _gan_weights_path()
+        self._generator: nn.Module | None = None
+        self._weights_sha256: str | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> FaceSample:
+        return self.batch([index])[0]
+
+    def __iter__(self) -> Iterator[FaceSample]:
+        for start in range(0, self.count, _GAN_BATCH):
+            yield from self.batch(range(start, min(start + _GAN_BATCH, self.count)))
+
+    def batch(self, indices: Sequence[int]) -> list[FaceSample]:
+        """Generates several faces, `_GAN_BATCH` per generator call.
+
+        Args:
+            indices: Face positions, in any order, repeats allowed.
+
+        Returns:
+            The samples, in the order of `indices`; images are size×size×3 uint8 RGB.
+        """
+        indices = [_check_index(index, self.count) for index in indices]
+        samples = []
+        for start in range(0, len(indices), _GAN_BATCH):
+            chunk = indices[start : start + _GAN_BATCH]
+            for index, image in zip(chunk, self._generate(chunk)):
+                name = f"synthetic-s{self.seed}-{index}"
+                samples.append(FaceSample(index=index, image=image, box=None, points5=None, name=name))
+        return samples
+
+    def fingerprint(self) -> str:
+        """Identifies the faces for caching teacher outputs.
+
+        Returns:
+            Hex sha256 over the generator weights' sha256, seed, count and size.
+        """
+        if self._weights_sha256 is None:
+            self._weights_sha256 = hashlib.sha256(self._weights.read_bytes()).hexdigest()
+        recipe = ["faceptor-edge synthetic source v1", self._weights_sha256, self.seed, self.count, self.size]
+        return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()
+
+    def _generate(self, indices: list[int]) -> list[np.ndarray]:
+        """Runs the DCGAN on the faces' noise and upscales its output."""
+        noise = torch.stack([_face_noise(self.seed * _SEED_STRIDE + index) for index in indices])
+        generator = self._load_generator()
+        # oneDNN picks convolution kernels by batch size, and their float results differ
+        # in the last bits; the native kernels compute each sample alone, so a face is
+        # bit-identical in any batch. (`mkldnn.flags()` would also reset TF32 and warn.)
+        previous = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = False
+        try:
+            with torch.inference_mode():
+                faces = generator(noise)  # N×100×1×1 -> N×3×64×64 in [-1, 1]
+        finally:
+            torch.backends.mkldnn.enabled = previous
+        pixels = ((faces.permute(0, 2, 3, 1) + 1.0) * 127.5).numpy()  # N×64×64×3 in [0, 255]
+        images = []
+        for face in pixels:
+            if self.size != _GAN_SIZE:
+                face = cv2.resize(face, (self.size, self.size), interpolation=cv2.INTER_CUBIC)
+            images.append(np.clip(np.rint(face), 0, 255).astype(np.uint8))
+        return images
+
+    def _load_generator(self) -> nn.Module:
+        """Builds the DCGAN generator and loads its weights, once."""
+        if self._generator is None:
+            try:
+                # The package's __init__ is empty and models.py imports only torch, so this
+                # stays clear of the matplotlib/torchvision imports in its other modules.
+                from gan_face_generate.models import Generator
+            except ImportError as error:
+                raise UserError(f"cannot import gan_face_generate.models ({error}); reinstall it: {GAN_INSTALL}") from error
+            generator = Generator(0, 3, _GAN_LATENT, _GAN_SIZE)
+            try:
+                checkpoint = torch.load(self._weights, map_location="cpu", weights_only=True)
+                generator.load_state_dict(checkpoint["netG_state_dict"])
+            except (OSError, RuntimeError, KeyError, TypeError) as error:
+                raise UserError(
+                    f"DCGAN weights '{self._weights}' cannot be loaded ({error}); reinstall: {GAN_INSTALL}"
+                ) from error
+            self._generator = generator.eval().requires_grad_(False)
+        return self._generator
+
+
+def open_source(spec: str, *, count: int = 0, seed: int = 0, convert: bool = False) -> FolderSource | SyntheticSource:
+    """Opens the image source a command line names.
+
+    Args:
+        spec: "synthetic" for DCGAN faces, otherwise a directory of images (write
+            "./synthetic" for a directory of that name).
+        count: Number of synthetic faces; unused for folders.
+        seed: Seed of the synthetic faces; unused for folders.
+        convert: Convert greyscale, alpha and 16-bit folder images instead of
+            skipping them; unused for synthetic faces.
+
+    Returns:
+        A `SyntheticSource` or a `FolderSource`.
+
+    Raises:
+        UserError: The directory does not exist, or the source cannot be opened.
+    """
+    if spec == "synthetic":
+        return SyntheticSource(count, seed=seed)
+    return FolderSource(spec, convert=convert)
+
+
+def _check_index(index: int, length: int) -> int:
+    """Returns `index` as a position in [0, length), counting negatives from the end."""
+    if not -length <= index < length:
+        raise IndexError(f"sample index {index} is out of range for {length} samples")
+    return index % length
+
+
+def _face_noise(seed: int) -> torch.Tensor:
+    """The DCGAN input for one face: 100×1×1 standard normal noise."""
+    return torch.randn(_GAN_LATENT, 1, 1, generator=torch.Generator().manual_seed(seed))
+
+
+def _gan_weights_path() -> Path:
+    """Finds the DCGAN weights inside the installed `gan_face_generate` package."""
+    spec = importlib.util.find_spec("gan_face_generate")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"synthetic faces need the gan-face-generate package; install it with: {GAN_INSTALL}")
+    weights = Path(next(iter(spec.submodule_search_locations))) / "weights.tar"
+    if not weights.is_file():
+        raise UserError(f"gan-face-generate is installed without its weights ('{weights}'); reinstall: {GAN_INSTALL}")
+    return weights
+
+
+def _read_sidecar(path: Path) -> dict[str, tuple[Box | None, np.ndarray | None]]:
+    """Parses `faces.json` into {relative path: (box, points5)}; {} when absent."""
+    if not path.is_file():
+        return {}
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"face annotations '{path}' are not readable JSON: {error}") from error
+    if not isinstance(content, dict):
+        raise UserError(f"face annotations '{path}' must be a JSON object keyed by image path")
+    return {name: _parse_annotation(entry, f"'{path}' entry '{name}'") for name, entry in content.items()}
+
+
+def _parse_annotation(entry: Any, where: str) -> tuple[Box | None, np.ndarray | None]:
+    """Validates one sidecar entry: optional `box` [x1, y1, x2, y2] and `points5` 5×[x, y]."""
+    if not isinstance(entry, dict) or not set(entry) <= {"box", "points5"}:
+        raise UserError(f"{where} must be an object with only 'box' and/or 'points5'")
+    box = None
+    if entry.get("box") is not None:
+        values = _numbers(entry["box"], (4,), f"{where} 'box'")
+        if not (values[0] < values[2] and values[1] < values[3]):
+            raise UserError(f"{where} 'box' must be [x1, y1, x2, y2] with x1 < x2 and y1 < y2, got {entry['box']}")
+        box = (float(values[0]), float(values[1]), float(values[2]), float(values[3]))
+    points5 = None
+    if entry.get("points5") is not None:
+        points5 = _numbers(entry["points5"], (5, 2), f"{where} 'points5'").astype(np.float32)
+    return box, points5
+
+
+def _numbers(value: Any, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """Converts a JSON list to a finite float64 array of the given shape."""
+    array = np.asarray(value, dtype=object)  # nested lists -> an array of their items
+    numeric = all(isinstance(item, (int, float)) and not isinstance(item, bool) for item in array.flat)
+    if array.shape != shape or not numeric or not np.isfinite(array.astype(np.float64)).all():
+        expected = "[x1, y1, x2, y2]" if shape == (4,) else "5 [x, y] pairs"
+        raise UserError(f"{where} must be {expected} of finite numbers, got {json.dumps(value)}")
+    return array.astype(np.float64)

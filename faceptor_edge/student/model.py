@@ -1,0 +1,147 @@
+"""The student: one convolutional encoder and one light query decoder for every teacher head.
+
+Its raw outputs use the teacher's keys and layouts (SPEC §4), so decoding and metrics are
+shared. Map outputs (parsing logits, landmark heatmaps) live on the student's stride-4
+grid over the same crop; `faceptor_edge.decode` resizes parsing to the crop size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from faceptor_edge.landmarks import soft_argmax
+from faceptor_edge.tasks import EMBEDDING_DIM, FULL_TASKS, TaskSpec, heatmap_key
+from faceptor_edge.student.decoder import QueryDecoder
+from faceptor_edge.student.encoder import ConvEncoder, PixelDecoder, conv_bn
+
+StudentSize = Literal["tiny", "small", "medium"]
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Architecture of one student size (see `student_sizes`)."""
+
+    size: StudentSize
+    tasks: tuple[TaskSpec, ...]
+    widths: tuple[int, int, int, int, int]
+    depths: tuple[int, int, int, int]
+    expand: int
+    pixel_dim: int
+    dim: int
+    heads: int
+    ffn_dim: int
+    layers: int
+    input_size: int = 256
+
+    @property
+    def map_size(self) -> int:
+        return self.input_size // 4
+
+    @property
+    def num_tokens(self) -> int:
+        return (self.input_size // 16) ** 2
+
+
+class FaceptorStudent(nn.Module):
+    """Small multi-task face model.
+
+    Input: B×3×256×256, the teacher's dense-group crop resized to 256 (CLIP mean/std).
+    """
+
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = ConvEncoder(widths=config.widths, depths=config.depths, expand=config.expand)
+        self.pixel_decoder = PixelDecoder(config.widths[1:], config.pixel_dim)
+        self.token_proj = conv_bn(config.widths[3], config.dim, act=False)  # stride-16 tokens
+        decoded = [t for t in config.tasks if t.kind != "embedding"]
+        self.decoder = QueryDecoder(
+            num_queries=sum(t.num_queries for t in decoded),
+            num_tokens=config.num_tokens,
+            dim=config.dim,
+            heads=config.heads,
+            ffn_dim=config.ffn_dim,
+            layers=config.layers,
+        )
+        self.value_head = nn.Linear(config.dim, 1)
+        self.value_bias = nn.Parameter(torch.zeros(sum(t.num_queries for t in decoded if t.kind == "value")))
+        self.mask_embed = nn.Sequential(
+            nn.Linear(config.dim, config.dim), nn.ReLU(), nn.Linear(config.dim, config.pixel_dim)
+        )
+        self.embedding_head = nn.Sequential(
+            nn.Linear(config.widths[4], 2 * config.widths[4]), nn.ReLU(), nn.Linear(2 * config.widths[4], EMBEDDING_DIM)
+        )
+        self._slices = _query_slices(config.tasks)
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.config.tasks)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Raw outputs of every head.
+
+        Args:
+            image: B×3×S×S normalised crop, S = config.input_size.
+
+        Returns:
+            `recog_*` B×512, `age_*` B×101, `biattr_celeba` B×40, `affect_*` B×7,
+            `parsing_*` B×M×M×C logits (channels last, M = S/4), `align_*` B×N×2
+            normalised (x, y) and `"<task>/heatmap"` B×N×M×M logits.
+        """
+        features = self.encoder(image)
+        pixels = self.pixel_decoder(features)  # B×P×M×M
+        memory = self.token_proj(features[2]).flatten(2).transpose(1, 2)  # B×D×s×s -> B×T×D
+        queries = self.decoder(memory)  # B×Q×D
+        value_queries = queries[:, : self.value_bias.shape[0]]
+        values = self.value_head(value_queries).squeeze(-1) + self.value_bias  # B×Qv
+        maps = torch.einsum("bqc,bchw->bqhw", self.mask_embed(queries[:, self.value_bias.shape[0] :]), pixels)
+        outputs = {}
+        for task in self.config.tasks:
+            if task.kind == "embedding":
+                outputs[task.name] = self.embedding_head(features[3].mean(dim=(2, 3)))
+            elif task.kind == "value":
+                outputs[task.name] = values[:, self._slices[task.name]]
+            elif task.task_type == "parsing":
+                outputs[task.name] = maps[:, self._slices[task.name]].permute(0, 2, 3, 1)
+            else:
+                heatmap = maps[:, self._slices[task.name]]
+                outputs[task.name] = soft_argmax(heatmap)
+                outputs[heatmap_key(task.name)] = heatmap
+        return outputs
+
+
+def _query_slices(tasks: tuple[TaskSpec, ...]) -> dict[str, slice]:
+    """Value-task queries first, then map-task queries, each block in task order."""
+    slices = {}
+    for kind in ("value", "map"):
+        start = 0
+        for task in (t for t in tasks if t.kind == kind):
+            slices[task.name] = slice(start, start + task.num_queries)
+            start += task.num_queries
+    return slices
+
+
+_SIZES = {
+    "tiny": dict(widths=(8, 16, 24, 32, 48), depths=(1, 1, 1, 1), expand=2, pixel_dim=24, dim=48, heads=4, ffn_dim=96, layers=1),
+    "small": dict(widths=(16, 24, 40, 80, 160), depths=(1, 2, 3, 2), expand=4, pixel_dim=64, dim=128, heads=4, ffn_dim=256, layers=2),
+    "medium": dict(widths=(24, 32, 64, 128, 224), depths=(2, 3, 4, 3), expand=6, pixel_dim=96, dim=192, heads=6, ffn_dim=512, layers=3),
+}  # fmt: skip
+
+
+def student_config(size: StudentSize, tasks: tuple[TaskSpec, ...] = FULL_TASKS) -> StudentConfig:
+    """The config of a named student size for a teacher's task list."""
+    if size not in _SIZES:
+        raise ValueError(f"unknown student size {size!r}; choose from {', '.join(_SIZES)}")
+    return StudentConfig(size=size, tasks=tasks, **_SIZES[size])
+
+
+def build_student(size: StudentSize = "small", tasks: tuple[TaskSpec, ...] = FULL_TASKS) -> FaceptorStudent:
+    """A freshly initialised student of a named size."""
+    return FaceptorStudent(student_config(size, tasks))
+
+
+student_sizes: tuple[str, ...] = tuple(_SIZES)
