@@ -32,7 +32,7 @@ SIDECAR_NAME = "faces.json"
 GAN_INSTALL = "pip install --no-deps gan-face-generate==1.1.1"
 
 _PROGRESS_ABOVE = 50  # files; smaller folders scan without a progress bar
-_GAN_BATCH = 64  # faces per generator call
+_GAN_BATCH = 16  # faces per generator call
 _GAN_SIZE = 64  # side of the DCGAN's output
 _GAN_LATENT = 100  # length of the DCGAN's noise vector
 _SEED_STRIDE = 1_000_003  # face i of seed s uses noise seed s * stride + i
@@ -289,7 +289,8 @@ class SyntheticSource:
                 # stays clear of the matplotlib/torchvision imports in its other modules.
                 from gan_face_generate.models import Generator
             except ImportError as error:
-                raise UserError(f"cannot import gan_face_generate.models ({error}); reinstall it: {GAN_INSTALL}") from error
+                message = f"cannot import gan_face_generate.models ({error}); reinstall: {GAN_INSTALL}"
+                raise UserError(message) from error
             generator = Generator(0, 3, _GAN_LATENT, _GAN_SIZE)
             try:
                 checkpoint = torch.load(self._weights, map_location="cpu", weights_only=True)

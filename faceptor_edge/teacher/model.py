@@ -164,6 +164,12 @@ def build_faceptor_full_layer_attention(*, dense_size: int = 512) -> FaceptorTea
     return _build("full_layer_attention", FULL_TASKS, new_levels=(1, 3, 5, 7, 9), dense_size=dense_size)
 
 
+VARIANT_TASKS: dict[str, tuple[TaskSpec, ...]] = {
+    "base": BASE_TASKS,
+    "full": FULL_TASKS,
+    "full_layer_attention": FULL_TASKS,
+}
+
 teacher_builders = {
     "base": build_faceptor_base,
     "full": build_faceptor_full,

@@ -1,0 +1,86 @@
+"""Teacher outputs for distillation, in the form the cache stores and the losses read.
+
+Per face: the student's input crop (uint8) and every teacher head, with map outputs
+brought to the student's grids: parsing logits at the student's map grid and landmark
+heatmap logits at a coarser `heatmap_grid` (the coordinates carry the precision).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from faceptor_edge.data import FaceSample
+from faceptor_edge.preprocess import FaceCrops, prepare_face
+from faceptor_edge.tasks import heatmap_key
+from faceptor_edge.teacher import FaceptorTeacher
+
+STUDENT_IMAGE_KEY = "student/image"
+
+
+@dataclass(frozen=True)
+class CropRecipe:
+    """How faces become teacher and student inputs; part of the cache identity."""
+
+    teacher_dense_size: int
+    student_size: int = 256
+    dense_scale: float = 0.8
+    map_grid: int = 64
+    heatmap_grid: int = 32
+
+    def teacher_crops(self, sample: FaceSample) -> FaceCrops:
+        return prepare_face(
+            sample.image, box=sample.box, points5=sample.points5,
+            dense_size=self.teacher_dense_size, dense_scale=self.dense_scale,
+        )  # fmt: skip
+
+    def student_crop(self, sample: FaceSample) -> np.ndarray:
+        """The student's input: the same dense crop at student_size, S×S×3 uint8."""
+        crops = prepare_face(
+            sample.image, box=sample.box, points5=sample.points5,
+            dense_size=self.student_size, dense_scale=self.dense_scale,
+        )  # fmt: skip
+        return np.clip(np.rint(crops.crop512.pixels * 255.0), 0, 255).astype(np.uint8)
+
+
+def _resize(maps: torch.Tensor, size: int) -> torch.Tensor:
+    if maps.shape[-1] == size:
+        return maps
+    return F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False, antialias=size < maps.shape[-1])
+
+
+@torch.inference_mode()
+def teacher_outputs(
+    teacher: FaceptorTeacher, samples: Sequence[FaceSample], recipe: CropRecipe, *, features: bool = False
+) -> dict[str, np.ndarray]:
+    """Run the teacher on a batch of faces.
+
+    Returns:
+        `student/image` B×S×S×3 uint8; value and embedding heads float32 as in
+        `forward_raw`; `parsing_*` B×C×M×M float16 logits (M = map_grid, channels first);
+        `align_*` B×N×2 float32; `align_*/heatmap` B×N×H×H float16 (H = heatmap_grid);
+        with `features`, `encoder/face512/layer11` B×768×s×s float16 (s = student_size / 16).
+    """
+    crops = [recipe.teacher_crops(sample) for sample in samples]
+    x112 = torch.from_numpy(np.stack([c.x112 for c in crops]))
+    x512 = torch.from_numpy(np.stack([c.x512 for c in crops]))
+    raw = teacher.forward_raw(x112, x512, with_features=features, parsing_size=recipe.map_grid)
+    out = {STUDENT_IMAGE_KEY: np.stack([recipe.student_crop(sample) for sample in samples])}
+    for task in teacher.config.tasks:
+        value = raw[task.name]
+        if task.task_type == "parsing":
+            out[task.name] = value.permute(0, 3, 1, 2).numpy().astype(np.float16)
+        elif task.task_type == "landmarks":
+            out[task.name] = value.numpy().astype(np.float32)
+            heatmap = _resize(raw[heatmap_key(task.name)], recipe.heatmap_grid)
+            out[heatmap_key(task.name)] = heatmap.numpy().astype(np.float16)
+        else:
+            out[task.name] = value.numpy().astype(np.float32)
+    if features:
+        layer = raw["encoder/face512/layer11"]
+        out["encoder/face512/layer11"] = _resize(layer, recipe.student_size // 16).numpy().astype(np.float16)
+    return out

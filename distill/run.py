@@ -1,0 +1,229 @@
+"""Distil a Faceptor teacher into a small student: `python distill/run.py --help`.
+
+Stages: teacher outputs into a sharded cache (computed once, reused across runs) →
+training (resumable, DDP under torchrun) → the student in OUT/student → fidelity on
+held-out faces in OUT/fidelity.json, with a loss-curve plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+if __package__ in (None, ""):  # `python distill/run.py` from a checkout: the script's folder is sys.path[0]
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from faceptor_edge.data import open_source
+from faceptor_edge.distill.cache import ShardCache, atomic_write_bytes, cache_key
+from faceptor_edge.distill.labels import CropRecipe, teacher_outputs
+from faceptor_edge.distill.losses import LossWeights
+from faceptor_edge.distill.report import fidelity_report, plot_loss_curve
+from faceptor_edge.distill.trainer import FEATURE_KEY, DistillModel, TrainConfig, train
+from faceptor_edge.errors import UserError
+from faceptor_edge.student.io import file_sha256, save_student
+from faceptor_edge.student.model import FaceptorStudent, build_student, student_config, student_sizes
+from faceptor_edge.teacher import DEMO_NOTICE, build_demo_teacher, load_teacher
+from faceptor_edge.teacher.checkpoint import detect_variant, read_checkpoint
+from faceptor_edge.teacher.model import VARIANT_TASKS, FaceptorTeacher
+
+DEMO_DENSE_SIZE = 256  # demo teacher's dense input: 0.27 s/face here, vs 1.9 s at the official 512
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "faceptor-edge" / "teacher-outputs"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distill/run.py", description=__doc__.split("\n")[0])
+    p.add_argument("--teacher", default="demo", help="official Faceptor checkpoint, or 'demo' (stand-in weights; default)")
+    p.add_argument("--images", default="synthetic", help="folder of face images, or 'synthetic' DCGAN faces (default)")
+    p.add_argument("--student", default="small", choices=student_sizes, help="student size (default: small)")
+    p.add_argument("--steps", type=int, default=600, help="training steps (default: 600)")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: runs/demo)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--count", type=int, default=768, help="synthetic training faces (default: 768)")
+    p.add_argument("--holdout", type=int, default=64, help="held-out faces for fidelity (default: 64)")
+    p.add_argument("--dense-size", type=int, help=f"teacher dense-group input (default: 512, demo {DEMO_DENSE_SIZE})")
+    p.add_argument("--batch-size", type=int, default=32, help="global batch size (default: 32)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default: 2e-3)")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
+    p.add_argument("--loss-weight", action="append", default=[], metavar="NAME=W",
+                   help="override a loss weight, e.g. parsing=2 or features=0.5 (defaults: all heads 1, features 0)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"teacher-output cache (default: {DEFAULT_CACHE})")
+    p.add_argument("--shard-size", type=int, default=32, help="faces per cache shard (default: 32)")
+    p.add_argument("--convert-images", action="store_true", help="convert grey/RGBA/16-bit images instead of skipping")
+    p.add_argument("--seed", type=int, default=0, help="seed of data order and initialisation (default: 0)")
+    return p  # fmt: skip
+
+
+def parse_loss_weights(items: Sequence[str]) -> LossWeights:
+    names = {f.name for f in fields(LossWeights)}
+    values = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in names:
+            raise UserError(f"--loss-weight {item!r}: unknown name; choose from {', '.join(sorted(names))}")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            raise UserError(f"--loss-weight {item!r}: {value!r} is not a number") from None
+    return LossWeights(**values)
+
+
+class Teacher:
+    """The teacher's identity (cheap) and its model, built only when outputs must be computed."""
+
+    def __init__(self, spec: str, dense_size: int | None) -> None:
+        self.spec = spec
+        if spec == "demo":
+            self.dense_size = dense_size or DEMO_DENSE_SIZE
+            self.variant, self.identity = "full", {"teacher": "demo-full-fixture-weights"}
+            self.notice = f"{DEMO_NOTICE}. Dense group at {self.dense_size} px"
+        else:
+            self.dense_size = dense_size or 512
+            self.variant = detect_variant({k.removeprefix("module.") for k in read_checkpoint(spec)})
+            self.identity = {"teacher": f"faceptor-{self.variant}", "teacher_sha256": file_sha256(spec)}
+            self.notice = f"teacher: Faceptor-{self.variant} from {spec}. Dense group at {self.dense_size} px"
+        self.identity["dense_size"] = self.dense_size
+        self.tasks = VARIANT_TASKS[self.variant]
+        self._model: FaceptorTeacher | None = None
+
+    def model(self) -> FaceptorTeacher:
+        if self._model is None:
+            if self.spec == "demo":
+                self._model = build_demo_teacher(dense_size=self.dense_size)
+            else:
+                self._model = load_teacher(self.spec, dense_size=self.dense_size)
+        return self._model
+
+
+def _distributed() -> tuple[int, int]:
+    """Join the torchrun process group if there is one (gloo on CPU, NCCL on GPU)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def build_cache(name, teacher: Teacher, source, recipe: CropRecipe, args, *, features: bool, rank: int, world: int) -> dict:
+    """Teacher outputs for every face of `source`, computed once and shared by all ranks."""
+    identity = {**teacher.identity, "images": source.fingerprint(), "recipe": asdict(recipe), "features": features}
+    cache = ShardCache(args.cache, cache_key(**identity), num_items=len(source), shard_size=args.shard_size,
+                       identity=identity)  # fmt: skip
+    mine = [s for s in range(cache.num_shards) if s % world == rank]
+    todo = cache.missing(mine)
+    if todo:
+        model = teacher.model()
+        faces = sum(len(cache.shard_items(s)) for s in todo)
+        bar = tqdm(total=faces, desc=f"teacher → cache ({name})", unit="face", disable=rank != 0, dynamic_ncols=True)
+        with bar:
+            cache.build(lambda items: teacher_outputs(model, source.batch(list(items)), recipe, features=features),
+                        shards=todo, progress=bar.update)  # fmt: skip
+    elif rank == 0:
+        print(f"teacher outputs ({name}): {len(source)} faces from cache {cache.dir}")
+    _barrier()
+    return cache.load_all()
+
+
+def _sources(args):
+    if args.images == "synthetic":
+        train_source = open_source("synthetic", count=args.count, seed=args.seed)
+        holdout = open_source("synthetic", count=args.holdout, seed=args.seed + 1)
+        return train_source, holdout
+    source = open_source(args.images, convert=args.convert_images)
+    if len(source) < 2 * args.holdout:
+        raise UserError(f"{args.images}: {len(source)} readable images, need more than 2 × --holdout ({args.holdout})")
+    return _Subset(source, range(len(source) - args.holdout)), _Subset(source, range(len(source) - args.holdout, len(source)))
+
+
+class _Subset:
+    """A contiguous part of a folder source (training or held-out)."""
+
+    def __init__(self, source, indices: range) -> None:
+        self.source, self.indices = source, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batch(self, positions):
+        return self.source.batch([self.indices[p] for p in positions])
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"{self.source.fingerprint()}:{self.indices.start}:{self.indices.stop}".encode()).hexdigest()
+
+
+def run(args: argparse.Namespace) -> int:
+    rank, world = _distributed()
+    torch.manual_seed(args.seed)
+    weights = parse_loss_weights(args.loss_weight)
+    if args.batch_size % world:
+        raise UserError(f"--batch-size {args.batch_size} must divide evenly over {world} processes")
+    teacher = Teacher(args.teacher, args.dense_size)
+    train_source, holdout_source = _sources(args)
+    if rank == 0:
+        print(teacher.notice)
+        skipped = getattr(getattr(train_source, "source", train_source), "skipped", [])
+        if skipped:
+            print(f"skipped {len(skipped)} unreadable images: " + "; ".join(f"{p}: {why}" for p, why in skipped[:5]))
+    recipe = CropRecipe(teacher_dense_size=teacher.dense_size, map_grid=student_config(args.student).map_size)
+    features = weights.features > 0
+    train_cache = build_cache("train", teacher, train_source, recipe, args, features=features, rank=rank, world=world)
+    holdout_cache = build_cache("held-out", teacher, holdout_source, recipe, args, features=False, rank=rank, world=world)
+
+    student = build_student(args.student, teacher.tasks)
+    model = DistillModel(student, train_cache[FEATURE_KEY].shape[1] if features else None)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         checkpoint_every=args.checkpoint_every, seed=args.seed)  # fmt: skip
+    identity = {**teacher.identity, "student": args.student, "images": train_source.fingerprint(),
+                "recipe": asdict(recipe), "weights": weights.as_dict(), "batch_size": args.batch_size,
+                "lr": args.lr, "seed": args.seed}  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    records = train(model, train_cache, config, weights, args.out, identity=identity, resume=args.resume)
+    if rank == 0:
+        _finish(args, teacher, student, identity, records, train_cache, holdout_cache, time.time() - started)
+    _barrier()
+    return 0
+
+
+def _finish(args, teacher: Teacher, student: FaceptorStudent, identity, records, train_cache, holdout_cache, seconds) -> None:
+    provenance = {"teacher": teacher.identity, "teacher_notice": teacher.notice, "distillation": identity}
+    save_student(args.out / "student", student, provenance)
+    report = fidelity_report(student, train_cache, holdout_cache)
+    atomic_write_bytes(args.out / "fidelity.json", json.dumps(report, indent=2).encode())
+    plot_loss_curve(records, args.out / "loss_curve.png")
+    print(report["table"])
+    print(f"trained {args.steps} steps in {seconds / 60:.1f} min; student: {args.out / 'student'}; "
+          f"{report['student']['params']:,} parameters, {report['student']['flops'] / 1e9:.2f} GFLOPs at 256×256")  # fmt: skip
+    print(f"fidelity: {args.out / 'fidelity.json'}; loss curve: {args.out / 'loss_curve.png'}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except UserError as error:
+        print(f"distill: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with the same command plus --resume (state in {args.out})", file=sys.stderr)
+        return 130
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""The distillation loop: AdamW, warmup + cosine, clipping, DDP, checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from faceptor_edge.distill.cache import atomic_write_bytes
+from faceptor_edge.distill.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from faceptor_edge.distill.labels import STUDENT_IMAGE_KEY
+from faceptor_edge.distill.losses import LossWeights, distillation_loss
+from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD
+from faceptor_edge.student.model import FaceptorStudent
+
+FEATURE_KEY = "encoder/face512/layer11"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup: int = 50
+    clip: float = 1.0
+    checkpoint_every: int = 100
+    seed: int = 0
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to 5 % of the peak."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def batch_indices(step: int, config: TrainConfig, num_items: int, rank: int = 0, world: int = 1) -> np.ndarray:
+    """This rank's share of the global batch at `step`: a pure function of the step, for exact resume."""
+    start = step * config.batch_size
+    epochs = range(start // num_items, (start + config.batch_size - 1) // num_items + 1)
+    stream = np.concatenate([np.random.default_rng([config.seed, e]).permutation(num_items) for e in epochs])
+    offset = start - epochs[0] * num_items
+    return stream[offset : offset + config.batch_size][rank::world]
+
+
+def student_input(images: np.ndarray) -> torch.Tensor:
+    """B×S×S×3 uint8 crops -> B×3×S×S CLIP-normalised float."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class DistillModel(nn.Module):
+    """The student plus an optional 1×1 adapter from its stride-16 map to teacher tokens."""
+
+    def __init__(self, student: FaceptorStudent, feature_dim: int | None) -> None:
+        super().__init__()
+        self.student = student
+        self.adapter = nn.Conv2d(student.config.widths[3], feature_dim, 1) if feature_dim else None
+        self._tokens: list[torch.Tensor] = []
+        if self.adapter is not None:
+            student.encoder.stages[2].register_forward_hook(lambda _m, _i, out: self._tokens.append(out))
+
+    def forward(self, image: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        self._tokens.clear()
+        raw = self.student(image)
+        return raw, self.adapter(self._tokens.pop()) if self.adapter is not None else None
+
+
+def _to_torch(cache: dict[str, np.ndarray], indices: np.ndarray) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v[indices].astype(np.float32)) for k, v in cache.items() if k != STUDENT_IMAGE_KEY}
+
+
+def train(
+    model: DistillModel,
+    cache: dict[str, np.ndarray],
+    config: TrainConfig,
+    weights: LossWeights,
+    out: Path,
+    *,
+    identity: dict,
+    resume: bool,
+) -> list[dict]:
+    """Train on cached teacher outputs; returns the JSONL log records (rank 0)."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    start = 0
+    checkpoint = latest_checkpoint(out) if resume else None
+    if checkpoint is not None:
+        start = load_checkpoint(checkpoint, model, optimizer, identity)
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    log_path = out / "train_log.jsonl"
+    records = _read_log(log_path, upto=start) if rank == 0 else []
+    num_items = len(cache[STUDENT_IMAGE_KEY])
+    tasks = model.student.config.tasks
+    bar = tqdm(total=config.steps, initial=start, desc="distil", unit="step", disable=rank != 0, dynamic_ncols=True)
+    step = start
+    model.train()
+    try:
+        for step in range(start, config.steps):
+            indices = batch_indices(step, config, num_items, rank, world)
+            teacher = _to_torch(cache, indices)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, config)
+            raw, projected = net(student_input(cache[STUDENT_IMAGE_KEY][indices]))
+            features = (projected, teacher[FEATURE_KEY]) if projected is not None else None
+            loss, terms = distillation_loss(tasks, raw, teacher, weights, features=features)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.clip))
+            optimizer.step()
+            if rank == 0:
+                records.append({"step": step + 1, "lr": lr_at(step, config), "loss": float(loss), "grad_norm": grad_norm, **terms})
+                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.update(1)
+                if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+                    _write_log(log_path, records)
+                    save_checkpoint(out, step + 1, model, optimizer, identity)
+    except KeyboardInterrupt:
+        if rank == 0 and records and records[-1]["step"] > start:
+            _write_log(log_path, records)
+            save_checkpoint(out, records[-1]["step"], model, optimizer, identity)
+        raise
+    finally:
+        bar.close()
+    return records
+
+
+def _read_log(path: Path, upto: int) -> list[dict]:
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r["step"] <= upto]
+
+
+def _write_log(path: Path, records: list[dict]) -> None:
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
+
+
+@torch.inference_mode()
+def predict(student: FaceptorStudent, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Student raw outputs (numpy) for B×S×S×3 uint8 crops, in eval mode."""
+    student.eval()
+    parts = [student(student_input(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    return {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
+
+
+def parsing_channels_last(cache: dict[str, np.ndarray], tasks) -> dict[str, np.ndarray]:
+    """Cached teacher outputs in the shared raw layout (parsing B×M×M×C float32)."""
+    out = {}
+    for task in tasks:
+        value = cache[task.name].astype(np.float32)
+        out[task.name] = value.transpose(0, 2, 3, 1) if task.task_type == "parsing" else value
+    return out
+

@@ -1,0 +1,108 @@
+"""Fidelity of one model's raw outputs to a reference model's, per head.
+
+Inputs are raw-output dicts in the shared layout (SPEC §4; parsing channels last,
+landmarks normalised). Every head has one primary metric; `fidelity_table` also scores
+a trivial baseline, the reference's mean raw output, so a constant is never mistaken
+for fidelity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from faceptor_edge import decode
+from faceptor_edge.tasks import TaskSpec
+
+# Primary metric per head type: (name, higher_is_better).
+PRIMARY = {
+    "recognition": ("mean_cosine", True),
+    "age": ("mae_years", False),
+    "attributes": ("mean_agreement", True),
+    "expression": ("top1_agreement", True),
+    "parsing": ("pixel_agreement", True),
+    "landmarks": ("nme_crop_pct", False),
+}
+
+
+def _parsing_at(logits: np.ndarray, size: int) -> np.ndarray:
+    """B×H×W×C logits -> B×size×size labels (nearest resize of the argmax when grids differ)."""
+    labels = decode.parsing_labels(logits)
+    if labels.shape[1] == size:
+        return labels
+    index = ((np.arange(size) + 0.5) * labels.shape[1] / size).astype(int)
+    return labels[:, index][:, :, index]
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def head_metrics(task: TaskSpec, candidate: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """All metrics of one head: candidate vs reference raw outputs (batched)."""
+    if task.task_type == "age":
+        c, r = decode.age_years(candidate), decode.age_years(reference)
+        sst = float(((r - r.mean()) ** 2).sum())
+        r2 = 1.0 - float(((c - r) ** 2).sum()) / sst if sst > 0 else float("nan")
+        return {"mae_years": float(np.abs(c - r).mean()), "r2": r2}
+    if task.task_type == "expression":
+        return {"top1_agreement": float((candidate.argmax(-1) == reference.argmax(-1)).mean())}
+    if task.task_type == "attributes":
+        return {"mean_agreement": float((decode.attributes(candidate)[1] == decode.attributes(reference)[1]).mean())}
+    if task.task_type == "recognition":
+        c, r = decode.l2_normalize(candidate), decode.l2_normalize(reference)
+        upper = np.triu_indices(len(c), k=1)
+        return {
+            "mean_cosine": float((c * r).sum(-1).mean()),
+            "similarity_correlation": _corr((c @ c.T)[upper], (r @ r.T)[upper]),
+        }
+    if task.task_type == "parsing":
+        r = decode.parsing_labels(reference)
+        c = _parsing_at(candidate, r.shape[1])
+        ious = [((c == k) & (r == k)).sum() / ((c == k) | (r == k)).sum() for k in np.unique(r)]
+        return {"pixel_agreement": float((c == r).mean()), "mean_iou": float(np.mean(ious))}
+    distance = np.linalg.norm(np.asarray(candidate) - np.asarray(reference), axis=-1)  # B×N, crop fractions
+    return {"nme_crop_pct": 100.0 * float(distance.mean())}
+
+
+def mean_output(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The trivial baseline: each head's mean raw output, as a batch of one."""
+    return {key: np.asarray(value, dtype=np.float32).mean(axis=0, keepdims=True) for key, value in outputs.items()}
+
+
+def fidelity_table(
+    tasks: tuple[TaskSpec, ...],
+    candidate: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    baseline: Mapping[str, np.ndarray],
+) -> dict[str, dict[str, Any]]:
+    """Per head: primary metric of candidate and of the constant baseline, plus all extras."""
+    heads = {}
+    for task in tasks:
+        ref = np.asarray(reference[task.name])
+        base = np.repeat(np.asarray(baseline[task.name]), len(ref), axis=0)
+        ours = head_metrics(task, np.asarray(candidate[task.name]), ref)
+        theirs = head_metrics(task, base, ref)
+        metric, higher = PRIMARY[task.task_type]
+        heads[task.name] = {
+            "metric": metric,
+            "student": ours[metric],
+            "baseline": theirs[metric],
+            "higher_is_better": higher,
+            "all": {name: {"student": value, "baseline": theirs[name]} for name, value in ours.items()},
+        }
+    return heads
+
+
+def format_table(heads: Mapping[str, Mapping[str, Any]], columns: tuple[str, str] = ("student", "baseline")) -> str:
+    """A fixed-width table of `fidelity_table` output for terminals and logs."""
+    lines = [f"{'head':18s} {'metric':16s} {columns[0]:>10s} {columns[1]:>10s}  better"]
+    for name, row in heads.items():
+        a, b = row[columns[0]], row[columns[1]]
+        wins = (a > b) if row["higher_is_better"] else (a < b)
+        lines.append(f"{name:18s} {row['metric']:16s} {a:10.4f} {b:10.4f}  {'yes' if wins else 'NO'}")
+    return "\n".join(lines)
