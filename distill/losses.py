@@ -4,11 +4,16 @@
 |---|---|
 | age | KL between sigmoid-then-L1-normalised bin distributions + expected-age L1 (per decade) |
 | expression | KL of temperature-softened softmaxes, scaled by T² |
-| attributes | BCE against the teacher's sigmoid probabilities |
+| attributes | BCE against the teacher's sigmoid probabilities, less their entropy (a Bernoulli KL) |
 | parsing | per-pixel KL of the class softmaxes |
-| landmarks | BCE of sigmoid heatmaps + L1 of normalised coordinates (in % of the crop) |
+| landmarks | per-pixel Bernoulli KL of sigmoid heatmaps + L1 of normalised coordinates (% of crop) |
 | recognition | (1 − cosine) + MSE between in-batch cosine-similarity matrices (relational) |
 | features (optional) | MSE between a 1×1 projection of student tokens and teacher layer-11 tokens |
+
+Every head's loss is zero at the teacher. Heads differ by orders of magnitude in scale
+(a teacher whose expressions barely move gives tiny KLs), so each head's loss is divided
+by the loss of the trivial student that always outputs the teacher's mean (`baseline_scales`):
+1 means "no better than a constant", for every head. The weights then set priorities.
 """
 
 from __future__ import annotations
@@ -57,11 +62,16 @@ def _softmax_kl(student: torch.Tensor, teacher: torch.Tensor, dim: int, temperat
     return (log_t.exp() * (log_t - log_s)).sum(dim=dim).mean() * temperature**2
 
 
+def _bernoulli_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean KL(teacher ‖ student) of independent sigmoids: BCE less the targets' entropy."""
+    p = torch.sigmoid(teacher_logits)
+    entropy = F.binary_cross_entropy_with_logits(teacher_logits, p)
+    return F.binary_cross_entropy_with_logits(student_logits, p) - entropy
+
+
 def _landmark_loss(student_points, student_heatmap, teacher_points, teacher_heatmap) -> torch.Tensor:
-    size = teacher_heatmap.shape[-1]
-    pooled = F.interpolate(student_heatmap, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    heat = F.binary_cross_entropy_with_logits(pooled, torch.sigmoid(teacher_heatmap))
-    return heat + 100.0 * F.l1_loss(student_points, teacher_points)
+    pooled = F.adaptive_avg_pool2d(student_heatmap, teacher_heatmap.shape[-2:])
+    return _bernoulli_kl(pooled, teacher_heatmap) + 100.0 * F.l1_loss(student_points, teacher_points)
 
 
 def _embedding_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -78,12 +88,30 @@ def head_loss(task: TaskSpec, student: dict[str, torch.Tensor], teacher: dict[st
     if task.task_type == "age":
         return _age_loss(s, t)
     if task.task_type == "attributes":
-        return F.binary_cross_entropy_with_logits(s, torch.sigmoid(t))
+        return _bernoulli_kl(s, t)
     if task.task_type == "expression":
         return _softmax_kl(s, t, dim=-1, temperature=temperature)
     if task.task_type == "parsing":
         return _softmax_kl(s.permute(0, 3, 1, 2), t, dim=1)
     return _landmark_loss(s, student[heatmap_key(task.name)], t, teacher[heatmap_key(task.name)])
+
+
+def mean_student(tasks: tuple[TaskSpec, ...], teacher: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Raw outputs of a constant student that always predicts the teacher's batch mean."""
+    out = {}
+    for task in tasks:
+        keys = [task.name] + ([heatmap_key(task.name)] if task.task_type == "landmarks" else [])
+        for key in keys:
+            mean = teacher[key].mean(dim=0, keepdim=True).expand_as(teacher[key])
+            out[key] = mean.permute(0, 2, 3, 1) if task.task_type == "parsing" and key == task.name else mean
+    return out
+
+
+@torch.no_grad()
+def baseline_scales(tasks: tuple[TaskSpec, ...], teacher: dict[str, torch.Tensor], temperature: float) -> dict[str, float]:
+    """Each head's loss for the mean-output student: the unit its loss is measured in."""
+    constant = mean_student(tasks, teacher)
+    return {task.name: max(float(head_loss(task, constant, teacher, temperature)), 1e-8) for task in tasks}
 
 
 def distillation_loss(
@@ -92,11 +120,17 @@ def distillation_loss(
     teacher: dict[str, torch.Tensor],
     weights: LossWeights,
     *,
+    scales: dict[str, float] | None = None,
     features: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum over heads (and optional feature term); also returns each term's value."""
-    terms = {task.name: getattr(weights, task.task_type) * head_loss(task, student, teacher, weights.temperature)
-             for task in tasks}  # fmt: skip
+    """Weighted sum of per-head losses, each divided by its scale (default 1), plus the
+    optional feature term; also returns each weighted term's value."""
+    terms = {
+        task.name: getattr(weights, task.task_type)
+        * head_loss(task, student, teacher, weights.temperature)
+        / (scales[task.name] if scales else 1.0)
+        for task in tasks
+    }
     if features is not None and weights.features > 0:
         terms["features"] = weights.features * F.mse_loss(*features)
     total = torch.stack(list(terms.values())).sum()

@@ -166,7 +166,6 @@ class _Subset:
 
 def run(args: argparse.Namespace) -> int:
     rank, world = _distributed()
-    torch.manual_seed(args.seed)
     weights = parse_loss_weights(args.loss_weight)
     if args.batch_size % world:
         raise UserError(f"--batch-size {args.batch_size} must divide evenly over {world} processes")
@@ -182,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
     train_cache = build_cache("train", teacher, train_source, recipe, args, features=features, rank=rank, world=world)
     holdout_cache = build_cache("held-out", teacher, holdout_source, recipe, args, features=False, rank=rank, world=world)
 
+    torch.manual_seed(args.seed)  # here, so the initialisation does not depend on whether the teacher ran
     student = build_student(args.student, teacher.tasks)
     model = DistillModel(student, train_cache[FEATURE_KEY].shape[1] if features else None)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from faceptor_edge.distill.cache import atomic_write_bytes
 from faceptor_edge.distill.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from faceptor_edge.distill.labels import STUDENT_IMAGE_KEY
-from faceptor_edge.distill.losses import LossWeights, distillation_loss
+from faceptor_edge.distill.losses import LossWeights, baseline_scales, distillation_loss
 from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD
 from faceptor_edge.student.model import FaceptorStudent
 
@@ -104,6 +104,7 @@ def train(
     records = _read_log(log_path, upto=start) if rank == 0 else []
     num_items = len(cache[STUDENT_IMAGE_KEY])
     tasks = model.student.config.tasks
+    scales = baseline_scales(tasks, _to_torch(cache, np.arange(min(num_items, 256))), weights.temperature)
     bar = tqdm(total=config.steps, initial=start, desc="distil", unit="step", disable=rank != 0, dynamic_ncols=True)
     step = start
     model.train()
@@ -115,14 +116,14 @@ def train(
                 group["lr"] = lr_at(step, config)
             raw, projected = net(student_input(cache[STUDENT_IMAGE_KEY][indices]))
             features = (projected, teacher[FEATURE_KEY]) if projected is not None else None
-            loss, terms = distillation_loss(tasks, raw, teacher, weights, features=features)
+            loss, terms = distillation_loss(tasks, raw, teacher, weights, scales=scales, features=features)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.clip))
             optimizer.step()
             if rank == 0:
-                records.append({"step": step + 1, "lr": lr_at(step, config), "loss": float(loss), "grad_norm": grad_norm, **terms})
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                records.append({"step": step + 1, "lr": lr_at(step, config), "loss": loss.item(), "grad_norm": grad_norm, **terms})
+                bar.set_postfix(loss=f"{loss.item():.3f}")
                 bar.update(1)
                 if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
                     _write_log(log_path, records)

@@ -20,6 +20,15 @@ from faceptor_edge.student.encoder import ConvEncoder, PixelDecoder, conv_bn
 
 StudentSize = Literal["tiny", "small", "medium"]
 
+# Value heads with more outputs (age: 101 bins) read a few queries through one Linear
+# instead of one query per output, which keeps the decoder's query count small.
+MAX_VALUE_QUERIES = 8
+
+
+def student_queries(task: TaskSpec) -> int:
+    """Decoder queries the student spends on a task."""
+    return min(task.num_queries, MAX_VALUE_QUERIES) if task.kind == "value" else task.num_queries
+
 
 @dataclass(frozen=True)
 class StudentConfig:
@@ -60,22 +69,31 @@ class FaceptorStudent(nn.Module):
         self.token_proj = conv_bn(config.widths[3], config.dim, act=False)  # stride-16 tokens
         decoded = [t for t in config.tasks if t.kind != "embedding"]
         self.decoder = QueryDecoder(
-            num_queries=sum(t.num_queries for t in decoded),
+            num_queries=sum(student_queries(t) for t in decoded),
             num_tokens=config.num_tokens,
             dim=config.dim,
             heads=config.heads,
             ffn_dim=config.ffn_dim,
             layers=config.layers,
         )
+        value_tasks = [t for t in decoded if t.kind == "value"]
+        self.num_value_queries = sum(student_queries(t) for t in value_tasks)
         self.value_head = nn.Linear(config.dim, 1)
-        self.value_bias = nn.Parameter(torch.zeros(sum(t.num_queries for t in decoded if t.kind == "value")))
+        self.value_bias = nn.Parameter(torch.zeros(self.num_value_queries))
+        self.grouped_value_heads = nn.ModuleDict({
+            t.name: nn.Linear(student_queries(t) * config.dim, t.num_queries)
+            for t in value_tasks if student_queries(t) < t.num_queries
+        })  # fmt: skip
         self.mask_embed = nn.Sequential(
             nn.Linear(config.dim, config.dim), nn.ReLU(), nn.Linear(config.dim, config.pixel_dim)
         )
         self.embedding_head = nn.Sequential(
             nn.Linear(config.widths[4], 2 * config.widths[4]), nn.ReLU(), nn.Linear(2 * config.widths[4], EMBEDDING_DIM)
         )
-        self._slices = _query_slices(config.tasks)
+        self._value_tasks = [t.name for t in value_tasks]
+        self._value_sizes = [student_queries(t) for t in value_tasks]
+        self._map_tasks = [t.name for t in decoded if t.kind == "map"]
+        self._map_sizes = [t.num_queries for t in decoded if t.kind == "map"]
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -96,33 +114,29 @@ class FaceptorStudent(nn.Module):
         pixels = self.pixel_decoder(features)  # B×P×M×M
         memory = self.token_proj(features[2]).flatten(2).transpose(1, 2)  # B×D×s×s -> B×T×D
         queries = self.decoder(memory)  # B×Q×D
-        value_queries = queries[:, : self.value_bias.shape[0]]
+        value_queries, map_queries = queries.split([self.num_value_queries, queries.shape[1] - self.num_value_queries], 1)
         values = self.value_head(value_queries).squeeze(-1) + self.value_bias  # B×Qv
-        maps = torch.einsum("bqc,bchw->bqhw", self.mask_embed(queries[:, self.value_bias.shape[0] :]), pixels)
+        maps = torch.einsum("bqc,bchw->bqhw", self.mask_embed(map_queries), pixels)  # B×Qm×M×M
+        # One split per tensor (not one slice per task): slicing backward would allocate
+        # and zero a full-size gradient per task.
+        value_parts = dict(zip(self._value_tasks, values.split(self._value_sizes, 1)))
+        query_parts = dict(zip(self._value_tasks, value_queries.split(self._value_sizes, 1)))
+        map_parts = dict(zip(self._map_tasks, maps.split(self._map_sizes, 1)))
         outputs = {}
         for task in self.config.tasks:
             if task.kind == "embedding":
                 outputs[task.name] = self.embedding_head(features[3].mean(dim=(2, 3)))
+            elif task.name in self.grouped_value_heads:
+                outputs[task.name] = self.grouped_value_heads[task.name](query_parts[task.name].flatten(1))
             elif task.kind == "value":
-                outputs[task.name] = values[:, self._slices[task.name]]
+                outputs[task.name] = value_parts[task.name]
             elif task.task_type == "parsing":
-                outputs[task.name] = maps[:, self._slices[task.name]].permute(0, 2, 3, 1)
+                outputs[task.name] = map_parts[task.name].permute(0, 2, 3, 1)
             else:
-                heatmap = maps[:, self._slices[task.name]]
+                heatmap = map_parts[task.name]
                 outputs[task.name] = soft_argmax(heatmap)
                 outputs[heatmap_key(task.name)] = heatmap
         return outputs
-
-
-def _query_slices(tasks: tuple[TaskSpec, ...]) -> dict[str, slice]:
-    """Value-task queries first, then map-task queries, each block in task order."""
-    slices = {}
-    for kind in ("value", "map"):
-        start = 0
-        for task in (t for t in tasks if t.kind == kind):
-            slices[task.name] = slice(start, start + task.num_queries)
-            start += task.num_queries
-    return slices
 
 
 _SIZES = {

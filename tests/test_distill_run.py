@@ -1,0 +1,116 @@
+"""`python distill/run.py` end to end on tiny settings: smoke, bad input, exact resume, torchrun."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.numpy import load_file
+
+from faceptor_edge.distill import run as distill_run
+from faceptor_edge.distill import trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+pytest.importorskip("gan_face_generate", reason="synthetic faces need: pip install --no-deps gan-face-generate==1.1.1")
+
+
+def _args(out, cache, *extra):
+    return ["--student", "tiny", "--count", "24", "--holdout", "8", "--dense-size", "64", "--batch-size", "8",
+            "--steps", "6", "--checkpoint-every", "2", "--shard-size", "8", "--out", str(out), "--cache", str(cache),
+            *extra]  # fmt: skip
+
+
+def _weights(out):
+    return load_file(str(Path(out) / "student" / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    assert distill_run.main(_args(root / "out", root / "cache")) == 0
+    return root
+
+
+def test_run_writes_student_fidelity_log_and_plot(finished):
+    out = finished / "out"
+    report = json.loads((out / "fidelity.json").read_text())
+    assert set(report["heads"]) == {
+        "recog_ms1mv3", "age_morph2", "age_utkface", "biattr_celeba", "affect_affectnet", "affect_rafdb",
+        "affect_ferplus", "parsing_celebam", "parsing_lapa", "align_300w", "align_cofw", "align_wflw", "align_aflw",
+    }  # fmt: skip
+    for row in report["heads"].values():
+        assert {"metric", "student", "baseline", "higher_is_better"} <= set(row)
+    assert report["student"]["params"] > 0 and report["student"]["flops"] > 0
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 7))
+    assert (out / "loss_curve.png").stat().st_size > 1000
+    assert (out / "student" / "student.json").exists()
+
+
+def test_second_run_reuses_the_teacher_cache(finished, capsys):
+    assert distill_run.main(_args(finished / "again", finished / "cache", "--steps", "1")) == 0
+    assert "from cache" in capsys.readouterr().out
+
+
+def test_interrupted_run_resumes_to_the_same_weights(finished, tmp_path, monkeypatch):
+    real_lr = trainer.lr_at
+
+    def interrupt_at_step_3(step, config):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real_lr(step, config)
+
+    monkeypatch.setattr(trainer, "lr_at", interrupt_at_step_3)
+    assert distill_run.main(_args(tmp_path, finished / "cache")) == 130
+    assert (tmp_path / "checkpoints" / "step-000003").is_dir()  # Ctrl-C saved its progress
+    monkeypatch.setattr(trainer, "lr_at", real_lr)
+    assert distill_run.main(_args(tmp_path, finished / "cache", "--resume")) == 0
+    expected, resumed = _weights(finished / "out"), _weights(tmp_path)
+    for key, value in expected.items():
+        assert abs(resumed[key] - value).max() <= 1e-6, key
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_the_same_weights(finished, tmp_path):
+    command = [sys.executable, str(ROOT / "distill" / "run.py"), *_args(tmp_path, finished / "cache", "--steps", "6")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "checkpoints" / "step-000004").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (tmp_path / "checkpoints").is_dir() and not (tmp_path / "student").exists()
+    subprocess.run([*command, "--resume"], cwd=ROOT, check=True, capture_output=True)
+    expected, resumed = _weights(finished / "out"), _weights(tmp_path)
+    for key, value in expected.items():
+        assert abs(resumed[key] - value).max() <= 1e-6, key
+
+
+def test_resume_with_another_student_fails_fast(finished, capsys):
+    assert distill_run.main(_args(finished / "out", finished / "cache", "--resume", "--student", "small")) == 2
+    assert "differs in" in capsys.readouterr().err
+
+
+def test_empty_folder_and_wrong_teacher_fail_with_one_message(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert distill_run.main(_args(tmp_path / "o", tmp_path / "c", "--images", str(tmp_path / "empty"))) == 2
+    assert "no image" in capsys.readouterr().err.lower()
+    (tmp_path / "teacher.pth").write_text("not a checkpoint")
+    assert distill_run.main(_args(tmp_path / "o", tmp_path / "c", "--teacher", str(tmp_path / "teacher.pth"))) == 2
+    assert "not a PyTorch checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(finished, tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(ROOT / "distill" / "run.py"), *_args(tmp_path / "out", tmp_path / "cache")]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "fidelity.json").read_text())["heads"]
+    # The two ranks built disjoint halves of the cache; together they hold every shard.
+    (cache_dir,) = [p for p in (tmp_path / "cache").iterdir() if len(list(p.glob("shard-*.safetensors"))) == 3]
+    assert len(list(cache_dir.glob("shard-*.sha256"))) == 3
