@@ -5,24 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from faceptor_edge.distill.labels import STUDENT_IMAGE_KEY
 from faceptor_edge.distill.trainer import parsing_channels_last, predict
 from faceptor_edge.metrics import fidelity_table, format_table, mean_output
-from faceptor_edge.student.model import FaceptorStudent
-
-
-def count_flops(student: FaceptorStudent) -> int:
-    """Forward FLOPs for one face at the student's input size (torch's FLOP counter)."""
-    size = student.config.input_size
-    was_training = student.training
-    student.eval()
-    with FlopCounterMode(display=False) as counter:
-        student(torch.zeros(1, 3, size, size))
-    student.train(was_training)
-    return int(counter.get_total_flops())
+from faceptor_edge.student.model import FaceptorStudent, count_flops
 
 
 def fidelity_report(student: FaceptorStudent, train_cache: dict, holdout_cache: dict) -> dict:

@@ -28,6 +28,22 @@ def _teacher_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _student_info(args: argparse.Namespace) -> int:
+    from faceptor_edge.student.io import load_student
+    from faceptor_edge.student.model import build_student, count_flops, student_sizes
+
+    if args.student:
+        rows = [(str(args.student), load_student(args.student)[0])]
+    else:
+        rows = [(size, build_student(size)) for size in student_sizes]
+    print(f"{'student':12s} {'parameters':>12s} {'fp32 MB':>8s} {'GFLOPs@256':>11s}  heads")
+    for name, student in rows:
+        params = sum(p.numel() for p in student.parameters())
+        flops = count_flops(student)
+        print(f"{name:12s} {params:12,d} {params * 4 / 1e6:8.2f} {flops / 1e9:11.3f}  {len(student.task_names)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faceptor-edge",
@@ -40,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("teacher-info", help="print a Faceptor checkpoint's variant, heads and size")
     info.add_argument("checkpoint", help="official .pth/.pth.tar checkpoint, or 'demo' for the stand-in weights")
     info.set_defaults(run=_teacher_info)
+
+    sizes = commands.add_parser("student-info", help="print parameter counts and FLOPs of the student sizes")
+    sizes.add_argument("student", nargs="?", help="a trained student directory (default: every size, 13 heads)")
+    sizes.set_defaults(run=_student_info)
     return parser
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from faceptor_edge.landmarks import soft_argmax
 from faceptor_edge.tasks import EMBEDDING_DIM, FULL_TASKS, TaskSpec, heatmap_key
@@ -156,6 +157,17 @@ def student_config(size: StudentSize, tasks: tuple[TaskSpec, ...] = FULL_TASKS) 
 def build_student(size: StudentSize = "small", tasks: tuple[TaskSpec, ...] = FULL_TASKS) -> FaceptorStudent:
     """A freshly initialised student of a named size."""
     return FaceptorStudent(student_config(size, tasks))
+
+
+def count_flops(student: FaceptorStudent) -> int:
+    """Forward FLOPs for one face at the student's input size (torch's FLOP counter)."""
+    size = student.config.input_size
+    was_training = student.training
+    student.eval()
+    with FlopCounterMode(display=False) as counter:
+        student(torch.zeros(1, 3, size, size))
+    student.train(was_training)
+    return int(counter.get_total_flops())
 
 
 student_sizes: tuple[str, ...] = tuple(_SIZES)
