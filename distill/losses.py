@@ -25,6 +25,8 @@ import torch.nn.functional as F
 
 from faceptor_edge.tasks import TaskSpec, heatmap_key
 
+FEATURE_KEY = "encoder/face512/layer11"  # teacher tokens the optional feature term matches
+
 
 @dataclass(frozen=True)
 class LossWeights:
@@ -111,7 +113,11 @@ def mean_student(tasks: tuple[TaskSpec, ...], teacher: dict[str, torch.Tensor]) 
 def baseline_scales(tasks: tuple[TaskSpec, ...], teacher: dict[str, torch.Tensor], temperature: float) -> dict[str, float]:
     """Each head's loss for the mean-output student: the unit its loss is measured in."""
     constant = mean_student(tasks, teacher)
-    return {task.name: max(float(head_loss(task, constant, teacher, temperature)), 1e-8) for task in tasks}
+    scales = {task.name: max(float(head_loss(task, constant, teacher, temperature)), 1e-8) for task in tasks}
+    if FEATURE_KEY in teacher:
+        features = teacher[FEATURE_KEY]
+        scales["features"] = max(float(F.mse_loss(features.mean(0, keepdim=True).expand_as(features), features)), 1e-8)
+    return scales
 
 
 def distillation_loss(
@@ -132,6 +138,6 @@ def distillation_loss(
         for task in tasks
     }
     if features is not None and weights.features > 0:
-        terms["features"] = weights.features * F.mse_loss(*features)
+        terms["features"] = weights.features * F.mse_loss(*features) / (scales["features"] if scales else 1.0)
     total = torch.stack(list(terms.values())).sum()
     return total, {name: float(value.detach()) for name, value in terms.items()}

@@ -16,11 +16,9 @@ from tqdm import tqdm
 from faceptor_edge.distill.cache import atomic_write_bytes
 from faceptor_edge.distill.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from faceptor_edge.distill.labels import STUDENT_IMAGE_KEY
-from faceptor_edge.distill.losses import LossWeights, baseline_scales, distillation_loss
+from faceptor_edge.distill.losses import FEATURE_KEY, LossWeights, baseline_scales, distillation_loss, mean_student
 from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD
 from faceptor_edge.student.model import FaceptorStudent
-
-FEATURE_KEY = "encoder/face512/layer11"
 
 
 @dataclass(frozen=True)
@@ -77,6 +75,23 @@ class DistillModel(nn.Module):
         return raw, self.adapter(self._tokens.pop()) if self.adapter is not None else None
 
 
+@torch.no_grad()
+def start_at_teacher_mean(student: FaceptorStudent, mean: dict[str, torch.Tensor]) -> None:
+    """Set output biases to the teacher's mean outputs, so training starts at the constant
+    baseline (every normalised head loss ≈ 1) and only has to learn the variation."""
+    for task in student.config.tasks:
+        target = mean[task.name][0]
+        if task.kind == "embedding":
+            student.embedding_head[-1].bias.copy_(target)
+        elif task.name in student.grouped_value_heads:
+            head = student.grouped_value_heads[task.name]
+            head.weight.mul_(0.1)
+            head.bias.copy_(target)
+        elif task.kind == "value":
+            # value = value_head(query) + value_bias; the query term is small at init.
+            student.value_bias[student.value_slice(task.name)] = target - student.value_head.bias
+
+
 def _to_torch(cache: dict[str, np.ndarray], indices: np.ndarray) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v[indices].astype(np.float32)) for k, v in cache.items() if k != STUDENT_IMAGE_KEY}
 
@@ -94,17 +109,20 @@ def train(
     """Train on cached teacher outputs; returns the JSONL log records (rank 0)."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     torch.manual_seed(config.seed)
+    tasks = model.student.config.tasks
+    num_items = len(cache[STUDENT_IMAGE_KEY])
+    sample = _to_torch(cache, np.arange(min(num_items, 256)))
+    scales = baseline_scales(tasks, sample, weights.temperature)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    start = 0
     checkpoint = latest_checkpoint(out) if resume else None
     if checkpoint is not None:
         start = load_checkpoint(checkpoint, model, optimizer, identity)
+    else:
+        start = 0
+        start_at_teacher_mean(model.student, mean_student(tasks, sample))
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     log_path = out / "train_log.jsonl"
     records = _read_log(log_path, upto=start) if rank == 0 else []
-    num_items = len(cache[STUDENT_IMAGE_KEY])
-    tasks = model.student.config.tasks
-    scales = baseline_scales(tasks, _to_torch(cache, np.arange(min(num_items, 256))), weights.temperature)
     bar = tqdm(total=config.steps, initial=start, desc="distil", unit="step", disable=rank != 0, dynamic_ncols=True)
     step = start
     model.train()

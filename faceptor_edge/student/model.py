@@ -100,6 +100,12 @@ class FaceptorStudent(nn.Module):
     def task_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.config.tasks)
 
+    def value_slice(self, task_name: str) -> slice:
+        """Where a value task's queries (and per-query biases) sit among the value queries."""
+        index = self._value_tasks.index(task_name)
+        start = sum(self._value_sizes[:index])
+        return slice(start, start + self._value_sizes[index])
+
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw outputs of every head.
 
