@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from faceptor_edge.data import FaceSample
 from faceptor_edge.preprocess import FaceCrops, prepare_face
+from faceptor_edge.student.inputs import student_crop
 from faceptor_edge.tasks import heatmap_key
 from faceptor_edge.teacher import FaceptorTeacher
 
@@ -40,11 +41,7 @@ class CropRecipe:
 
     def student_crop(self, sample: FaceSample) -> np.ndarray:
         """The student's input: the same dense crop at student_size, S×S×3 uint8."""
-        crops = prepare_face(
-            sample.image, box=sample.box, points5=sample.points5,
-            dense_size=self.student_size, dense_scale=self.dense_scale,
-        )  # fmt: skip
-        return np.clip(np.rint(crops.crop512.pixels * 255.0), 0, 255).astype(np.uint8)
+        return student_crop(sample, size=self.student_size, scale=self.dense_scale)
 
 
 def _resize(maps: torch.Tensor, size: int) -> torch.Tensor:

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=int, default=64, help="held-out faces for fidelity (default: 64)")
     p.add_argument("--dense-size", type=int, help=f"teacher dense-group input (default: 512, demo {DEMO_DENSE_SIZE})")
     p.add_argument("--batch-size", type=int, default=32, help="global batch size (default: 32)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default: 2e-3)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default: 1e-3)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
     p.add_argument("--loss-weight", action="append", default=[], metavar="NAME=W",
                    help="override a loss weight, e.g. parsing=2 or features=0.5 (defaults: all heads 1, features 0)")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -17,15 +18,16 @@ from faceptor_edge.distill.cache import atomic_write_bytes
 from faceptor_edge.distill.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from faceptor_edge.distill.labels import STUDENT_IMAGE_KEY
 from faceptor_edge.distill.losses import FEATURE_KEY, LossWeights, baseline_scales, distillation_loss, mean_student
-from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD
+from faceptor_edge.student.inputs import normalise
 from faceptor_edge.student.model import FaceptorStudent
+from faceptor_edge.tasks import heatmap_key
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 0.05
     warmup: int = 50
     clip: float = 1.0
@@ -50,14 +52,6 @@ def batch_indices(step: int, config: TrainConfig, num_items: int, rank: int = 0,
     return stream[offset : offset + config.batch_size][rank::world]
 
 
-def student_input(images: np.ndarray) -> torch.Tensor:
-    """B×S×S×3 uint8 crops -> B×3×S×S CLIP-normalised float."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
 class DistillModel(nn.Module):
     """The student plus an optional 1×1 adapter from its stride-16 map to teacher tokens."""
 
@@ -77,19 +71,58 @@ class DistillModel(nn.Module):
 
 @torch.no_grad()
 def start_at_teacher_mean(student: FaceptorStudent, mean: dict[str, torch.Tensor]) -> None:
-    """Set output biases to the teacher's mean outputs, so training starts at the constant
-    baseline (every normalised head loss ≈ 1) and only has to learn the variation."""
+    """Start exactly at the constant baseline: zero the last layer of every head and set
+    value and embedding biases to the teacher's mean outputs. Every normalised head loss
+    then starts near 1, and training only has to learn how the teacher varies."""
+    for layer in (student.value_head, student.mask_embed[-1], student.embedding_head[-1],
+                  *student.grouped_value_heads.values()):  # fmt: skip
+        layer.weight.zero_()
+        layer.bias.zero_()
+    _start_maps_at_teacher_mean(student, mean)
     for task in student.config.tasks:
         target = mean[task.name][0]
         if task.kind == "embedding":
             student.embedding_head[-1].bias.copy_(target)
         elif task.name in student.grouped_value_heads:
-            head = student.grouped_value_heads[task.name]
-            head.weight.mul_(0.1)
-            head.bias.copy_(target)
+            student.grouped_value_heads[task.name].bias.copy_(target)
         elif task.kind == "value":
-            # value = value_head(query) + value_bias; the query term is small at init.
-            student.value_bias[student.value_slice(task.name)] = target - student.value_head.bias
+            student.value_bias[student.value_slice(task.name)] = target
+
+
+def _start_maps_at_teacher_mean(student: FaceptorStudent, mean: dict[str, torch.Tensor]) -> None:
+    """Map outputs start at a rank-P factorisation of the teacher's mean maps: query offsets
+    × position embedding, with the image features gated off (last FPN BatchNorm γ = 0)."""
+    size = student.config.map_size
+    rows = []
+    for task in (t for t in student.config.tasks if t.kind == "map"):
+        value = mean[task.name][0].permute(2, 0, 1) if task.task_type == "parsing" else mean[heatmap_key(task.name)][0]
+        rows.append(F.interpolate(value[None], size=(size, size), mode="bilinear", align_corners=False)[0])
+    maps = torch.cat(rows).flatten(1)  # Qm×M²
+    rank = student.config.pixel_dim
+    u, s, vh = torch.linalg.svd(maps, full_matrices=False)
+    root = s[:rank].sqrt()
+    student.map_query_bias.copy_(u[:, :rank] * root)
+    student.pixel_decoder.position.copy_((root[:, None] * vh[:rank]).reshape(1, rank, size, size))
+    student.pixel_decoder.smooth[-1][1].weight.zero_()  # BatchNorm γ of the last FPN conv
+    student.pixel_decoder.smooth[-1][1].bias.zero_()
+
+
+# Parameters that start at the teacher's mean outputs (the constant part of each head)
+# learn at a tenth of the rate. Where the teacher barely varies (the stand-in's age and
+# parsing), full-rate Adam steps on them alone would move outputs further than the
+# teacher ever does.
+PRIOR_LR_SCALE = 0.1
+
+
+def _param_groups(model: DistillModel) -> list[dict]:
+    student = model.student
+    prior = [student.value_bias, student.map_query_bias, student.pixel_decoder.position,
+             *student.grouped_value_heads.parameters()]  # fmt: skip
+    slow = {id(p) for p in prior}
+    return [
+        {"params": [p for p in model.parameters() if id(p) not in slow], "lr_scale": 1.0},
+        {"params": prior, "lr_scale": PRIOR_LR_SCALE},
+    ]
 
 
 def _to_torch(cache: dict[str, np.ndarray], indices: np.ndarray) -> dict[str, torch.Tensor]:
@@ -113,7 +146,7 @@ def train(
     num_items = len(cache[STUDENT_IMAGE_KEY])
     sample = _to_torch(cache, np.arange(min(num_items, 256)))
     scales = baseline_scales(tasks, sample, weights.temperature)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(model), lr=config.lr, weight_decay=config.weight_decay)
     checkpoint = latest_checkpoint(out) if resume else None
     if checkpoint is not None:
         start = load_checkpoint(checkpoint, model, optimizer, identity)
@@ -131,8 +164,8 @@ def train(
             indices = batch_indices(step, config, num_items, rank, world)
             teacher = _to_torch(cache, indices)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, config)
-            raw, projected = net(student_input(cache[STUDENT_IMAGE_KEY][indices]))
+                group["lr"] = lr_at(step, config) * group["lr_scale"]
+            raw, projected = net(normalise(cache[STUDENT_IMAGE_KEY][indices]))
             features = (projected, teacher[FEATURE_KEY]) if projected is not None else None
             loss, terms = distillation_loss(tasks, raw, teacher, weights, scales=scales, features=features)
             optimizer.zero_grad(set_to_none=True)
@@ -171,7 +204,7 @@ def _write_log(path: Path, records: list[dict]) -> None:
 def predict(student: FaceptorStudent, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
     """Student raw outputs (numpy) for B×S×S×3 uint8 crops, in eval mode."""
     student.eval()
-    parts = [student(student_input(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    parts = [student(normalise(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
     return {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
 
 

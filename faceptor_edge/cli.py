@@ -44,6 +44,55 @@ def _student_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    import time
+
+    from faceptor_edge.targets import artifact_size
+    from faceptor_edge.targets.export import export_student
+    from faceptor_edge.targets.verify import run_parity
+
+    started = time.perf_counter()
+    path = export_student(args.student, args.target, args.precision, args.out,
+                          calibration_images=args.calib, calibration_count=args.calib_count)  # fmt: skip
+    print(f"exported in {time.perf_counter() - started:.1f} s; checking parity with the float student …")
+    run = run_parity(path, args.student, images=args.check_images, count=args.check_count)
+    report = run.report
+    print(f"\n{path}  {artifact_size(path) / 1e6:.2f} MB  {args.target} {args.precision}  ({report['quantization']})")
+    print(f"heads: {len(report['heads']) or 'n/a'}; parity on {report['faces']} held-out faces:")
+    if report.get("skipped"):
+        print(f"  skipped: {report['skipped']}")
+        return 0
+    for name, row in report["heads"].items():
+        mark = "ok  " if row["passed"] else "FAIL"
+        bound = "≥" if row["higher_is_better"] else "≤"
+        print(f"  {mark} {name:18s} {row['metric']:15s} {row['value']:.4g} ({bound} {row['threshold']:g})")
+    return 0 if report["passed"] else 1
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from faceptor_edge.targets import artifact_size, target_for_path
+
+    metadata = target_for_path(args.artifact).read_metadata(args.artifact)
+    print(f"{args.artifact} ({artifact_size(args.artifact) / 1e6:.2f} MB)")
+    print(json.dumps(metadata, indent=2))
+    return 0
+
+
+def _parity(args: argparse.Namespace) -> int:
+    from faceptor_edge.student.io import load_student
+    from faceptor_edge.targets.report import write_report
+    from faceptor_edge.targets.verify import run_parity
+
+    run = run_parity(args.artifact, args.student, images=args.images, count=args.count, teacher=args.teacher)
+    page = write_report(run, load_student(args.student)[0].config.tasks, args.report)
+    print(f"{run.report['target']} {run.report['precision']}: "
+          f"{'PASS' if run.report['passed'] else 'not run' if run.report['passed'] is None else 'FAIL'}; "
+          f"report: {page}")  # fmt: skip
+    return 0 if run.report["passed"] is not False else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faceptor-edge",
@@ -60,6 +109,30 @@ def build_parser() -> argparse.ArgumentParser:
     sizes = commands.add_parser("student-info", help="print parameter counts and FLOPs of the student sizes")
     sizes.add_argument("student", nargs="?", help="a trained student directory (default: every size, 13 heads)")
     sizes.set_defaults(run=_student_info)
+
+    export = commands.add_parser("export", help="export a trained student, then check it in its runtime")
+    export.add_argument("--target", required=True, choices=("executorch", "coreml", "openvino"))
+    export.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
+    export.add_argument("--student", type=Path, default=Path("runs/demo/student"), help="student directory")
+    export.add_argument("--out", type=Path, required=True, help="artifact path (.pte, .mlpackage or .xml)")
+    export.add_argument("--calib", default="synthetic", help="int8 calibration images: folder or 'synthetic'")
+    export.add_argument("--calib-count", type=int, default=64, help="calibration faces (default: 64)")
+    export.add_argument("--check-images", default="synthetic", help="faces for the post-export parity check")
+    export.add_argument("--check-count", type=int, default=32, help="faces for the parity check (default: 32)")
+    export.set_defaults(run=_export)
+
+    inspect = commands.add_parser("inspect", help="print an artifact's embedded metadata")
+    inspect.add_argument("artifact", type=Path)
+    inspect.set_defaults(run=_inspect)
+
+    parity = commands.add_parser("parity", help="compare an artifact with its float student and the teacher")
+    parity.add_argument("--artifact", type=Path, required=True)
+    parity.add_argument("--student", type=Path, default=Path("runs/demo/student"), help="student directory")
+    parity.add_argument("--teacher", help="also compare with the teacher: checkpoint or 'demo'")
+    parity.add_argument("--images", default="synthetic", help="folder of faces or 'synthetic' (held-out seed)")
+    parity.add_argument("--count", type=int, default=32, help="faces (default: 32)")
+    parity.add_argument("--report", type=Path, required=True, help="directory for report.json and report.html")
+    parity.set_defaults(run=_parity)
     return parser
 
 

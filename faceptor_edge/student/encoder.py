@@ -64,17 +64,20 @@ class ConvEncoder(nn.Module):
 
 
 class PixelDecoder(nn.Module):
-    """Top-down FPN: fuse strides 32→4 into one stride-4 pixel-feature map."""
+    """Top-down FPN: fuse strides 32→4 into one stride-4 pixel-feature map, plus a learned
+    per-pixel position embedding (convolutions alone barely know where they are, and face
+    maps depend strongly on position)."""
 
-    def __init__(self, in_widths: tuple[int, int, int, int], dim: int) -> None:
+    def __init__(self, in_widths: tuple[int, int, int, int], dim: int, size: int) -> None:
         super().__init__()
         self.lateral = nn.ModuleList(conv_bn(width, dim, act=False) for width in in_widths)
-        self.smooth = nn.Sequential(conv_bn(dim, dim, 3, groups=dim), conv_bn(dim, dim))
+        self.smooth = nn.Sequential(conv_bn(dim, dim, 3, groups=dim), conv_bn(dim, dim, act=False))
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+        self.position = nn.Parameter(torch.randn(1, dim, size, size) * 0.02)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """features at strides 4..32 -> B×dim×H/4×W/4."""
         x = self.lateral[-1](features[-1])
         for lateral, feature in zip(self.lateral[-2::-1], features[-2::-1]):
             x = self.upsample(x) + lateral(feature)
-        return self.smooth(x)
+        return self.smooth(x) + self.position

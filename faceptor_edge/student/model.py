@@ -21,8 +21,8 @@ from faceptor_edge.student.encoder import ConvEncoder, PixelDecoder, conv_bn
 
 StudentSize = Literal["tiny", "small", "medium"]
 
-# Value heads with more outputs (age: 101 bins) read a few queries through one Linear
-# instead of one query per output, which keeps the decoder's query count small.
+# Value heads with more outputs (age: 101 bins) average a few queries into one Linear
+# instead of spending one query per output, which keeps the decoder's query count small.
 MAX_VALUE_QUERIES = 8
 
 
@@ -66,7 +66,7 @@ class FaceptorStudent(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = ConvEncoder(widths=config.widths, depths=config.depths, expand=config.expand)
-        self.pixel_decoder = PixelDecoder(config.widths[1:], config.pixel_dim)
+        self.pixel_decoder = PixelDecoder(config.widths[1:], config.pixel_dim, config.map_size)
         self.token_proj = conv_bn(config.widths[3], config.dim, act=False)  # stride-16 tokens
         decoded = [t for t in config.tasks if t.kind != "embedding"]
         self.decoder = QueryDecoder(
@@ -82,12 +82,16 @@ class FaceptorStudent(nn.Module):
         self.value_head = nn.Linear(config.dim, 1)
         self.value_bias = nn.Parameter(torch.zeros(self.num_value_queries))
         self.grouped_value_heads = nn.ModuleDict({
-            t.name: nn.Linear(student_queries(t) * config.dim, t.num_queries)
+            t.name: nn.Linear(config.dim, t.num_queries)
             for t in value_tasks if student_queries(t) < t.num_queries
         })  # fmt: skip
         self.mask_embed = nn.Sequential(
             nn.Linear(config.dim, config.dim), nn.ReLU(), nn.Linear(config.dim, config.pixel_dim)
         )
+        # Per-map-query offset of the mask embedding: with the position embedding it holds
+        # a low-rank prior map per query (distillation starts it at the teacher's mean maps).
+        self.map_query_bias = nn.Parameter(torch.zeros(sum(t.num_queries for t in decoded if t.kind == "map"),
+                                                       config.pixel_dim))  # fmt: skip
         self.embedding_head = nn.Sequential(
             nn.Linear(config.widths[4], 2 * config.widths[4]), nn.ReLU(), nn.Linear(2 * config.widths[4], EMBEDDING_DIM)
         )
@@ -123,7 +127,7 @@ class FaceptorStudent(nn.Module):
         queries = self.decoder(memory)  # B×Q×D
         value_queries, map_queries = queries.split([self.num_value_queries, queries.shape[1] - self.num_value_queries], 1)
         values = self.value_head(value_queries).squeeze(-1) + self.value_bias  # B×Qv
-        maps = torch.einsum("bqc,bchw->bqhw", self.mask_embed(map_queries), pixels)  # B×Qm×M×M
+        maps = torch.einsum("bqc,bchw->bqhw", self.mask_embed(map_queries) + self.map_query_bias, pixels)
         # One split per tensor (not one slice per task): slicing backward would allocate
         # and zero a full-size gradient per task.
         value_parts = dict(zip(self._value_tasks, values.split(self._value_sizes, 1)))
@@ -134,7 +138,7 @@ class FaceptorStudent(nn.Module):
             if task.kind == "embedding":
                 outputs[task.name] = self.embedding_head(features[3].mean(dim=(2, 3)))
             elif task.name in self.grouped_value_heads:
-                outputs[task.name] = self.grouped_value_heads[task.name](query_parts[task.name].flatten(1))
+                outputs[task.name] = self.grouped_value_heads[task.name](query_parts[task.name].mean(dim=1))
             elif task.kind == "value":
                 outputs[task.name] = value_parts[task.name]
             elif task.task_type == "parsing":

@@ -1,0 +1,154 @@
+"""int8 post-training quantization of OpenVINO models with NNCF.
+
+`quantize` inserts FakeQuantize ops (int8 weights per channel, int8 activations) from
+calibration statistics; the CPU plugin then runs the int8 kernels. With a metric and a
+validation set, `quantize_with_accuracy_control` reverts the layers that hurt most to
+float until the drop is within `max_drop`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.export import ExportedProgram
+
+from faceptor_edge.errors import UserError
+from faceptor_edge.quantize.calibration import calibration_arrays
+
+_LAYER_TYPES = ("Convolution", "GroupConvolution", "MatMul")
+_TORCH_LAYER_OPS = (torch.ops.aten.linear.default, torch.ops.aten.conv2d.default)
+
+
+def _static_batch(model: Any) -> int:
+    shape = model.inputs[0].get_partial_shape()
+    if shape.is_dynamic:
+        raise UserError(f"quantize an OpenVINO model with a static input shape, got {shape}")
+    return int(shape[0].get_length())
+
+
+def quantize(model: Any, calibration: torch.Tensor, *, ignored_scope: Any = None, preset: str = "performance") -> Any:
+    """Static int8 quantization of an `openvino.Model` with `nncf.quantize`.
+
+    Args:
+        model: `openvino.Model` with a static input shape.
+        calibration: N×3×S×S normalised crops (batched to the model's batch size).
+        ignored_scope: Optional `nncf.IgnoredScope` of ops to keep float
+            (`ignored_scope_for_modules` builds one from module paths).
+        preset: `"performance"` (symmetric activations) or `"mixed"` (asymmetric activations).
+
+    Returns:
+        The quantized `openvino.Model`.
+    """
+    import nncf
+
+    presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
+    if preset not in presets:
+        raise UserError(f"preset must be one of {sorted(presets)}, got {preset!r}")
+    batches = calibration_arrays(calibration, _static_batch(model))
+    kwargs = {"ignored_scope": ignored_scope} if ignored_scope is not None else {}
+    return nncf.quantize(model, nncf.Dataset(batches), preset=presets[preset], subset_size=len(batches), **kwargs)
+
+
+def quantize_with_accuracy_control(
+    model: Any,
+    calibration: torch.Tensor,
+    validation: torch.Tensor,
+    metric_fn: Callable[[Any, Iterable[np.ndarray]], float],
+    max_drop: float,
+    *,
+    ignored_scope: Any = None,
+) -> Any:
+    """int8 quantization that keeps `metric_fn` within `max_drop` of the float model.
+
+    Args:
+        model: `openvino.Model` with a static input shape.
+        calibration: N×3×S×S crops for activation statistics.
+        validation: M×3×S×S crops for the metric (batched like calibration).
+        metric_fn: `metric_fn(compiled_model, batches) -> float`, higher is better; it gets
+            an `openvino.CompiledModel` and the validation batches (float32 arrays of the
+            model's batch size) and must compare against its own references.
+        max_drop: Largest absolute metric drop accepted.
+
+    Returns:
+        The quantized `openvino.Model`, with some layers reverted to float if needed.
+    """
+    import nncf
+
+    if max_drop < 0:
+        raise UserError(f"max_drop must be non-negative, got {max_drop}")
+    batch = _static_batch(model)
+    calibration_batches = calibration_arrays(calibration, batch)
+    validation_set = nncf.Dataset(calibration_arrays(validation, batch))
+    kwargs = {"ignored_scope": ignored_scope} if ignored_scope is not None else {}
+    return nncf.quantize_with_accuracy_control(
+        model,
+        calibration_dataset=nncf.Dataset(calibration_batches),
+        validation_dataset=validation_set,
+        validation_fn=metric_fn,
+        max_drop=max_drop,
+        drop_type=nncf.DropType.ABSOLUTE,
+        subset_size=len(calibration_batches),
+        **kwargs,
+    )
+
+
+def ignored_scope_for_modules(program: ExportedProgram, model: Any, module_paths: Sequence[str]) -> Any:
+    """An `nncf.IgnoredScope` keeping the Linear layers under `module_paths` float.
+
+    OpenVINO names converted ops `<torch node>/<aten op>/<OV op>`, so a module's layers
+    are found through the exported program's module stack. Convolutions lose their names
+    when BatchNorm is folded into them, so only Linear layers can be matched this way.
+
+    Raises:
+        UserError: a module path has no Linear layer left to match in `model`.
+    """
+    import nncf
+
+    names = {op.get_friendly_name() for op in model.get_ops() if op.get_type_name() in _LAYER_TYPES}
+    matched: list[str] = []
+    for module in module_paths:
+        nodes = [
+            node.name
+            for node in program.graph.nodes
+            if node.op == "call_function" and node.target in _TORCH_LAYER_OPS and _inside(node, module)
+        ]
+        found = sorted(name for name in names if name.split("/", 1)[0] in nodes)
+        if not found:
+            raise UserError(
+                f"no OpenVINO layer of module {module!r} is left to keep float (only Linear layers keep their names)"
+            )
+        matched += found
+    return nncf.IgnoredScope(names=matched)
+
+
+def _inside(node: torch.fx.Node, module: str) -> bool:
+    stack = node.meta.get("nn_module_stack") or {}
+    return any(path == module or path.startswith(module + ".") for path, _ in stack.values())
+
+
+def float_layers(model: Any, program: ExportedProgram | None = None) -> list[str]:
+    """Convolution/MatMul ops whose weights stayed float in a quantized model.
+
+    With the exported `program` the model came from, names that still carry their torch
+    node (Linear layers) are given as module paths; others keep their OpenVINO names.
+    """
+    modules = {}
+    if program is not None:
+        for node in program.graph.nodes:
+            stack = list((node.meta.get("nn_module_stack") or {}).values())
+            if stack:
+                modules[node.name] = stack[-1][0]
+    result = []
+    for op in model.get_ops():
+        if op.get_type_name() not in _LAYER_TYPES:
+            continue
+        weight = op.input_value(1).get_node()
+        if weight.get_type_name() == "Convert":  # f16 constants decompressed in place
+            weight = weight.input_value(0).get_node()
+        if weight.get_type_name() == "Constant" and weight.get_output_element_type(0).is_real():
+            name = op.get_friendly_name()
+            result.append(modules.get(name.split("/", 1)[0], name))
+    return result

@@ -1,0 +1,307 @@
+"""What every export target shares: the export wrapper, the artifact metadata record,
+atomic writes, batched running, and the `Target` / `Runner` protocols.
+
+Every target exports the same `ExportWrapper` (a tuple of raw outputs in task order,
+static shapes), writes one artifact atomically, and loads it back into a `Runner` whose
+`run` returns the student's raw-output dictionary (without landmark heatmaps), so one
+`faceptor_edge.decode` serves PyTorch and every backend.
+
+Batch sizes: an artifact has the static batch size of the example it was exported with
+(`metadata["batch_size"]`); `Runner.run` takes any N and runs it in chunks of that size,
+padding the last chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+import faceptor_edge
+from faceptor_edge.errors import UserError
+from faceptor_edge.student.model import FaceptorStudent
+
+Precision = Literal["fp32", "int8"]
+INPUT_NAME = "image"
+# Keys every target writes; caller metadata may not reuse them.
+RESERVED_KEYS = (
+    "faceptor_edge_version", "format", "precision", "quantization", "batch_size", "input", "outputs", "student",
+)  # fmt: skip
+
+
+class ArtifactError(UserError):
+    """An exported artifact is missing, truncated, corrupt or not one of ours."""
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One exported output: the task name and its full static shape (batch first)."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+def export_outputs(student: FaceptorStudent) -> list[str]:
+    """Exported output names: the student's tasks in config order, landmark points only.
+
+    Landmark heatmaps (`"<task>/heatmap"`) are training targets, not exported.
+    """
+    return [task.name for task in student.config.tasks]
+
+
+class ExportWrapper(nn.Module):
+    """The student as an export graph: one B×3×S×S image in, a tuple of raw outputs out.
+
+    The tuple follows `output_names` (`export_outputs(student)`); heatmaps are dropped.
+    The wrapper exists only for export, so it puts the student in eval mode.
+    """
+
+    def __init__(self, student: FaceptorStudent) -> None:
+        super().__init__()
+        self.student = student
+        self.output_names = export_outputs(student)
+        self.eval()
+
+    @property
+    def input_size(self) -> int:
+        return self.student.config.input_size
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """image: B×3×S×S CLIP-normalised crops -> raw outputs in `output_names` order."""
+        outputs = self.student(image)
+        return tuple(outputs[name] for name in self.output_names)
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        """A random example of the exported input shape (only shapes matter to export)."""
+        return torch.randn(batch_size, 3, self.input_size, self.input_size)
+
+    @torch.no_grad()
+    def output_specs(self, example: torch.Tensor) -> list[OutputSpec]:
+        """Static output shapes for an example batch."""
+        self.check_example(example)
+        outputs = self(example)
+        return [OutputSpec(name, tuple(out.shape)) for name, out in zip(self.output_names, outputs)]
+
+    @torch.no_grad()
+    def reference(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        """PyTorch raw outputs keyed like `Runner.run`, for parity checks."""
+        outputs = self.student(images)
+        return {name: outputs[name].numpy() for name in self.output_names}
+
+    def check_example(self, example: torch.Tensor, what: str = "export example") -> None:
+        """Raise UserError unless `example` is a non-empty B×3×S×S float32 tensor."""
+        size = self.input_size
+        if (
+            not isinstance(example, torch.Tensor)
+            or example.dtype != torch.float32
+            or example.ndim != 4
+            or tuple(example.shape[1:]) != (3, size, size)
+            or len(example) == 0
+        ):
+            is_tensor = isinstance(example, torch.Tensor)
+            got = f"{tuple(example.shape)} {example.dtype}" if is_tensor else type(example).__name__
+            raise UserError(f"{what} must be a B×3×{size}×{size} float32 tensor, got {got}")
+
+
+class Runner(Protocol):
+    """A loaded artifact, ready to run."""
+
+    outputs: list[OutputSpec]
+    batch_size: int
+    metadata: dict[str, Any]
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw outputs for N×3×S×S float32 crops, keyed by output name."""
+        ...
+
+
+class Target(Protocol):
+    """One export format (see `targets.executorch`, `targets.openvino`, `targets.coreml`)."""
+
+    name: str
+    suffix: str
+
+    def export(
+        self,
+        wrapper: ExportWrapper,
+        example: torch.Tensor,
+        path: Path,
+        metadata: dict[str, Any],
+        *,
+        precision: Precision,
+        calibration: torch.Tensor | None,
+    ) -> Path:
+        """Write the artifact for `wrapper` at static shape `example.shape` to `path`, atomically."""
+        ...
+
+    def load(self, path: Path) -> Runner:
+        """Load an artifact for running; raises ArtifactError if it is unreadable."""
+        ...
+
+    def read_metadata(self, path: Path) -> dict[str, Any]:
+        """The metadata record stored with an artifact; raises ArtifactError if unreadable."""
+        ...
+
+
+def check_export_args(
+    wrapper: ExportWrapper,
+    example: torch.Tensor,
+    path: Path,
+    suffix: str,
+    metadata: dict[str, Any],
+    precision: str,
+    calibration: torch.Tensor | None,
+) -> Path:
+    """Validate the common `Target.export` arguments before any slow work; returns `path` as a Path."""
+    path = Path(path)
+    _check_caller_metadata(metadata)
+    if path.suffix != suffix:
+        raise UserError(f"{path}: artifact path must end in {suffix}")
+    if precision not in ("fp32", "int8"):
+        raise UserError(f"precision must be 'fp32' or 'int8', got {precision!r}")
+    wrapper.check_example(example)
+    if precision == "int8":
+        if calibration is None:
+            raise UserError("int8 export needs calibration crops (an N×3×S×S tensor)")
+        wrapper.check_example(calibration, "calibration")
+    return path
+
+
+def artifact_metadata(
+    wrapper: ExportWrapper,
+    example: torch.Tensor,
+    metadata: dict[str, Any],
+    *,
+    target: str,
+    precision: Precision,
+    quantization: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The record stored with every artifact: caller metadata plus what the runtime needs."""
+    _check_caller_metadata(metadata)
+    return {
+        **metadata,
+        "faceptor_edge_version": faceptor_edge.__version__,
+        "format": target,
+        "precision": precision,
+        "quantization": quantization,
+        "batch_size": int(example.shape[0]),
+        "student": wrapper.student.config.size,
+        "input": {"name": INPUT_NAME, "shape": list(example.shape), "dtype": "float32"},
+        "outputs": [{"name": spec.name, "shape": list(spec.shape)} for spec in wrapper.output_specs(example)],
+        **extra,
+    }
+
+
+def _check_caller_metadata(metadata: dict[str, Any]) -> None:
+    """Raise UserError when caller metadata uses a reserved key or is not JSON-serialisable."""
+    if not isinstance(metadata, dict):
+        raise UserError(f"metadata must be a dict, got {type(metadata).__name__}")
+    clash = sorted(set(metadata) & set(RESERVED_KEYS))
+    if clash:
+        raise UserError(f"metadata keys {clash} are reserved; they are written by the exporter")
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"metadata must be JSON-serialisable: {err}") from err
+
+
+def output_specs_from_metadata(record: dict[str, Any], path: Path) -> list[OutputSpec]:
+    """`OutputSpec`s from a stored metadata record; ArtifactError if the record lacks them."""
+    try:
+        return [OutputSpec(str(out["name"]), tuple(int(d) for d in out["shape"])) for out in record["outputs"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ArtifactError(f"{path}: metadata has no valid 'outputs' list; not a faceptor-edge artifact") from err
+
+
+def parse_metadata(text: str, path: Path) -> dict[str, Any]:
+    """Decode a stored metadata JSON string; ArtifactError when it is not a JSON object."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ArtifactError(f"{path}: stored metadata is not valid JSON ({err})") from err
+    if not isinstance(record, dict):
+        raise ArtifactError(f"{path}: stored metadata is not a JSON object")
+    return record
+
+
+@contextmanager
+def staging_dir(path: Path) -> Iterator[Path]:
+    """A fresh hidden directory next to `path` for building an artifact; always removed.
+
+    Building next to the destination keeps the final rename on one filesystem (atomic).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def commit(built: Path, path: Path) -> None:
+    """Move a finished file or directory onto `path`, replacing any previous artifact.
+
+    Files are replaced atomically (`os.replace`); a directory (.mlpackage) replaces the
+    old one through a rename aside, so `path` is never a half-written artifact.
+    """
+    if built.is_dir() and path.is_dir():
+        old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+        path.rename(old)
+        built.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(built, path)
+
+
+def check_input(x: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    """Validate N×3×S×S crops for `Runner.run`; returns a C-contiguous float32 array."""
+    if not isinstance(x, np.ndarray) or x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape[1:]):
+        got = getattr(x, "shape", type(x).__name__)
+        raise UserError(f"expected an N×{'×'.join(map(str, input_shape[1:]))} float32 array, got {got}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise UserError(f"expected float32 crops, got dtype {x.dtype}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def run_in_batches(
+    x: np.ndarray, batch_size: int, outputs: list[OutputSpec], run_batch: Callable[[np.ndarray], list[np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Run N crops through a static-batch artifact in chunks, zero-padding the last one.
+
+    Args:
+        x: N×3×S×S float32 crops (already checked).
+        batch_size: The artifact's static batch size.
+        outputs: Output specs, in the order `run_batch` returns them.
+        run_batch: Runs one batch_size×3×S×S chunk, returns arrays in `outputs` order.
+    """
+    parts: list[list[np.ndarray]] = [[] for _ in outputs]
+    for start in range(0, len(x), batch_size):
+        chunk = x[start : start + batch_size]
+        real = len(chunk)
+        if real < batch_size:
+            chunk = np.concatenate([chunk, np.zeros((batch_size - real, *chunk.shape[1:]), np.float32)])
+        for i, out in enumerate(run_batch(chunk)):
+            parts[i].append(np.asarray(out, dtype=np.float32)[:real])
+    return {
+        spec.name: np.concatenate(chunks) if chunks else np.zeros((0, *spec.shape[1:]), np.float32)
+        for spec, chunks in zip(outputs, parts)
+    }
+
+
+def check_outputs(got: list[tuple[str, tuple[int, ...]]], expected: list[OutputSpec], path: Path) -> None:
+    """Raise ArtifactError when an artifact's outputs differ from its metadata."""
+    want = [(spec.name, tuple(spec.shape)) for spec in expected]
+    if [(name, tuple(shape)) for name, shape in got] != want:
+        raise ArtifactError(f"{path}: the model's outputs {got} do not match its metadata {want}")
