@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default="demo", help="official Faceptor checkpoint, or 'demo' (stand-in weights; default)")
     p.add_argument("--images", default="synthetic", help="folder of face images, or 'synthetic' DCGAN faces (default)")
     p.add_argument("--student", default="small", choices=student_sizes, help="student size (default: small)")
-    p.add_argument("--steps", type=int, default=600, help="training steps (default: 600)")
+    p.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: runs/demo)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--count", type=int, default=768, help="synthetic training faces (default: 768)")

@@ -1,0 +1,32 @@
+"""A small student distilled from the demo teacher in seconds, and its six artifacts."""
+
+import pytest
+
+from faceptor_edge.targets import TARGET_NAMES, TOOLKITS
+
+PRECISIONS = ("fp32", "int8")
+
+
+@pytest.fixture(scope="session")
+def student_dir(tmp_path_factory):
+    pytest.importorskip("gan_face_generate", reason="synthetic faces need: pip install --no-deps gan-face-generate==1.1.1")
+    from faceptor_edge.distill import run as distill_run
+
+    root = tmp_path_factory.mktemp("parity-student")
+    args = ["--student", "tiny", "--count", "48", "--holdout", "8", "--dense-size", "64", "--batch-size", "16",
+            "--steps", "40", "--checkpoint-every", "40", "--out", str(root / "run"), "--cache", str(root / "cache")]  # fmt: skip
+    assert distill_run.main(args) == 0
+    return root / "run" / "student"
+
+
+@pytest.fixture(scope="session", params=[(t, p) for t in TARGET_NAMES for p in PRECISIONS], ids=lambda tp: "-".join(tp))
+def artifact(request, student_dir, tmp_path_factory):
+    from faceptor_edge.targets import get_target
+    from faceptor_edge.targets.export import export_student
+
+    target, precision = request.param
+    pytest.importorskip(TOOLKITS[target])
+    suffix = get_target(target).suffix
+    path = tmp_path_factory.mktemp(f"{target}-{precision}") / f"student{suffix}"
+    export_student(student_dir, target, precision, path, calibration_count=32, log=lambda *_: None)
+    return target, precision, path

@@ -1,0 +1,93 @@
+"""`pytest tests/parity`: every target × precision, run in its own runtime, against the float
+student and against the teacher. Core ML predicts only on macOS; on Linux its conversion,
+spec, names, shapes, weight precision and metadata are checked instead."""
+
+import json
+import sys
+
+import pytest
+import torch
+
+from faceptor_edge.cli import main
+from faceptor_edge.errors import UserError
+from faceptor_edge.student.io import load_student, save_student
+from faceptor_edge.targets.verify import run_parity
+
+ON_MACOS = sys.platform == "darwin"
+
+
+def test_artifact_agrees_with_the_float_student(artifact, student_dir):
+    target, precision, path = artifact
+    run = run_parity(path, student_dir, count=24)
+    report = run.report
+    assert report["target"] == target and report["precision"] == precision and report["size_bytes"] > 0
+    if target == "coreml" and not ON_MACOS:
+        assert "macOS" in report["skipped"]
+        pytest.skip("Core ML prediction runs only on macOS")
+    lines = [f"{name}: {row['metric']}={row['value']:.4g} (threshold {row['threshold']:g})"
+             for name, row in report["heads"].items()]  # fmt: skip
+    print(f"\n[{target} {precision}] " + "; ".join(lines))
+    failed = {name: row for name, row in report["heads"].items() if not row["passed"]}
+    assert not failed, failed
+
+
+def test_artifact_fidelity_to_the_teacher_drops_little(artifact, student_dir):
+    target, precision, path = artifact
+    if target == "coreml" and not ON_MACOS:
+        pytest.skip("Core ML prediction runs only on macOS")
+    report = run_parity(path, student_dir, count=16, teacher="demo").report
+    drops = {name: round(row["drop"], 4) for name, row in report["teacher"].items()}
+    print(f"\n[{target} {precision}] fidelity drop vs float student: {drops}")
+    assert all(row["passed"] for row in report["teacher"].values()), report["teacher"]
+
+
+def test_coreml_package_checks_on_linux(artifact):
+    target, precision, path = artifact
+    if target != "coreml":
+        pytest.skip("Core ML only")
+    from faceptor_edge.targets.coreml import inspect_mlpackage
+
+    info = inspect_mlpackage(path)
+    assert info.inputs[0].name == "image" and info.inputs[0].shape == (1, 3, 256, 256)
+    assert [o.name for o in info.outputs][:2] == ["recog_ms1mv3", "age_morph2"]
+    assert dict((o.name, o.shape) for o in info.outputs)["parsing_lapa"] == (1, 64, 64, 11)
+    metadata = info.metadata
+    assert metadata["precision"] == precision
+    assert metadata["preprocessing"]["color_order"] == "RGB" and len(metadata["heads"]) == 13
+    if precision == "int8":
+        assert "int8" in metadata["quantization"]
+        assert any(dtype == "int8" for dtype in info.weight_dtypes.values())
+    else:
+        assert not any(dtype == "int8" for dtype in info.weight_dtypes.values())
+
+
+def test_artifact_from_another_student_is_refused(artifact, student_dir, tmp_path):
+    _, _, path = artifact
+    student, card = load_student(student_dir)
+    with torch.no_grad():
+        student.value_bias.add_(1.0)
+    other = save_student(tmp_path / "other", student, {})
+    with pytest.raises(UserError, match="another student"):
+        run_parity(path, other, count=2)
+
+
+def test_parity_command_writes_report_json_and_html(artifact, student_dir, tmp_path):
+    target, precision, path = artifact
+    if (target, precision) != ("openvino", "int8"):
+        pytest.skip("one report is enough")
+    code = main(["parity", "--artifact", str(path), "--student", str(student_dir), "--teacher", "demo",
+                 "--count", "8", "--report", str(tmp_path)])  # fmt: skip
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert code == (0 if report["passed"] else 1)
+    assert {"target", "precision", "size_bytes", "heads"} <= set(report)
+    for row in report["heads"].values():
+        assert {"metric", "value", "threshold", "passed"} <= set(row)
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "Against the teacher" in page
+
+
+def test_inspect_prints_metadata(artifact, capsys):
+    _, precision, path = artifact
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f'"precision": "{precision}"' in out and '"weights_sha256"' in out and '"mean"' in out
