@@ -137,15 +137,17 @@ def build_cache(name, teacher: Teacher, source, recipe: CropRecipe, args, *, fea
     return cache.load_all()
 
 
-def _sources(args):
+def _sources(args) -> tuple[object, object, list[tuple[str, str]]]:
+    """Training faces, held-out faces (never trained on), and the unreadable files skipped."""
     if args.images == "synthetic":
         train_source = open_source("synthetic", count=args.count, seed=args.seed)
         holdout = open_source("synthetic", count=args.holdout, seed=args.seed + 1)
-        return train_source, holdout
+        return train_source, holdout, []
     source = open_source(args.images, convert=args.convert_images)
     if len(source) < 2 * args.holdout:
         raise UserError(f"{args.images}: {len(source)} readable images, need more than 2 × --holdout ({args.holdout})")
-    return _Subset(source, range(len(source) - args.holdout)), _Subset(source, range(len(source) - args.holdout, len(source)))
+    split = len(source) - args.holdout
+    return _Subset(source, range(split)), _Subset(source, range(split, len(source))), source.skipped
 
 
 class _Subset:
@@ -170,10 +172,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size % world:
         raise UserError(f"--batch-size {args.batch_size} must divide evenly over {world} processes")
     teacher = Teacher(args.teacher, args.dense_size)
-    train_source, holdout_source = _sources(args)
+    train_source, holdout_source, skipped = _sources(args)
     if rank == 0:
         print(teacher.notice)
-        skipped = getattr(getattr(train_source, "source", train_source), "skipped", [])
         if skipped:
             print(f"skipped {len(skipped)} unreadable images: " + "; ".join(f"{p}: {why}" for p, why in skipped[:5]))
     recipe = CropRecipe(teacher_dense_size=teacher.dense_size, map_grid=student_config(args.student).map_size)

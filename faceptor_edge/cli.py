@@ -53,7 +53,8 @@ def _export(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     path = export_student(args.student, args.target, args.precision, args.out,
-                          calibration_images=args.calib, calibration_count=args.calib_count)  # fmt: skip
+                          calibration_images=args.calib, calibration_count=args.calib_count,
+                          max_drop=args.max_drop, teacher=args.teacher)  # fmt: skip
     print(f"exported in {time.perf_counter() - started:.1f} s; checking parity with the float student …")
     run = run_parity(path, args.student, images=args.check_images, count=args.check_count)
     report = run.report
@@ -93,6 +94,20 @@ def _parity(args: argparse.Namespace) -> int:
     return 0 if run.report["passed"] is not False else 1
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from faceptor_edge.bench import BenchOptions, run_bench
+
+    options = BenchOptions(
+        student=args.student, json_path=args.json, runs=args.runs, warmup=args.warmup, threads=args.threads,
+        batch=args.batch, artifacts=args.artifacts, teacher=args.teacher, teacher_dense_size=args.teacher_dense_size,
+        teacher_runs=args.teacher_runs, targets=tuple(args.targets), precisions=tuple(args.precisions),
+        calib_count=args.calib_count, peers=not args.no_peers, markdown=args.markdown,
+    )  # fmt: skip
+    report = run_bench(options)
+    print(f"\nwrote {args.json} and {args.json.with_suffix('.png')}" + (f" and {args.markdown}" if args.markdown else ""))
+    return 1 if any(row.get("error") for row in report["rows"]) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faceptor-edge",
@@ -117,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="artifact path (.pte, .mlpackage or .xml)")
     export.add_argument("--calib", default="synthetic", help="int8 calibration images: folder or 'synthetic'")
     export.add_argument("--calib-count", type=int, default=64, help="calibration faces (default: 64)")
+    export.add_argument("--max-drop", type=float,
+                        help="OpenVINO int8: NNCF accuracy control, max drop of the teacher-fidelity score")
+    export.add_argument("--teacher", default="demo", help="teacher for --max-drop: checkpoint or 'demo'")
     export.add_argument("--check-images", default="synthetic", help="faces for the post-export parity check")
     export.add_argument("--check-count", type=int, default=32, help="faces for the parity check (default: 32)")
     export.set_defaults(run=_export)
@@ -133,6 +151,26 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--count", type=int, default=32, help="faces (default: 32)")
     parity.add_argument("--report", type=Path, required=True, help="directory for report.json and report.html")
     parity.set_defaults(run=_parity)
+
+    bench = commands.add_parser("bench", help="time, size and memory of teacher, student, artifacts and peers")
+    bench.add_argument("--student", type=Path, default=Path("runs/demo/student"), help="student directory")
+    bench.add_argument("--json", type=Path, default=Path("bench.json"), help="report (plot beside it as .png)")
+    bench.add_argument("--markdown", type=Path, help="also write the README table here (between bench markers)")
+    bench.add_argument("--runs", type=int, default=50, help="timed runs per model after warm-up (default: 50)")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed runs first (default: 3)")
+    bench.add_argument("--threads", type=int, help="cores and threads for every model (default: all usable)")
+    bench.add_argument("--batch", type=int, default=8, help="throughput batch for PyTorch models (default: 8)")
+    bench.add_argument("--artifacts", type=Path, help="artifact directory (default: <student>/../artifacts); "
+                       "missing student-<precision>.<suffix> files are exported")  # fmt: skip
+    bench.add_argument("--teacher", default="demo", help="teacher checkpoint or 'demo' (default)")
+    bench.add_argument("--teacher-dense-size", type=int, default=512, help="teacher dense input side (default: 512)")
+    bench.add_argument("--teacher-runs", type=int, default=5, help="timed teacher runs after 1 warm-up (default: 5)")
+    bench.add_argument("--targets", nargs="+", default=["executorch", "coreml", "openvino"],
+                       choices=("executorch", "coreml", "openvino"))  # fmt: skip
+    bench.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=("fp32", "int8"))
+    bench.add_argument("--calib-count", type=int, default=64, help="int8 calibration faces for exports (default: 64)")
+    bench.add_argument("--no-peers", action="store_true", help="skip the peer specialists")
+    bench.set_defaults(run=_bench)
     return parser
 
 

@@ -106,3 +106,18 @@ def format_table(heads: Mapping[str, Mapping[str, Any]], columns: tuple[str, str
         wins = (a > b) if row["higher_is_better"] else (a < b)
         lines.append(f"{name:18s} {row['metric']:16s} {a:10.4f} {b:10.4f}  {'yes' if wins else 'NO'}")
     return "\n".join(lines)
+
+
+def fidelity_score(
+    tasks: tuple[TaskSpec, ...], candidate: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]
+) -> float:
+    """One number in [0, 1] for the fidelity of all heads (higher is better), for accuracy-
+    controlled quantization: the mean over heads of agreement (expression, attributes,
+    parsing pixels), cosine (embedding, clipped at 0), 1/(1 + MAE years) (age) and
+    1/(1 + NME % of crop) (landmarks)."""
+    scores = []
+    for task in tasks:
+        metric, _ = PRIMARY[task.task_type]
+        value = head_metrics(task, np.asarray(candidate[task.name]), np.asarray(reference[task.name]))[metric]
+        scores.append(1.0 / (1.0 + value) if task.task_type in ("age", "landmarks") else max(0.0, value))
+    return float(np.mean(scores))

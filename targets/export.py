@@ -11,7 +11,15 @@ from faceptor_edge.student.io import load_student
 from faceptor_edge.student.model import FaceptorStudent
 from faceptor_edge.targets import get_target
 from faceptor_edge.targets.base import ExportWrapper, Precision
-from faceptor_edge.targets.verify import CALIBRATION_SEED, face_crops
+from faceptor_edge.errors import UserError
+from faceptor_edge.targets.verify import CALIBRATION_SEED, face_crops, teacher_raw
+
+VALIDATION_SEED = 30_000
+
+
+class ExportError(UserError):
+    """The model cannot be exported to a target (an op it lacks, an uncapturable graph)."""
+VALIDATION_COUNT = 32
 
 CROP_RECIPE = (
     "dense face crop: the square face box (x1, y1, x2, y2) scaled by 0.8 about its centre and warped "
@@ -58,9 +66,15 @@ def export_student(
     *,
     calibration_images: str = "synthetic",
     calibration_count: int = 64,
+    max_drop: float | None = None,
+    teacher: str = "demo",
     log=print,
 ) -> Path:
-    """Export a trained student; int8 calibrates on face crops from `calibration_images`."""
+    """Export a trained student; int8 calibrates on face crops from `calibration_images`.
+
+    With `max_drop` (OpenVINO int8 only), NNCF's accuracy control keeps the drop of the
+    teacher-fidelity score (`metrics.fidelity_score`) on held-out faces within it.
+    """
     student, card = load_student(student_dir)
     wrapper = ExportWrapper(student)
     calibration = None
@@ -68,9 +82,37 @@ def export_student(
         log(f"calibration: {calibration_count} face crops from {calibration_images}")
         calibration = normalise(face_crops(calibration_images, calibration_count, CALIBRATION_SEED))
     log(f"exporting {card['size']} student ({len(student.task_names)} heads) to {target_name} {precision} …")
-    target = get_target(target_name, **_int8_options(target_name) if precision == "int8" else {})
-    return target.export(wrapper, wrapper.example_input(1), Path(out), artifact_card(student, card),
-                         precision=precision, calibration=calibration)  # fmt: skip
+    options = _int8_options(target_name) if precision == "int8" else {}
+    if max_drop is not None:
+        if (target_name, precision) != ("openvino", "int8"):
+            raise UserError("--max-drop (accuracy-controlled quantization) applies to --target openvino --precision int8")
+        options["accuracy_control"] = _accuracy_control(student, card, teacher, max_drop, log)
+    target = get_target(target_name, **options)
+    return export_wrapper(target, wrapper, Path(out), artifact_card(student, card), precision, calibration)
+
+
+def export_wrapper(target, wrapper: ExportWrapper, out: Path, metadata: dict[str, Any], precision: Precision,
+                   calibration) -> Path:  # fmt: skip
+    """`target.export`, with toolkit failures (an op a backend lacks, a graph torch.export
+    cannot capture) turned into one clear error; the atomic writer leaves nothing behind."""
+    try:
+        return target.export(wrapper, wrapper.example_input(1), out, metadata, precision=precision,
+                             calibration=calibration)  # fmt: skip
+    except UserError:
+        raise
+    except Exception as error:
+        summary = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise ExportError(f"exporting to {target.name} {precision} failed, nothing was written: "
+                          f"{type(error).__name__}: {summary}") from error
+
+
+def _accuracy_control(student: FaceptorStudent, card: dict[str, Any], teacher: str, max_drop: float, log):
+    from faceptor_edge.targets.openvino import AccuracyControl
+
+    log(f"accuracy control: teacher ({teacher}) outputs on {VALIDATION_COUNT} held-out faces …")
+    crops = face_crops("synthetic", VALIDATION_COUNT, VALIDATION_SEED)
+    reference = teacher_raw(teacher, card, "synthetic", VALIDATION_COUNT, VALIDATION_SEED)
+    return AccuracyControl(normalise(crops), reference, student.config.tasks, max_drop)
 
 
 def _int8_options(target_name: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ with bf16/AMX support OpenVINO otherwise runs float layers in bf16 (errors ~1e-2
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +20,14 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from faceptor_edge.quantize.openvino import float_layers, ignored_scope_for_modules, quantize
+from faceptor_edge.metrics import fidelity_score
+from faceptor_edge.quantize.openvino import (
+    float_layers,
+    ignored_scope_for_modules,
+    quantize,
+    quantize_with_accuracy_control,
+)
+from faceptor_edge.tasks import TaskSpec
 from faceptor_edge.targets.base import (
     INPUT_NAME,
     ArtifactError,
@@ -97,17 +104,44 @@ class OpenVINORunner:
 
 
 @dataclass(frozen=True)
+class AccuracyControl:
+    """int8 with `nncf.quantize_with_accuracy_control`: layers go back to float until the
+    fidelity to the teacher (`metrics.fidelity_score`) drops by at most `max_drop`.
+
+    Attributes:
+        validation: M×3×S×S normalised crops.
+        reference: The teacher's raw outputs on them (shared layout, parsing channels last).
+        tasks: The student's heads.
+        max_drop: Largest accepted absolute drop of the score from the float model's.
+    """
+
+    validation: torch.Tensor
+    reference: dict[str, np.ndarray]
+    tasks: tuple[TaskSpec, ...]
+    max_drop: float
+
+    def metric(self, compiled: Any, batches: Iterable[np.ndarray]) -> float:
+        names = [port.get_any_name() for port in compiled.outputs]
+        parts = [compiled(batch) for batch in batches]
+        raw = {name: np.concatenate([part[port] for part in parts]) for name, port in zip(names, compiled.outputs)}
+        count = len(self.validation)
+        return fidelity_score(self.tasks, {k: v[:count] for k, v in raw.items()}, self.reference)
+
+
+@dataclass(frozen=True)
 class OpenVINOTarget:
     """OpenVINO IR export (`path` is the `.xml`; the `.bin` is written beside it).
 
     Attributes:
         keep_float: int8 only: wrapper module paths whose Linear layers stay float.
+        accuracy_control: int8 only: bound the drop in fidelity to the teacher (NNCF).
         device: OpenVINO device the runner compiles for.
         inference_precision: CPU `INFERENCE_PRECISION_HINT` for running; None keeps the
             plugin default (bf16 on CPUs that have it).
     """
 
     keep_float: Sequence[str] = ()
+    accuracy_control: AccuracyControl | None = None
     device: str = "CPU"
     inference_precision: Literal["f32", "bf16", "f16"] | None = "f32"
     name: str = "openvino"
@@ -135,8 +169,14 @@ class OpenVINOTarget:
         quantization = "none (float32)"
         if precision == "int8":
             scope = ignored_scope_for_modules(program, model, self.keep_float) if self.keep_float else None
-            model = quantize(model, calibration, ignored_scope=scope)
-            quantization = INT8_DESCRIPTION
+            if self.accuracy_control is None:
+                model = quantize(model, calibration, ignored_scope=scope)
+                quantization = INT8_DESCRIPTION
+            else:
+                control = self.accuracy_control
+                model = quantize_with_accuracy_control(model, calibration, control.validation, control.metric,
+                                                       control.max_drop, ignored_scope=scope)  # fmt: skip
+                quantization = f"{INT8_DESCRIPTION}; accuracy control: teacher-fidelity drop ≤ {control.max_drop}"
             extra["float_layers"] = float_layers(model, program)
         model.inputs[0].get_tensor().set_names({INPUT_NAME})
         for port, name in zip(model.outputs, wrapper.output_names):

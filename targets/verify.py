@@ -83,7 +83,7 @@ def run_parity(
     report["heads"] = {name: check.to_json() for name, check in checks.items()}
     teacher_raw = None
     if teacher is not None:
-        teacher_raw = _teacher_raw(teacher, card, images, count, seed)
+        teacher_raw = teacher_raw(teacher, card, images, count, seed)
         report["teacher"] = against_teacher(tasks, artifact_raw, student_raw, teacher_raw)
     report["passed"] = all(c.passed for c in checks.values()) and all(
         row["passed"] for row in report.get("teacher", {}).values()
@@ -91,7 +91,7 @@ def run_parity(
     return ParityRun(report, crops, student_raw, artifact_raw, teacher_raw)
 
 
-def _teacher_raw(spec: str, card: dict[str, Any], images: str, count: int, seed: int) -> dict[str, np.ndarray]:
+def teacher_raw(spec: str, card: dict[str, Any], images: str, count: int, seed: int) -> dict[str, np.ndarray]:
     """Teacher outputs on the same faces, on the student's grids (parsing channels last)."""
     dense = card.get("teacher", {}).get("dense_size", 512)
     model = build_demo_teacher(dense_size=dense) if spec == "demo" else load_teacher(spec, dense_size=dense)

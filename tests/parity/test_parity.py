@@ -91,3 +91,52 @@ def test_inspect_prints_metadata(artifact, capsys):
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
     assert f'"precision": "{precision}"' in out and '"weights_sha256"' in out and '"mean"' in out
+
+
+@pytest.mark.slow
+def test_openvino_accuracy_control_bounds_the_teacher_fidelity_drop(student_dir, tmp_path):
+    pytest.importorskip("nncf")
+    from faceptor_edge.targets.export import export_student
+
+    path = export_student(student_dir, "openvino", "int8", tmp_path / "controlled.xml", calibration_count=16,
+                          max_drop=0.005, log=lambda *_: None)  # fmt: skip
+    report = run_parity(path, student_dir, count=16).report
+    assert "accuracy control" in report["quantization"]
+    assert all(row["passed"] for row in report["heads"].values()), report["heads"]
+
+
+def test_max_drop_is_only_for_openvino_int8(student_dir, tmp_path):
+    from faceptor_edge.targets.export import export_student
+
+    with pytest.raises(UserError, match="openvino --precision int8"):
+        export_student(student_dir, "executorch", "int8", tmp_path / "x.pte", max_drop=0.01, log=lambda *_: None)
+
+
+class _DataDependent(torch.nn.Module):
+    """A student whose graph no target can take: an output shape that depends on the data."""
+
+    def __init__(self, student):
+        super().__init__()
+        self.student, self.config = student, student.config
+
+    def forward(self, image):
+        raw = self.student(image)
+        raw["recog_ms1mv3"] = raw["recog_ms1mv3"][raw["recog_ms1mv3"] > 0][None]
+        return raw
+
+
+@pytest.mark.parametrize("target", ["executorch", "openvino", "coreml"])
+def test_unexportable_op_is_one_clear_error_and_writes_nothing(target, student_dir, tmp_path):
+    from faceptor_edge.targets import TOOLKITS, get_target
+    from faceptor_edge.targets.base import ExportWrapper
+    from faceptor_edge.targets.export import ExportError, export_wrapper
+
+    pytest.importorskip(TOOLKITS[target])
+    student, _ = load_student(student_dir)
+    wrapper = ExportWrapper(student)
+    wrapper.student = _DataDependent(student)
+    target_object = get_target(target)
+    out = tmp_path / f"broken{target_object.suffix}"
+    with pytest.raises(ExportError, match=f"exporting to {target} fp32 failed"):
+        export_wrapper(target_object, wrapper, out, {}, "fp32", None)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,253 @@
+"""The benchmark's outputs: the JSON report, the printed table, the README table and the plot.
+
+Ratios read "times better": `vs_teacher.latency` = teacher median / row median (× faster),
+`vs_teacher.size` = teacher bytes / row bytes (× smaller); `vs_student` the same against
+the fp32 PyTorch student. Values above 1 beat the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from faceptor_edge.hardware import PeakEstimate
+
+ROW_FIELDS = (
+    "name", "kind", "target", "precision", "latency_ms_median", "latency_ms_p90", "latency_ms_min", "throughput_fps",
+    "throughput_batch", "size_bytes", "peak_rss_mb", "load_s", "params", "flops",
+)  # fmt: skip
+MARK_START = "<!-- faceptor-edge bench: start -->"
+MARK_END = "<!-- faceptor-edge bench: end -->"
+
+
+def _ratio(reference: float | None, value: float | None) -> float | None:
+    return reference / value if reference and value else None
+
+
+def _ratios(row: dict[str, Any], reference: dict[str, Any] | None, latency_key: str) -> dict[str, float | None]:
+    reference = reference or {}
+    return {"latency": _ratio(reference.get(latency_key), row.get(latency_key)),
+            "size": _ratio(reference.get("size_bytes"), row.get("size_bytes"))}  # fmt: skip
+
+
+def _first(rows: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    return next((row for row in rows if row["kind"] == kind and row.get("latency_ms_median")), None)
+
+
+def build_report(rows: list[dict[str, Any]], machine: dict[str, Any], peak: PeakEstimate, options: Any) -> dict[str, Any]:
+    """Complete the measured rows (inherited FLOPs, peak fractions, ratios) into the report."""
+    from faceptor_edge.peers import combine_peers
+
+    rows = [{**{key: None for key in ROW_FIELDS}, **row} for row in rows]
+    student = next((row for row in rows if row["kind"] == "student"), None)
+    for row in rows:
+        if row["kind"] == "artifact" and student:  # same graph, same multiply-adds
+            row["params"], row["flops"] = student["params"], student["flops"]
+        if row["flops"] and row["latency_ms_median"]:
+            row["achieved_gflops"] = row["flops"] / row["latency_ms_median"] / 1e6
+            row["peak_fraction"] = row["achieved_gflops"] * 1e9 / peak.peak_flops
+    teacher, student = _first(rows, "teacher"), _first(rows, "student")
+    end_to_end = []
+    for row in rows:
+        row["vs_teacher"] = _ratios(row, teacher, "latency_ms_median")
+        row["vs_student"] = _ratios(row, student, "latency_ms_median")
+        if "end_to_end" in row:
+            e2e = {key: row[key] for key in ("name", "kind", "target", "precision")} | row.pop("end_to_end")
+            end_to_end.append(e2e)
+    artifacts = [row for row in rows if row["kind"] == "artifact" and row["latency_ms_median"]]
+    best = min(artifacts, key=lambda row: row["latency_ms_median"], default=None)
+    e2e_teacher = next((row for row in end_to_end if row["kind"] == "teacher"), None)
+    e2e_student = next((row for row in end_to_end if row["kind"] == "student"), None)
+    for row in end_to_end:
+        row["best_artifact"] = best is not None and row["name"] == best["name"]
+        row["vs_teacher"] = _ratios(row, e2e_teacher, "latency_ms_median") | {"size": None}
+        row["vs_student"] = _ratios(row, e2e_student, "latency_ms_median") | {"size": None}
+    peers = combine_peers(rows, student)
+    return {
+        "machine": machine,
+        "settings": {"runs": options.runs, "warmup": options.warmup, "teacher_runs": options.teacher_runs,
+                     "teacher_warmup": 1, "batch": options.batch, "teacher": options.teacher,
+                     "teacher_dense_size": options.teacher_dense_size, "student": str(options.student),
+                     "artifact_throughput": "static batch 1: throughput = 1000 / median latency"},  # fmt: skip
+        "peak": peak.to_json(),
+        "rows": rows,
+        "end_to_end": end_to_end,
+        "peers": peers,
+        "headline": _headline(teacher, best, peers),
+        "notes": _notes(rows),
+    }
+
+
+def _headline(teacher: dict[str, Any] | None, best: dict[str, Any] | None, peers: dict[str, Any]) -> dict[str, Any]:
+    if not teacher or not best:
+        return {}
+    return {"best_artifact": best["name"],
+            "latency_ratio_teacher_over_best": teacher["latency_ms_median"] / best["latency_ms_median"],
+            "size_ratio_teacher_over_best": _ratio(teacher["size_bytes"], best["size_bytes"]),
+            "peers": peers.get("summary")}  # fmt: skip
+
+
+def _notes(rows: list[dict[str, Any]]) -> list[str]:
+    notes = []
+    for row in rows:
+        for note in row.get("notes") or []:
+            notes.append(f"{row['name']}: {note}")
+        if row.get("skipped"):
+            notes.append(f"{row['name']}: skipped: {row['skipped']}")
+        if row.get("error"):
+            notes.append(f"{row['name']}: ERROR: {row['error']}")
+    return notes
+
+
+def _fmt(value: Any, spec: str = ".3g", none: str = "–") -> str:
+    return none if value is None else format(value, spec)
+
+
+def _table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "target", "prec", "median ms", "p90 ms", "min ms", "faces/s (batch)", "size MB", "peak RSS MB",
+              "load s", "params", "GFLOPs", "% fp32 peak", "× teacher (lat/size)", "× student (lat/size)"]  # fmt: skip
+    body = []
+    for row in report["rows"]:
+        fps = f"{_fmt(row['throughput_fps'], '.1f')} ({row['throughput_batch']})" if row["throughput_fps"] else "–"
+        size = row["size_bytes"] / 1e6 if row["size_bytes"] else None
+        body.append([
+            row["name"], row["target"] or "", row["precision"] or "", _fmt(row["latency_ms_median"]),
+            _fmt(row["latency_ms_p90"]), _fmt(row["latency_ms_min"]), fps, _fmt(size), _fmt(row["peak_rss_mb"], ".0f"),
+            _fmt(row["load_s"], ".2f"), _fmt(row["params"], ",") if row["params"] else "–",
+            _fmt(row["flops"] / 1e9 if row["flops"] else None, ".3f"),
+            _fmt(100 * row["peak_fraction"] if row.get("peak_fraction") else None, ".2f"),
+            f"{_fmt(row['vs_teacher']['latency'])} / {_fmt(row['vs_teacher']['size'])}",
+            f"{_fmt(row['vs_student']['latency'])} / {_fmt(row['vs_student']['size'])}",
+        ])  # fmt: skip
+    return header, body
+
+
+def _e2e_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["model (end to end, per face)", "median ms", "p90 ms", "read PNG", "crop", "model", "decode",
+              "× teacher", "× student"]  # fmt: skip
+    body = []
+    for row in report["end_to_end"]:
+        stages = row["stages_ms_median"]
+        name = row["name"] + (" (best artifact)" if row["best_artifact"] else "")
+        body.append([name, _fmt(row["latency_ms_median"]), _fmt(row["latency_ms_p90"]),
+                     *(_fmt(stages[k]) for k in ("read_image", "crop", "model", "decode")),
+                     _fmt(row["vs_teacher"]["latency"]), _fmt(row["vs_student"]["latency"])])  # fmt: skip
+    return header, body
+
+
+def _peak_lines(report: dict[str, Any]) -> list[str]:
+    peak = report["peak"]
+    return [f"CPU peak estimate: {peak['peak_flops'] / 1e9:.1f} GFLOP/s fp32 = {peak['cores']} core(s) × "
+            f"{peak['fp32_lanes']} lanes × {peak['fma_units']} FMA × 2 × {peak['clock_ghz']:.2f} GHz; assuming:",
+            *(f"  - {line}" for line in peak["assumptions"])]  # fmt: skip
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The printed form: machine, model table, end-to-end table, peers, peak, notes."""
+    machine = report["machine"]
+    lines = [f"\n{machine['cpu']}, {machine['cores']} core(s), {machine['threads']} thread(s), {machine['date']}"]
+    for header, body in (_table(report), _e2e_table(report)):
+        widths = [max(len(cell) for cell in column) for column in zip(header, *body)]
+        lines.append("")
+        for cells in (header, *body):
+            lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))))
+    lines += ["", *_peer_lines(report), *_peak_lines(report)]
+    headline = report["headline"]
+    if headline:
+        lines.append(f"teacher / best artifact ({headline['best_artifact']}): "
+                     f"{headline['latency_ratio_teacher_over_best']:.1f}× faster, "
+                     f"{_fmt(headline['size_ratio_teacher_over_best'], '.1f')}× smaller")  # fmt: skip
+    lines += [f"note: {note}" for note in report["notes"]]
+    return "\n".join(lines)
+
+
+def _peer_lines(report: dict[str, Any]) -> list[str]:
+    summary = report["peers"].get("summary")
+    return [f"peers: {summary}"] if summary else []
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The README section: machine and date, both tables, peers and the peak estimate."""
+    machine = report["machine"]
+    settings = report["settings"]
+    out = [MARK_START, "",
+           f"Generated by `faceptor-edge bench` on {machine['date'][:10]}: {machine['cpu']}, {machine['cores']} "
+           f"core(s), {machine['threads']} thread(s), {machine['os']}, Python {machine['python']}. "
+           f"Teacher: {settings['teacher']} at dense size {settings['teacher_dense_size']}, "
+           f"{settings['teacher_runs']} runs after 1 warm-up; other models {settings['runs']} runs after "
+           f"{settings['warmup']} warm-up. Ratios are × faster / × smaller than the reference.", ""]  # fmt: skip
+    for header, body in (_table(report), _e2e_table(report)):
+        out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(row) + " |" for row in body] + [""]
+    out += [*(f"{line}" for line in _peer_lines(report)), "", *_peak_lines(report), ""]
+    out += [f"- {note}" for note in report["notes"]] + ["", MARK_END]
+    return "\n".join(out) + "\n"
+
+
+def write_markdown(report: dict[str, Any], path: Path) -> None:
+    """Write the section to `path`: between its markers if it has them, else appended (or a new file)."""
+    section = markdown(report)
+    path = Path(path)
+    text = path.read_text() if path.exists() else ""
+    if MARK_START in text and MARK_END in text:
+        head, _, rest = text.partition(MARK_START)
+        text = head + section.rstrip("\n") + rest.partition(MARK_END)[2]
+    else:
+        text = text + ("\n" if text and not text.endswith("\n") else "") + section
+    _atomic_write(path, text)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Latency against size, log-log, one labelled point per measured model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"teacher": "tab:red", "student": "tab:blue", "artifact": "tab:green", "peer": "tab:purple"}
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    unplotted = []
+    for row in report["rows"]:
+        if not (row["latency_ms_median"] and row["size_bytes"]):
+            unplotted.append(row["name"])
+            continue
+        x, y = row["size_bytes"] / 1e6, row["latency_ms_median"]
+        ax.scatter([x], [y], color=colours.get(row["kind"], "black"), s=40, zorder=3)
+        ax.annotate(row["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set(xscale="log", yscale="log", xlabel="size on disk (MB)", ylabel="median latency per face, batch 1 (ms)")
+    machine = report["machine"]
+    ax.set_title(f"faceptor-edge bench: {machine['cpu']}, {machine['threads']} thread(s), {machine['date'][:10]}",
+                 fontsize=9)  # fmt: skip
+    if unplotted:
+        ax.text(0.01, 0.01, "no latency (not plotted): " + ", ".join(unplotted), transform=ax.transAxes, fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_outputs(report: dict[str, Any], json_path: Path, markdown_path: Path | None) -> None:
+    """JSON (atomically), the plot beside it, and the Markdown section if asked for."""
+    json_path = Path(json_path)
+    _atomic_write(json_path, json.dumps(report, indent=2) + "\n")
+    plot(report, json_path.with_suffix(".png"))
+    if markdown_path is not None:
+        write_markdown(report, markdown_path)
