@@ -1,4 +1,4 @@
-"""Distil a Faceptor teacher into a small student: `python distill/run.py --help`.
+"""Distil a Faceptor teacher into a small student that keeps every head.
 
 Stages: teacher outputs into a sharded cache (computed once, reused across runs) →
 training (resumable, DDP under torchrun) → the student in OUT/student → fidelity on
@@ -42,7 +42,8 @@ DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) /
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="distill/run.py", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="distill/run.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", default="demo", help="official Faceptor checkpoint, or 'demo' (stand-in weights; default)")
     p.add_argument("--images", default="synthetic", help="folder of face images, or 'synthetic' DCGAN faces (default)")
     p.add_argument("--student", default="small", choices=student_sizes, help="student size (default: small)")

@@ -162,7 +162,7 @@ def measure_in_subprocess(spec: RowSpec, workdir: Path) -> dict[str, Any]:
     command = [sys.executable, "-m", "faceptor_edge.bench", "--row", str(spec_file), "--out", str(out_file)]
     labels = {"name": spec.name, "kind": spec.kind, "target": spec.target, "precision": spec.precision}
     try:
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=ROW_TIMEOUT_S)
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=ROW_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         return {**labels, "error": f"timed out after {ROW_TIMEOUT_S} s"}
     if done.returncode != 0 or not out_file.exists():

