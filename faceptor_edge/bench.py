@@ -185,6 +185,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = print) -> dict
     directory = options.artifacts or Path(options.student).resolve().parent / "artifacts"
     artifacts = ensure_artifacts(options, directory, log)
     peak = estimate_peak(threads)
+    machine = machine_info(threads)  # samples the background load right before measuring
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="faceptor-bench-") as tmp:
         image = write_face_image(Path(tmp) / "face.png")
@@ -201,7 +202,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = print) -> dict
             rows.append(measure_in_subprocess(spec, Path(tmp)))
             note = f"error: {rows[-1]['error']}" if "error" in rows[-1] else "done"
             log(f"  {note} ({time.perf_counter() - started:.1f} s)")
-    report = bench_report.build_report(rows, machine_info(threads), peak, options)
+    report = bench_report.build_report(rows, machine, peak, options)
     bench_report.write_outputs(report, options.json_path, options.markdown)
     log(bench_report.format_report(report))
     return report

@@ -74,7 +74,7 @@ def build_report(rows: list[dict[str, Any]], machine: dict[str, Any], peak: Peak
         "end_to_end": end_to_end,
         "peers": peers,
         "headline": _headline(teacher, best, peers),
-        "notes": _notes(rows),
+        "notes": _notes(rows, machine),
     }
 
 
@@ -95,8 +95,12 @@ def _headline(teacher: dict[str, Any] | None, best: dict[str, Any] | None, peers
             "peers": peers.get("summary")}  # fmt: skip
 
 
-def _notes(rows: list[dict[str, Any]]) -> list[str]:
+def _notes(rows: list[dict[str, Any]], machine: dict[str, Any]) -> list[str]:
     notes = []
+    busy = machine.get("busy_cores_at_start")
+    if busy is not None and busy > 0.25:
+        notes.append(f"other processes kept {busy:.1f} core(s) busy when measuring began: latencies are inflated "
+                     "(most with all cores in use)")  # fmt: skip
     for row in rows:
         for note in row.get("notes") or []:
             notes.append(f"{row['name']}: {note}")

@@ -75,8 +75,33 @@ def _cpuinfo_mhz() -> float | None:
     return float(match.group(1)) if match else None
 
 
+def _cpu_jiffies() -> tuple[int, int] | None:
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def busy_cores(seconds: float = 0.5) -> float | None:
+    """How many cores other processes keep busy, sampled while this one sleeps (Linux).
+
+    With all cores in use, a busy neighbour stalls every OpenMP barrier on a descheduled
+    thread, and latencies can grow tenfold; the report notes it.
+    """
+    import time
+
+    first = _cpu_jiffies()
+    time.sleep(seconds)
+    second = _cpu_jiffies()
+    if first is None or second is None or second[1] == first[1]:
+        return None
+    return (second[0] - first[0]) / (second[1] - first[1]) * (os.cpu_count() or 1)
+
+
 def machine_info(threads: int) -> dict[str, Any]:
-    """CPU model, cores, the benchmark's thread count, OS, Python and the date (UTC)."""
+    """CPU model, cores, the benchmark's thread count, OS, Python, the date (UTC) and `busy_cores`."""
     info = lscpu()
     return {
         "cpu": info.get("Model name") or platform.processor() or "unknown",
@@ -86,6 +111,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "busy_cores_at_start": busy_cores(),
     }
 
 

@@ -121,7 +121,7 @@ class AccuracyControl:
     max_drop: float
 
     def metric(self, compiled: Any, batches: Iterable[np.ndarray]) -> float:
-        names = [port.get_any_name() for port in compiled.outputs]
+        names = [task.name for task in self.tasks]  # the model's outputs, in export order
         parts = [compiled(batch) for batch in batches]
         raw = {name: np.concatenate([part[port] for part in parts]) for name, port in zip(names, compiled.outputs)}
         count = len(self.validation)

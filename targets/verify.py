@@ -81,14 +81,14 @@ def run_parity(
         return ParityRun(report, crops, student_raw, None, None)
     checks = against_student(tasks, artifact_raw, student_raw, metadata["precision"])
     report["heads"] = {name: check.to_json() for name, check in checks.items()}
-    teacher_raw = None
+    teacher_out = None
     if teacher is not None:
-        teacher_raw = teacher_raw(teacher, card, images, count, seed)
-        report["teacher"] = against_teacher(tasks, artifact_raw, student_raw, teacher_raw)
+        teacher_out = teacher_raw(teacher, card, images, count, seed)
+        report["teacher"] = against_teacher(tasks, artifact_raw, student_raw, teacher_out)
     report["passed"] = all(c.passed for c in checks.values()) and all(
         row["passed"] for row in report.get("teacher", {}).values()
     )
-    return ParityRun(report, crops, student_raw, artifact_raw, teacher_raw)
+    return ParityRun(report, crops, student_raw, artifact_raw, teacher_out)
 
 
 def teacher_raw(spec: str, card: dict[str, Any], images: str, count: int, seed: int) -> dict[str, np.ndarray]:

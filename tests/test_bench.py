@@ -30,12 +30,14 @@ def _tiny_student(directory, seed=0):
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
+    # One thread: with all cores, any other busy process stalls every OpenMP barrier (~a
+    # scheduler slice per op), which can make the 64-px teacher take seconds per face.
     root = tmp_path_factory.mktemp("bench")
     student = _tiny_student(root / "run" / "student")
     readme = root / "README.md"
     readme.write_text(f"# title\n\nbefore\n{bench_report.MARK_START}\nold table\n{bench_report.MARK_END}\nafter\n")
     argv = ["bench", "--student", str(student), "--json", str(root / "out" / "bench.json"), "--runs", "2",
-            "--warmup", "1", "--batch", "2", "--teacher-dense-size", "64", "--teacher-runs", "1",
+            "--warmup", "1", "--batch", "2", "--threads", "1", "--teacher-dense-size", "64", "--teacher-runs", "1",
             "--targets", "openvino", "--calib-count", "8", "--no-peers", "--markdown", str(readme)]  # fmt: skip
     code = cli.main(argv)
     return code, root, student, json.loads((root / "out" / "bench.json").read_text())

@@ -45,20 +45,23 @@ def test_coreml_package_checks_on_linux(artifact):
     target, precision, path = artifact
     if target != "coreml":
         pytest.skip("Core ML only")
+    from faceptor_edge.targets import get_target
     from faceptor_edge.targets.coreml import inspect_mlpackage
 
     info = inspect_mlpackage(path)
     assert info.inputs[0].name == "image" and info.inputs[0].shape == (1, 3, 256, 256)
     assert [o.name for o in info.outputs][:2] == ["recog_ms1mv3", "age_morph2"]
     assert dict((o.name, o.shape) for o in info.outputs)["parsing_lapa"] == (1, 64, 64, 11)
-    metadata = info.metadata
+    metadata = get_target("coreml").read_metadata(path)
     assert metadata["precision"] == precision
     assert metadata["preprocessing"]["color_order"] == "RGB" and len(metadata["heads"]) == 13
+    assert info.spec_version >= 8  # iOS 17
     if precision == "int8":
-        assert "int8" in metadata["quantization"]
-        assert any(dtype == "int8" for dtype in info.weight_dtypes.values())
+        assert "int8" in metadata["quantization"] and info.weights_quantized
+        assert info.weight_dtypes.get("int8", 0) > 0
+        assert info.activations_quantized == ("activations" in metadata["quantization"])
     else:
-        assert not any(dtype == "int8" for dtype in info.weight_dtypes.values())
+        assert set(info.weight_dtypes) == {"fp32"} and not info.weights_quantized
 
 
 def test_artifact_from_another_student_is_refused(artifact, student_dir, tmp_path):
@@ -126,10 +129,10 @@ class _DataDependent(torch.nn.Module):
 
 
 @pytest.mark.parametrize("target", ["executorch", "openvino", "coreml"])
-def test_unexportable_op_is_one_clear_error_and_writes_nothing(target, student_dir, tmp_path):
+def test_unexportable_graph_is_one_clear_error_and_writes_nothing(target, student_dir, tmp_path):
     from faceptor_edge.targets import TOOLKITS, get_target
     from faceptor_edge.targets.base import ExportWrapper
-    from faceptor_edge.targets.export import ExportError, export_wrapper
+    from faceptor_edge.targets.export import export_wrapper
 
     pytest.importorskip(TOOLKITS[target])
     student, _ = load_student(student_dir)
@@ -137,6 +140,8 @@ def test_unexportable_op_is_one_clear_error_and_writes_nothing(target, student_d
     wrapper.student = _DataDependent(student)
     target_object = get_target(target)
     out = tmp_path / f"broken{target_object.suffix}"
-    with pytest.raises(ExportError, match=f"exporting to {target} fp32 failed"):
+    # torch.export fails for ExecuTorch; OpenVINO and Core ML convert, then the check right
+    # after export refuses the dynamic output shape. Either way: one error, no files.
+    with pytest.raises(UserError, match="failed|dynamic|outputs"):
         export_wrapper(target_object, wrapper, out, {}, "fp32", None)
     assert list(tmp_path.iterdir()) == []
