@@ -28,9 +28,12 @@ import torch
 
 from faceptor_edge.decode import decode
 from faceptor_edge.images import load_image
-from faceptor_edge.preprocess import Crop, prepare_face
+from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD, Crop, prepare_face
 from faceptor_edge.student.inputs import normalise
 from faceptor_edge.tasks import TaskSpec
+
+_MEAN = np.asarray(CLIP_MEAN, dtype=np.float32)
+_STD = np.asarray(CLIP_STD, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -189,8 +192,12 @@ class ArtifactModel:
         return self.call(inputs)
 
     def prepare(self, image: np.ndarray) -> tuple[Any, Crop]:
-        x, crop = student_input(image, int(self.runner.input_shape[-1]))
-        return x.numpy(), crop
+        """Numpy only, as an app without PyTorch would (torch ops here would also contend
+        with the runtime's own thread pool)."""
+        crop = prepare_face(image, dense_size=int(self.runner.input_shape[-1])).crop512
+        pixels = np.clip(np.rint(crop.pixels * 255.0), 0, 255).astype(np.uint8)
+        x = (pixels.astype(np.float32) / 255.0 - _MEAN) / _STD  # S×S×3, CLIP normalisation
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), crop  # -> 1×3×S×S
 
 
 def load_artifact_model(path: str, threads: int) -> ArtifactModel:

@@ -65,7 +65,7 @@ def build_report(rows: list[dict[str, Any]], machine: dict[str, Any], peak: Peak
         row["best_artifact"] = best is not None and row["name"] == best["name"]
         row["vs_teacher"] = _ratios(row, e2e_teacher, "latency_ms_median") | {"size": None}
         row["vs_student"] = _ratios(row, e2e_student, "latency_ms_median") | {"size": None}
-    peers = combine_peers(rows, student)
+    peers = combine_peers(rows, student, best)
     return {
         "machine": machine,
         "settings": _settings(options),

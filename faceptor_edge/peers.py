@@ -157,7 +157,9 @@ def load_peer(peer: str) -> PeerModel:
     return loaders[peer]()
 
 
-def combine_peers(rows: list[dict[str, Any]], student: dict[str, Any] | None) -> dict[str, Any]:
+def combine_peers(
+    rows: list[dict[str, Any]], student: dict[str, Any] | None, best: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What the peers cost together (run one after another per face) against the one student.
 
     Memory is compared as what each model adds to its process (peak minus the RSS before
@@ -188,6 +190,13 @@ def combine_peers(rows: list[dict[str, Any]], student: dict[str, Any] | None) ->
             f"the fp32 student covers all {len(HEAD_TYPES)} head types in {mine['latency_ms_median']:.1f} ms/face, "
             f"{mine['size_bytes'] / 1e6:.2f} MB, +{mine['added_rss_mb']:.0f} MB RSS"
         )  # fmt: skip
+        if best:
+            report["best_artifact"] = {"name": best["name"], "latency_ms_median": best["latency_ms_median"],
+                                       "size_bytes": best["size_bytes"], "added_rss_mb": _added_rss(best)}  # fmt: skip
+            report["summary"] += (
+                f"; its best artifact ({best['name']}) in {best['latency_ms_median']:.1f} ms/face, "
+                f"{best['size_bytes'] / 1e6:.2f} MB, +{_added_rss(best):.0f} MB RSS"
+            )
     return report
 
 

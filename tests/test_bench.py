@@ -164,10 +164,12 @@ def test_peers_combine_and_skip_with_a_note(tmp_path, monkeypatch):
         {"name": "b", "kind": "peer", "target": "dlib", "latency_ms_median": 70.0, "size_bytes": 100_000_000,
          "peak_rss_mb": 380.0, "rss_before_load_mb": 300.0},
     ]  # fmt: skip
-    peers = combine_peers(rows, rows[0])
+    best = {"name": "openvino int8", "latency_ms_median": 2.0, "size_bytes": 2_000_000, "peak_rss_mb": 320.0,
+            "rss_before_load_mb": 300.0}  # fmt: skip
+    peers = combine_peers(rows, rows[0], best)
     assert peers["combined"] == {"latency_ms_median": 80.0, "size_bytes": 104_000_000, "added_rss_mb": 130.0}
     assert set(peers["not_covered"]) == {"age", "attributes", "parsing"}
-    assert "80.0 ms/face" in peers["summary"]
+    assert "80.0 ms/face" in peers["summary"] and "openvino int8) in 2.0 ms/face" in peers["summary"]
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
