@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default: 1e-3)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
     p.add_argument("--loss-weight", action="append", default=[], metavar="NAME=W",
-                   help="override a loss weight, e.g. parsing=2 or features=0.5 (defaults: all heads 1, features 0)")
+                   help="override a loss weight, e.g. parsing=2 or features=0.5 (defaults: expression 2, other heads 1, features 0)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"teacher-output cache (default: {DEFAULT_CACHE})")
     p.add_argument("--shard-size", type=int, default=32, help="faces per cache shard (default: 32)")
     p.add_argument("--convert-images", action="store_true", help="convert grey/RGBA/16-bit images instead of skipping")
