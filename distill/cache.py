@@ -70,8 +70,6 @@ class ShardCache:
         identity_path = self.dir / "identity.json"
         if not identity_path.exists():
             atomic_write_bytes(identity_path, json.dumps(identity, indent=2, sort_keys=True).encode())
-        for stale in self.dir.glob(".*.tmp"):  # left by a killed writer
-            stale.unlink(missing_ok=True)
 
     @property
     def num_shards(self) -> int:
@@ -130,6 +128,10 @@ class ShardCache:
         """Compute and store every missing shard of `shards`; returns how many were built."""
         todo = self.missing(shards)
         for shard in todo:
+            # Temporary files of this shard left by a killed writer. Only the process that
+            # builds a shard touches them, so ranks building other shards are not disturbed.
+            for stale in self.dir.glob(f".shard-{shard:05d}.*.tmp"):
+                stale.unlink(missing_ok=True)
             self.write(shard, compute(self.shard_items(shard)))
             if progress is not None:
                 progress(len(self.shard_items(shard)))

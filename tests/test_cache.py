@@ -66,3 +66,13 @@ def test_identity_change_means_a_fresh_cache():
 def test_wrong_item_count_is_refused(tmp_path):
     with pytest.raises(ValueError, match="holds 4 items"):
         _cache(tmp_path).write(0, {"x": np.zeros((3, 1))})
+
+
+def test_stale_temporary_files_of_a_killed_writer_are_removed_when_their_shard_is_built(tmp_path):
+    cache = _cache(tmp_path)
+    stale = cache.dir / ".shard-00001.safetensors.abc123.tmp"
+    stale.write_bytes(b"half a shard")
+    other = cache.dir / ".identity.json.xyz.tmp"  # another process's write in flight: left alone
+    other.write_bytes(b"{}")
+    cache.build(_compute, shards=[1])
+    assert not stale.exists() and other.exists() and cache.missing() == [0, 2]
