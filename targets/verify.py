@@ -12,6 +12,7 @@ import numpy as np
 
 from faceptor_edge.data import open_source
 from faceptor_edge.distill.labels import CropRecipe, teacher_outputs
+from faceptor_edge.distill.trainer import parsing_channels_last
 from faceptor_edge.errors import UserError
 from faceptor_edge.student.inputs import normalise, student_crops
 from faceptor_edge.student.io import load_student
@@ -98,8 +99,4 @@ def teacher_raw(spec: str, card: dict[str, Any], images: str, count: int, seed: 
     recipe = CropRecipe(teacher_dense_size=dense)
     source = open_source(images, count=count, seed=seed)
     outputs = teacher_outputs(model, source.batch(list(range(min(count, len(source))))), recipe)
-    return {
-        task.name: outputs[task.name].astype(np.float32).transpose(0, 2, 3, 1)
-        if task.task_type == "parsing" else outputs[task.name]
-        for task in model.config.tasks
-    }  # fmt: skip
+    return parsing_channels_last(outputs, model.config.tasks)
