@@ -10,7 +10,9 @@
 | recognition | (1 − cosine) + MSE between in-batch cosine-similarity matrices (relational) |
 | features (optional) | MSE between a 1×1 projection of student tokens and teacher layer-11 tokens |
 
-Every head's loss is zero at the teacher. Heads differ by orders of magnitude in scale
+Every head's loss is zero at the teacher. A teacher that covers only some heads or faces
+(the specialists) leaves uncovered heads out and marks unlabelled faces in `mask_key` masks;
+losses average over what is labelled. Heads differ by orders of magnitude in scale
 (a teacher whose expressions barely move gives tiny KLs), so each head's loss is divided
 by the loss of the trivial student that always outputs the teacher's mean (`baseline_scales`):
 1 means "no better than a constant", for every head. The weights then set priorities.
@@ -45,6 +47,12 @@ class LossWeights:
         return asdict(self)
 
 
+def mask_key(task_name: str) -> str:
+    """Label key of a head's validity mask: B (one flag per face) or B×K (per output, e.g. the
+    one attribute a specialist covers). 1 = the teacher labelled it; absent = all valid."""
+    return f"{task_name}/mask"
+
+
 def age_distribution(logits: torch.Tensor) -> torch.Tensor:
     """B×101 logits -> sigmoid, L1-normalised (SPEC §5)."""
     p = torch.sigmoid(logits)
@@ -52,68 +60,106 @@ def age_distribution(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _age_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """B: distribution KL + expected-age L1 per decade."""
     p_s, p_t = age_distribution(student), age_distribution(teacher)
-    kl = (p_t * (torch.log(p_t.clamp_min(1e-12)) - torch.log(p_s.clamp_min(1e-12)))).sum(-1).mean()
+    kl = (p_t * (torch.log(p_t.clamp_min(1e-12)) - torch.log(p_s.clamp_min(1e-12)))).sum(-1)
     bins = torch.arange(p_s.shape[-1], dtype=p_s.dtype, device=p_s.device)
-    return kl + F.l1_loss(p_s @ bins, p_t @ bins) / 10.0
+    return kl + (p_s @ bins - p_t @ bins).abs() / 10.0
 
 
 def _softmax_kl(student: torch.Tensor, teacher: torch.Tensor, dim: int, temperature: float = 1.0) -> torch.Tensor:
+    """Per-sample KL of temperature softmaxes over `dim`, averaged over any other axes -> B."""
     log_s = F.log_softmax(student / temperature, dim=dim)
     log_t = F.log_softmax(teacher / temperature, dim=dim)
-    return (log_t.exp() * (log_t - log_s)).sum(dim=dim).mean() * temperature**2
+    kl = (log_t.exp() * (log_t - log_s)).sum(dim=dim) * temperature**2
+    return kl.flatten(1).mean(1) if kl.dim() > 1 else kl
 
 
 def _bernoulli_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """Mean KL(teacher ‖ student) of independent sigmoids: BCE less the targets' entropy."""
+    """Elementwise KL(teacher ‖ student) of independent sigmoids: BCE less the targets' entropy."""
     p = torch.sigmoid(teacher_logits)
-    entropy = F.binary_cross_entropy_with_logits(teacher_logits, p)
-    return F.binary_cross_entropy_with_logits(student_logits, p) - entropy
+    entropy = F.binary_cross_entropy_with_logits(teacher_logits, p, reduction="none")
+    return F.binary_cross_entropy_with_logits(student_logits, p, reduction="none") - entropy
 
 
 def _landmark_loss(student_points, student_heatmap, teacher_points, teacher_heatmap) -> torch.Tensor:
-    pooled = F.adaptive_avg_pool2d(student_heatmap, teacher_heatmap.shape[-2:])
-    return _bernoulli_kl(pooled, teacher_heatmap) + 100.0 * F.l1_loss(student_points, teacher_points)
+    """B: heatmap Bernoulli KL (when the teacher has heatmaps) + L1 of coordinates in % of the crop."""
+    loss = 100.0 * (student_points - teacher_points).abs().flatten(1).mean(1)
+    if teacher_heatmap is not None:
+        pooled = F.adaptive_avg_pool2d(student_heatmap, teacher_heatmap.shape[-2:])
+        loss = loss + _bernoulli_kl(pooled, teacher_heatmap).flatten(1).mean(1)
+    return loss
 
 
-def _embedding_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+def _embedding_loss(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """B: (1 − cosine) + each face's row of the squared similarity-matrix error over valid faces."""
     s, t = F.normalize(student, dim=-1), F.normalize(teacher, dim=-1)
-    cosine = 1.0 - (s * t).sum(-1).mean()
-    return cosine + F.mse_loss(s @ s.T, t @ t.T)
+    cosine = 1.0 - (s * t).sum(-1)
+    pairs = valid[:, None] * valid[None, :]  # B×B
+    relational = (((s @ s.T - t @ t.T) ** 2) * pairs).sum(1) / pairs.sum(1).clamp_min(1.0)
+    return cosine + relational
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return values.mean()
+    mask = mask.to(values.dtype).expand_as(values)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def covered(task: TaskSpec, teacher: dict[str, torch.Tensor]) -> bool:
+    """Whether the teacher labels this head at all (specialists leave some out)."""
+    return task.name in teacher
 
 
 def head_loss(task: TaskSpec, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
-    """Loss of one head. Teacher parsing logits are B×C×M×M (channels first)."""
+    """Loss of one head, averaged over the faces (and outputs) the teacher's mask marks valid.
+    Teacher parsing logits are B×C×M×M (channels first)."""
     s, t = student[task.name], teacher[task.name]
-    if task.task_type == "recognition":
-        return _embedding_loss(s, t)
-    if task.task_type == "age":
-        return _age_loss(s, t)
+    mask = teacher.get(mask_key(task.name))
     if task.task_type == "attributes":
-        return _bernoulli_kl(s, t)
-    if task.task_type == "expression":
-        return _softmax_kl(s, t, dim=-1, temperature=temperature)
-    if task.task_type == "parsing":
-        return _softmax_kl(s.permute(0, 3, 1, 2), t, dim=1)
-    return _landmark_loss(s, student[heatmap_key(task.name)], t, teacher[heatmap_key(task.name)])
+        return _masked_mean(_bernoulli_kl(s, t), mask if mask is None or mask.dim() == 2 else mask[:, None])
+    if task.task_type == "recognition":
+        valid = torch.ones(len(s), dtype=s.dtype) if mask is None else mask.to(s.dtype)
+        return _masked_mean(_embedding_loss(s, t, valid), mask)
+    if task.task_type == "age":
+        per_face = _age_loss(s, t)
+    elif task.task_type == "expression":
+        per_face = _softmax_kl(s, t, dim=-1, temperature=temperature)
+    elif task.task_type == "parsing":
+        per_face = _softmax_kl(s.permute(0, 3, 1, 2), t, dim=1)
+    else:
+        per_face = _landmark_loss(s, student[heatmap_key(task.name)], t, teacher.get(heatmap_key(task.name)))
+    return _masked_mean(per_face, mask)
+
+
+def _valid_mean(value: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the batch of the faces a B mask marks valid (all when there is no mask)."""
+    if mask is None or mask.dim() != 1 or mask.sum() == 0:
+        return value.mean(dim=0, keepdim=True)
+    weights = mask.to(value.dtype).reshape(-1, *([1] * (value.dim() - 1)))
+    return (value * weights).sum(0, keepdim=True) / weights.sum()
 
 
 def mean_student(tasks: tuple[TaskSpec, ...], teacher: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Raw outputs of a constant student that always predicts the teacher's batch mean."""
+    """Raw outputs of a constant student that always predicts the teacher's mean over valid faces
+    (covered heads only)."""
     out = {}
-    for task in tasks:
-        keys = [task.name] + ([heatmap_key(task.name)] if task.task_type == "landmarks" else [])
+    for task in (t for t in tasks if covered(t, teacher)):
+        mask = teacher.get(mask_key(task.name))
+        keys = [task.name] + ([heatmap_key(task.name)] if heatmap_key(task.name) in teacher else [])
         for key in keys:
-            mean = teacher[key].mean(dim=0, keepdim=True).expand_as(teacher[key])
+            mean = _valid_mean(teacher[key], mask).expand_as(teacher[key])
             out[key] = mean.permute(0, 2, 3, 1) if task.task_type == "parsing" and key == task.name else mean
     return out
 
 
 @torch.no_grad()
 def baseline_scales(tasks: tuple[TaskSpec, ...], teacher: dict[str, torch.Tensor], temperature: float) -> dict[str, float]:
-    """Each head's loss for the mean-output student: the unit its loss is measured in."""
+    """Each covered head's loss for the mean-output student: the unit its loss is measured in."""
     constant = mean_student(tasks, teacher)
-    scales = {task.name: max(float(head_loss(task, constant, teacher, temperature)), 1e-8) for task in tasks}
+    scales = {task.name: max(float(head_loss(task, constant, teacher, temperature)), 1e-8)
+              for task in tasks if covered(task, teacher)}  # fmt: skip
     if FEATURE_KEY in teacher:
         features = teacher[FEATURE_KEY]
         scales["features"] = max(float(F.mse_loss(features.mean(0, keepdim=True).expand_as(features), features)), 1e-8)
@@ -129,13 +175,14 @@ def distillation_loss(
     scales: dict[str, float] | None = None,
     features: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of per-head losses, each divided by its scale (default 1), plus the
-    optional feature term; also returns each weighted term's value."""
+    """Weighted sum of the losses of the heads the teacher covers, each divided by its scale
+    (default 1), plus the optional feature term; also returns each weighted term's value."""
     terms = {
         task.name: getattr(weights, task.task_type)
         * head_loss(task, student, teacher, weights.temperature)
         / (scales[task.name] if scales else 1.0)
         for task in tasks
+        if covered(task, teacher)
     }
     if features is not None and weights.features > 0:
         terms["features"] = weights.features * F.mse_loss(*features) / (scales["features"] if scales else 1.0)

@@ -7,18 +7,40 @@ from pathlib import Path
 import numpy as np
 
 from faceptor_edge.distill.labels import STUDENT_IMAGE_KEY
+from faceptor_edge.distill.losses import mask_key
 from faceptor_edge.distill.trainer import parsing_channels_last, predict
 from faceptor_edge.metrics import fidelity_table, format_table, mean_output
 from faceptor_edge.student.model import FaceptorStudent, count_flops
 
 
+def _valid(cache: dict, task) -> tuple[np.ndarray, np.ndarray | None]:
+    """Faces (B bool) and outputs (K bool, or None for all) the teacher labelled for a head."""
+    mask = cache.get(mask_key(task.name))
+    if mask is None:
+        return np.ones(len(cache[STUDENT_IMAGE_KEY]), bool), None
+    mask = np.asarray(mask) > 0
+    return (mask.any(axis=1), mask.any(axis=0)) if mask.ndim == 2 else (mask, None)
+
+
+def _columns(values: np.ndarray, outputs: np.ndarray | None) -> np.ndarray:
+    return values if outputs is None else values[:, outputs]
+
+
 def fidelity_report(student: FaceptorStudent, train_cache: dict, holdout_cache: dict) -> dict:
-    """Held-out fidelity per head, beside the teacher's-mean-output baseline fitted on training faces."""
-    tasks = student.config.tasks
+    """Held-out fidelity per head the teacher covers, on the faces (and outputs) it labelled,
+    beside the teacher's-mean-output baseline fitted on the training faces it labelled."""
+    tasks = tuple(t for t in student.config.tasks if t.name in holdout_cache)
     reference = parsing_channels_last(holdout_cache, tasks)
-    baseline = mean_output(parsing_channels_last(train_cache, tasks))
+    train = parsing_channels_last(train_cache, tasks)
     candidate = predict(student, holdout_cache[STUDENT_IMAGE_KEY])
-    heads = fidelity_table(tasks, candidate, reference, baseline)
+    heads = {}
+    for task in tasks:
+        faces, outputs = _valid(holdout_cache, task)
+        train_faces, _ = _valid(train_cache, task)
+        baseline = mean_output({task.name: _columns(train[task.name][train_faces], outputs)})
+        heads.update(fidelity_table((task,), {task.name: _columns(candidate[task.name][faces], outputs)},
+                                    {task.name: _columns(reference[task.name][faces], outputs)}, baseline))  # fmt: skip
+        heads[task.name]["faces"] = int(faces.sum())
     return {
         "heads": heads,
         "student": {

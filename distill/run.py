@@ -26,11 +26,13 @@ if __package__ in (None, ""):  # `python distill/run.py` from a checkout: the sc
 
 from faceptor_edge.data import open_source
 from faceptor_edge.distill.cache import ShardCache, atomic_write_bytes, cache_key
-from faceptor_edge.distill.labels import CropRecipe, teacher_outputs
+from faceptor_edge.detect import DetectedSource, detector_available
+from faceptor_edge.distill.labels import CropRecipe, specialist_outputs, teacher_outputs
 from faceptor_edge.distill.losses import LossWeights
 from faceptor_edge.distill.report import fidelity_report, plot_loss_curve
 from faceptor_edge.distill.trainer import FEATURE_KEY, DistillModel, TrainConfig, train
 from faceptor_edge.errors import UserError
+from faceptor_edge import specialists
 from faceptor_edge.student.io import file_sha256, save_student
 from faceptor_edge.student.model import FaceptorStudent, build_student, student_config, student_sizes
 from faceptor_edge.teacher import DEMO_NOTICE, build_demo_teacher, load_teacher
@@ -44,7 +46,10 @@ DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) /
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="distill/run.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", default="demo", help="official Faceptor checkpoint, or 'demo' (stand-in weights; default)")
+    p.add_argument("--teacher", default="auto",
+                   help="official Faceptor checkpoint; 'specialists' (real offline face models, the [specialists] "
+                        "extra); 'demo' (stand-in weights whose outputs mean nothing about faces); or 'auto' "
+                        "(default: specialists when installed, else demo)")
     p.add_argument("--images", default="synthetic", help="folder of face images, or 'synthetic' DCGAN faces (default)")
     p.add_argument("--student", default="small", choices=student_sizes, help="student size (default: small)")
     p.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
@@ -79,31 +84,61 @@ def parse_loss_weights(items: Sequence[str]) -> LossWeights:
     return LossWeights(**values)
 
 
+def resolve_teacher(spec: str) -> tuple[str, str]:
+    """`auto` -> `specialists` when they and the face detector are installed, else `demo`;
+    also returns why."""
+    if spec != "auto":
+        return spec, ""
+    reason = specialists.missing() or detector_available()
+    if reason:
+        return "demo", f"--teacher auto chose the stand-in demo teacher: specialists {reason}"
+    return "specialists", "--teacher auto chose the specialists (installed)"
+
+
 class Teacher:
     """The teacher's identity (cheap) and its model, built only when outputs must be computed."""
 
     def __init__(self, spec: str, dense_size: int | None) -> None:
-        self.spec = spec
-        if spec == "demo":
+        self.spec, self.choice = resolve_teacher(spec)
+        if self.spec == "demo":
             self.dense_size = dense_size or DEMO_DENSE_SIZE
             self.variant, self.identity = "full", {"teacher": "demo-full-fixture-weights"}
             self.notice = f"{DEMO_NOTICE}. Dense group at {self.dense_size} px"
+        elif self.spec == "specialists":
+            self.dense_size = 0  # no Faceptor dense group: specialists read the student's own crop
+            self.variant = "full"
+            self.identity = {"teacher": "specialists-v1", "sources": specialists.SOURCES,
+                             "coverage": specialists.COVERAGE, "untrained_heads": list(specialists.UNCOVERED),
+                             "covered_labels": {"biattr_celeba": ["Male"]}}  # fmt: skip
+            self.notice = specialists.specialist_notice()
         else:
             self.dense_size = dense_size or 512
-            self.variant = detect_variant({k.removeprefix("module.") for k in read_checkpoint(spec)})
-            self.identity = {"teacher": f"faceptor-{self.variant}", "teacher_sha256": file_sha256(spec)}
-            self.notice = f"teacher: Faceptor-{self.variant} from {spec}. Dense group at {self.dense_size} px"
+            self.variant = detect_variant({k.removeprefix("module.") for k in read_checkpoint(self.spec)})
+            self.identity = {"teacher": f"faceptor-{self.variant}", "teacher_sha256": file_sha256(self.spec)}
+            self.notice = f"teacher: Faceptor-{self.variant} from {self.spec}. Dense group at {self.dense_size} px"
         self.identity["dense_size"] = self.dense_size
         self.tasks = VARIANT_TASKS[self.variant]
-        self._model: FaceptorTeacher | None = None
+        self._model: FaceptorTeacher | specialists.SpecialistTeacher | None = None
 
-    def model(self) -> FaceptorTeacher:
+    def model(self) -> FaceptorTeacher | specialists.SpecialistTeacher:
         if self._model is None:
             if self.spec == "demo":
                 self._model = build_demo_teacher(dense_size=self.dense_size)
+            elif self.spec == "specialists":
+                self._model = specialists.SpecialistTeacher.load()
             else:
                 self._model = load_teacher(self.spec, dense_size=self.dense_size)
         return self._model
+
+    def outputs(self, samples, recipe: CropRecipe, *, features: bool) -> dict:
+        """Teacher outputs of a batch of faces, as the cache stores them."""
+        if self.spec == "specialists":
+            return specialist_outputs(self.model(), samples, recipe)
+        return teacher_outputs(self.model(), samples, recipe, features=features)
+
+    def close(self) -> None:
+        if isinstance(self._model, specialists.SpecialistTeacher):
+            self._model.close()
 
 
 def _distributed() -> tuple[int, int]:
@@ -126,11 +161,10 @@ def build_cache(name, teacher: Teacher, source, recipe: CropRecipe, args, *, fea
     mine = [s for s in range(cache.num_shards) if s % world == rank]
     todo = cache.missing(mine)
     if todo:
-        model = teacher.model()
         faces = sum(len(cache.shard_items(s)) for s in todo)
         bar = tqdm(total=faces, desc=f"teacher → cache ({name})", unit="face", disable=rank != 0, dynamic_ncols=True)
         with bar:
-            cache.build(lambda items: teacher_outputs(model, source.batch(list(items)), recipe, features=features),
+            cache.build(lambda items: teacher.outputs(source.batch(list(items)), recipe, features=features),
                         shards=todo, progress=bar.update)  # fmt: skip
     elif rank == 0:
         print(f"teacher outputs ({name}): {len(source)} faces from cache {cache.dir}")
@@ -173,15 +207,23 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size % world:
         raise UserError(f"--batch-size {args.batch_size} must divide evenly over {world} processes")
     teacher = Teacher(args.teacher, args.dense_size)
+    if teacher.spec == "specialists" and weights.features > 0:
+        raise UserError("--loss-weight features needs a Faceptor teacher: the specialists have no encoder features")
     train_source, holdout_source, skipped = _sources(args)
+    if teacher.spec == "specialists":  # specialists label the student's crop: frame it on detected points
+        train_source, holdout_source = DetectedSource(train_source), DetectedSource(holdout_source)
     if rank == 0:
-        print(teacher.notice)
+        print(teacher.choice or "", teacher.notice, sep="\n" if teacher.choice else "")
         if skipped:
             print(f"skipped {len(skipped)} unreadable images: " + "; ".join(f"{p}: {why}" for p, why in skipped[:5]))
     recipe = CropRecipe(teacher_dense_size=teacher.dense_size, map_grid=student_config(args.student).map_size)
     features = weights.features > 0
-    train_cache = build_cache("train", teacher, train_source, recipe, args, features=features, rank=rank, world=world)
-    holdout_cache = build_cache("held-out", teacher, holdout_source, recipe, args, features=False, rank=rank, world=world)
+    try:
+        train_cache = build_cache("train", teacher, train_source, recipe, args, features=features, rank=rank, world=world)
+        holdout_cache = build_cache("held-out", teacher, holdout_source, recipe, args, features=False, rank=rank,
+                                    world=world)  # fmt: skip
+    finally:
+        teacher.close()
 
     torch.manual_seed(args.seed)  # here, so the initialisation does not depend on whether the teacher ran
     student = build_student(args.student, teacher.tasks)
@@ -210,6 +252,22 @@ def _finish(args, teacher: Teacher, student: FaceptorStudent, identity, records,
     print(f"trained {args.steps} steps in {seconds / 60:.1f} min; student: {args.out / 'student'}; "
           f"{report['student']['params']:,} parameters, {report['student']['flops'] / 1e9:.2f} GFLOPs at 256×256")  # fmt: skip
     print(f"fidelity: {args.out / 'fidelity.json'}; loss curve: {args.out / 'loss_curve.png'}")
+    _overlay(args.out, teacher)
+
+
+def _overlay(out: Path, teacher: Teacher) -> None:
+    """The student on a real photo: every face's parsing, landmarks and labels, as a PNG."""
+    from faceptor_edge.overlay import write_overlay
+    from faceptor_edge.predictor import FacePredictor, load_backend
+    from faceptor_edge.realfaces import demo_photo
+
+    photo = demo_photo()
+    if photo is None or detector_available():
+        print(f"no overlay of a real face: {detector_available() or 'no real photo installed'}")
+        return
+    title = "student of the stand-in demo teacher: outputs mean nothing" if teacher.spec == "demo" else "student"
+    results = write_overlay(FacePredictor(load_backend(str(out / "student"))), photo, out / "overlay.png", title=title)
+    print(f"overlay of {len(results)} real face(s) in {photo.name}: {out / 'overlay.png'}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

