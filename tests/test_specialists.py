@@ -1,0 +1,102 @@
+"""Specialist labels: their encodings decode back to what the specialists said, masks keep
+unlabelled heads and faces out of the loss, and the real models label a real face sensibly."""
+
+import numpy as np
+import pytest
+import torch
+
+from faceptor_edge import decode, specialists
+from faceptor_edge.distill.losses import LossWeights, distillation_loss, head_loss, mask_key
+from faceptor_edge.landmarks import soft_argmax
+from faceptor_edge.mesh_parsing import LAPA, soft_logits
+from faceptor_edge.tasks import AGE_MORPH2, BIATTR_CELEBA, FULL_TASKS, PARSING_LAPA
+
+
+def test_age_logits_decode_to_the_given_age():
+    for age in (10.0, 27.0, 64.0, 90.0):
+        assert abs(decode.age_years(specialists.age_logits(age)[None])[0] - age) < 0.05
+    assert 3.0 < decode.age_years(specialists.age_logits(3.0)[None])[0] < 4.0  # the Gaussian is cut at 0 years
+
+
+def test_heatmap_logits_soft_argmax_near_the_points():
+    points = np.array([[0.3, 0.6], [0.5, 0.5], [0.7, 0.35]], np.float32)
+    found = soft_argmax(torch.from_numpy(specialists.heatmap_logits(points, 32))[None])[0].numpy()
+    assert np.abs(found - points).max() < 0.02  # the 1e-4 floor pulls < 2 % of the crop towards the centre
+
+
+def test_embedding_projection_keeps_cosines():
+    p = specialists.embedding_projection()
+    a, b = np.random.default_rng(0).standard_normal((2, 128)).astype(np.float32)
+    cos = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    pa, pb = a @ p, b @ p
+    assert p.shape == (128, 512)
+    assert abs(pa @ pb / np.linalg.norm(pa) / np.linalg.norm(pb) - cos) < 1e-5
+
+
+def test_soft_logits_are_area_fractions():
+    labels = np.zeros((8, 8), np.uint8)
+    labels[:4, :4] = LAPA["nose"]  # the top-left cell of a 2×2 grid is all nose
+    labels[4:, 4:6] = LAPA["hair"]  # the bottom-right cell is half hair
+    probabilities = np.exp(soft_logits(labels, 2, 11, floor=0.0))
+    assert probabilities[LAPA["nose"], 0, 0] == pytest.approx(1.0)
+    assert probabilities[LAPA["hair"], 1, 1] == pytest.approx(0.5)
+    assert probabilities[0, 1, 1] == pytest.approx(0.5)
+
+
+def _raw(seed, batch=4):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        AGE_MORPH2.name: torch.randn(batch, 101, generator=g),
+        BIATTR_CELEBA.name: torch.randn(batch, 40, generator=g),
+        PARSING_LAPA.name: torch.randn(batch, 8, 8, 11, generator=g),
+    }
+
+
+def test_masked_faces_and_outputs_do_not_move_the_loss():
+    student, teacher = _raw(0), _raw(1)
+    teacher[PARSING_LAPA.name] = teacher[PARSING_LAPA.name].permute(0, 3, 1, 2)
+    teacher[mask_key(AGE_MORPH2.name)] = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    teacher[mask_key(BIATTR_CELEBA.name)] = torch.zeros(4, 40).index_fill_(1, torch.tensor([20]), 1.0)
+    changed = {k: v.clone() for k, v in teacher.items()}
+    changed[AGE_MORPH2.name][2:] += 5.0  # masked faces
+    changed[BIATTR_CELEBA.name][:, :20] -= 3.0  # masked attributes
+    for task in (AGE_MORPH2, BIATTR_CELEBA):
+        assert head_loss(task, student, teacher, 2.0) == pytest.approx(float(head_loss(task, student, changed, 2.0)))
+    changed[AGE_MORPH2.name][0] += 5.0  # a labelled face does count
+    assert head_loss(AGE_MORPH2, student, teacher, 2.0) != pytest.approx(float(head_loss(AGE_MORPH2, student, changed, 2.0)))
+
+
+def test_heads_the_teacher_leaves_out_are_not_in_the_loss():
+    student, teacher = _raw(0), _raw(1)
+    teacher[PARSING_LAPA.name] = teacher[PARSING_LAPA.name].permute(0, 3, 1, 2)
+    covered = (AGE_MORPH2, BIATTR_CELEBA, PARSING_LAPA)
+    _, terms = distillation_loss(FULL_TASKS, student, teacher, LossWeights())
+    assert set(terms) == {t.name for t in covered}
+
+
+needs_specialists = pytest.mark.skipif(bool(specialists.missing()), reason=specialists.missing() or "installed")
+
+
+@needs_specialists
+def test_specialists_label_a_real_face():
+    from faceptor_edge.detect import RetinaFaceDetector, detector_available
+    from faceptor_edge.images import load_image
+    from faceptor_edge.predictor import FacePredictor, load_backend
+    from faceptor_edge.realfaces import demo_photo
+
+    if detector_available() or demo_photo() is None:
+        pytest.skip(detector_available() or "no real photo installed")
+    image = load_image(demo_photo(), convert=True)
+    with FacePredictor(load_backend("specialists"), RetinaFaceDetector.from_package()) as predictor:
+        result = predictor.predict(image, max_faces=1)[0]
+    points = result.heads["align_300w"].image_points
+    x1, y1, x2, y2 = result.face.box
+    width = x2 - x1
+    inside = (points[:, 0] > x1 - 0.2 * width) & (points[:, 0] < x2 + 0.2 * width) & (points[:, 1] > y1 - 0.2 * width)
+    assert inside.all()  # the 68 points sit on the detected face, in image pixels
+    assert points[36:48, 1].mean() < points[48:68, 1].mean()  # eyes above the mouth
+    lapa = result.parsing["parsing_lapa"]
+    face = lapa[int(y1) : int(y2), int(x1) : int(x2)]
+    assert (face == LAPA["face_lr_rr"]).mean() > 0.2 and (face == LAPA["nose"]).any()
+    assert 5 < result.heads["age_morph2"].years < 90
+    assert "parsing_celebam" in result.untrained
