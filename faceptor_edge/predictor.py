@@ -202,7 +202,7 @@ class FacePredictor:
     """Finds the faces in a photo and runs every head of one model on each.
 
     Example:
-        predictor = FacePredictor(load_backend("runs/demo/artifacts/student-int8.xml"))
+        predictor = FacePredictor(load_backend("runs/distill/artifacts/student-int8.xml"))
         for face in predictor.predict(load_image("group.jpg")):
             print(face.heads["age_utkface"].years)
     """

