@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from faceptor_edge.data import FaceSample
 from faceptor_edge.preprocess import FaceCrops, box_from_points, prepare_face
-from faceptor_edge.student.inputs import student_crop
 from faceptor_edge.specialists import SpecialistTeacher
+from faceptor_edge.student.inputs import student_crop
 from faceptor_edge.tasks import heatmap_key
 from faceptor_edge.teacher import FaceptorTeacher
 
@@ -51,7 +51,9 @@ class CropRecipe:
             box = box_from_points(sample.points5)
         if box is None:
             return None
-        matrix = prepare_face(sample.image, box=box, dense_size=self.student_size, dense_scale=self.dense_scale).crop512.matrix
+        matrix = prepare_face(
+            sample.image, box=box, dense_size=self.student_size, dense_scale=self.dense_scale
+        ).crop512.matrix
         (x1, y1), (x2, y2) = (matrix[:2, :2] @ np.array(corner) + matrix[:2, 2] for corner in (box[:2], box[2:]))
         return float(x1), float(y1), float(x2), float(y2)
 
@@ -95,7 +97,9 @@ def teacher_outputs(
     return out
 
 
-def specialist_outputs(teacher: SpecialistTeacher, samples: Sequence[FaceSample], recipe: CropRecipe) -> dict[str, np.ndarray]:
+def specialist_outputs(
+    teacher: SpecialistTeacher, samples: Sequence[FaceSample], recipe: CropRecipe
+) -> dict[str, np.ndarray]:
     """Specialist labels for a batch of faces, in `teacher_outputs`' layout plus `<task>/mask`
     arrays. A face with no known box or points (no face detected) gets all-zero masks."""
     images = np.stack([recipe.student_crop(sample) for sample in samples])

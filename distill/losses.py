@@ -37,8 +37,8 @@ class LossWeights:
     recognition: float = 1.0
     age: float = 1.0
     attributes: float = 1.0
-    expression: float = 2.0  # argmax agreement hinges on small logit differences
-    parsing: float = 1.0
+    expression: float = 3.0  # argmax agreement hinges on small logit differences
+    parsing: float = 4.0  # shares the pixel decoder with four landmark heads, which otherwise dominate it
     landmarks: float = 1.0
     features: float = 0.0
     temperature: float = 2.0
@@ -112,7 +112,9 @@ def covered(task: TaskSpec, teacher: dict[str, torch.Tensor]) -> bool:
     return task.name in teacher
 
 
-def head_loss(task: TaskSpec, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
+def head_loss(
+    task: TaskSpec, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], temperature: float
+) -> torch.Tensor:
     """Loss of one head, averaged over the faces (and outputs) the teacher's mask marks valid.
     Teacher parsing logits are B×C×M×M (channels first)."""
     s, t = student[task.name], teacher[task.name]
@@ -155,7 +157,9 @@ def mean_student(tasks: tuple[TaskSpec, ...], teacher: dict[str, torch.Tensor]) 
 
 
 @torch.no_grad()
-def baseline_scales(tasks: tuple[TaskSpec, ...], teacher: dict[str, torch.Tensor], temperature: float) -> dict[str, float]:
+def baseline_scales(
+    tasks: tuple[TaskSpec, ...], teacher: dict[str, torch.Tensor], temperature: float
+) -> dict[str, float]:
     """Each covered head's loss for the mean-output student: the unit its loss is measured in."""
     constant = mean_student(tasks, teacher)
     scales = {task.name: max(float(head_loss(task, constant, teacher, temperature)), 1e-8)

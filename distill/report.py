@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from faceptor_edge.distill.labels import STUDENT_IMAGE_KEY
 from faceptor_edge.distill.losses import mask_key
 from faceptor_edge.distill.trainer import parsing_channels_last, predict
+
 from faceptor_edge.metrics import fidelity_table, format_table, mean_output
 from faceptor_edge.student.model import FaceptorStudent, count_flops
 
@@ -48,7 +48,7 @@ def fidelity_report(student: FaceptorStudent, train_cache: dict, holdout_cache: 
             "params": sum(p.numel() for p in student.parameters()),
             "flops": count_flops(student),
         },
-        "held_out_faces": int(len(holdout_cache[STUDENT_IMAGE_KEY])),
+        "held_out_faces": len(holdout_cache[STUDENT_IMAGE_KEY]),
         "table": format_table(heads),
     }
 

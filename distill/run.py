@@ -24,15 +24,16 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # `python distill/run.py` from a checkout: the script's folder is sys.path[0]
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from faceptor_edge.data import open_source
 from faceptor_edge.distill.cache import ShardCache, atomic_write_bytes, cache_key
-from faceptor_edge.detect import DetectedSource, detector_available
 from faceptor_edge.distill.labels import CropRecipe, specialist_outputs, teacher_outputs
 from faceptor_edge.distill.losses import LossWeights
 from faceptor_edge.distill.report import fidelity_report, plot_loss_curve
 from faceptor_edge.distill.trainer import FEATURE_KEY, DistillModel, TrainConfig, train
-from faceptor_edge.errors import UserError
+
 from faceptor_edge import specialists
+from faceptor_edge.data import open_source
+from faceptor_edge.detect import DetectedSource, detector_available
+from faceptor_edge.errors import UserError
 from faceptor_edge.student.io import file_sha256, save_student
 from faceptor_edge.student.model import FaceptorStudent, build_student, student_config, student_sizes
 from faceptor_edge.teacher import DEMO_NOTICE, build_demo_teacher, load_teacher
@@ -44,25 +45,34 @@ DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) /
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="distill/run.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", default="auto",
-                   help="official Faceptor checkpoint; 'specialists' (real offline face models, the [specialists] "
-                        "extra); 'demo' (stand-in weights whose outputs mean nothing about faces); or 'auto' "
-                        "(default: specialists when installed, else demo)")
+    p = argparse.ArgumentParser(
+        prog="distill/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--teacher",
+        default="auto",
+        help="official Faceptor checkpoint; 'specialists' (real offline face models, the [specialists] "
+        "extra); 'demo' (stand-in weights whose outputs mean nothing about faces); or 'auto' "
+        "(default: specialists when installed, else demo)",
+    )
     p.add_argument("--images", default="synthetic", help="folder of face images, or 'synthetic' DCGAN faces (default)")
     p.add_argument("--student", default="small", choices=student_sizes, help="student size (default: small)")
     p.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
     p.add_argument("--out", type=Path, default=Path("runs/distill"), help="output directory (default: runs/distill)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--count", type=int, default=768, help="synthetic training faces (default: 768)")
-    p.add_argument("--holdout", type=int, default=64, help="held-out faces for fidelity (default: 64)")
+    p.add_argument("--holdout", type=int, default=128, help="held-out faces for fidelity (default: 128)")
     p.add_argument("--dense-size", type=int, help=f"teacher dense-group input (default: 512, demo {DEMO_DENSE_SIZE})")
     p.add_argument("--batch-size", type=int, default=32, help="global batch size (default: 32)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default: 1e-3)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
-    p.add_argument("--loss-weight", action="append", default=[], metavar="NAME=W",
-                   help="override a loss weight, e.g. parsing=2 or features=0.5 (defaults: expression 2, other heads 1, features 0)")
+    p.add_argument(
+        "--loss-weight",
+        action="append",
+        default=[],
+        metavar="NAME=W",
+        help="override a loss weight, e.g. parsing=2 or features=0.5 (defaults: expression 3, parsing 4, other heads 1, features 0)",
+    )
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"teacher-output cache (default: {DEFAULT_CACHE})")
     p.add_argument("--shard-size", type=int, default=32, help="faces per cache shard (default: 32)")
     p.add_argument("--convert-images", action="store_true", help="convert grey/RGBA/16-bit images instead of skipping")
@@ -153,7 +163,9 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def build_cache(name, teacher: Teacher, source, recipe: CropRecipe, args, *, features: bool, rank: int, world: int) -> dict:
+def build_cache(
+    name, teacher: Teacher, source, recipe: CropRecipe, args, *, features: bool, rank: int, world: int
+) -> dict:
     """Teacher outputs for every face of `source`, computed once and shared by all ranks."""
     identity = {**teacher.identity, "images": source.fingerprint(), "recipe": asdict(recipe), "features": features}
     cache = ShardCache(args.cache, cache_key(**identity), num_items=len(source), shard_size=args.shard_size,
@@ -198,7 +210,9 @@ class _Subset:
         return self.source.batch([self.indices[p] for p in positions])
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(f"{self.source.fingerprint()}:{self.indices.start}:{self.indices.stop}".encode()).hexdigest()
+        return hashlib.sha256(
+            f"{self.source.fingerprint()}:{self.indices.start}:{self.indices.stop}".encode()
+        ).hexdigest()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,7 +233,9 @@ def run(args: argparse.Namespace) -> int:
     recipe = CropRecipe(teacher_dense_size=teacher.dense_size, map_grid=student_config(args.student).map_size)
     features = weights.features > 0
     try:
-        train_cache = build_cache("train", teacher, train_source, recipe, args, features=features, rank=rank, world=world)
+        train_cache = build_cache(
+            "train", teacher, train_source, recipe, args, features=features, rank=rank, world=world
+        )
         holdout_cache = build_cache("held-out", teacher, holdout_source, recipe, args, features=False, rank=rank,
                                     world=world)  # fmt: skip
     finally:
@@ -242,7 +258,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finish(args, teacher: Teacher, student: FaceptorStudent, identity, records, train_cache, holdout_cache, seconds) -> None:
+def _finish(
+    args, teacher: Teacher, student: FaceptorStudent, identity, records, train_cache, holdout_cache, seconds
+) -> None:
     provenance = {"teacher": teacher.identity, "teacher_notice": teacher.notice, "distillation": identity}
     save_student(args.out / "student", student, provenance)
     report = fidelity_report(student, train_cache, holdout_cache)

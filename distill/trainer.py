@@ -11,13 +11,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
-from tqdm import tqdm
-
 from faceptor_edge.distill.cache import atomic_write_bytes
 from faceptor_edge.distill.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from faceptor_edge.distill.labels import STUDENT_IMAGE_KEY
 from faceptor_edge.distill.losses import FEATURE_KEY, LossWeights, baseline_scales, distillation_loss, mean_student
+from torch import nn
+from tqdm import tqdm
+
 from faceptor_edge.student.inputs import normalise
 from faceptor_edge.student.model import FaceptorStudent
 from faceptor_edge.tasks import heatmap_key
@@ -176,7 +176,9 @@ def train(
             grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.clip))
             optimizer.step()
             if rank == 0:
-                records.append({"step": step + 1, "lr": lr_at(step, config), "loss": loss.item(), "grad_norm": grad_norm, **terms})
+                records.append(
+                    {"step": step + 1, "lr": lr_at(step, config), "loss": loss.item(), "grad_norm": grad_norm, **terms}
+                )
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 bar.update(1)
                 if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
@@ -218,4 +220,3 @@ def parsing_channels_last(cache: dict[str, np.ndarray], tasks) -> dict[str, np.n
         value = cache[task.name].astype(np.float32)
         out[task.name] = value.transpose(0, 2, 3, 1) if task.task_type == "parsing" else value
     return out
-

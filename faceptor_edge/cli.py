@@ -24,7 +24,9 @@ def _teacher_info(args: argparse.Namespace) -> int:
     print(f"parameters: {params:,} ({params * 4 / 1e6:.1f} MB in fp32)")
     print(f"heads:      {len(teacher.task_names)}")
     for task in teacher.config.tasks:
-        print(f"  {task.name:18s} {task.task_type:12s} {task.kind:9s} queries={task.num_queries:<4d} {task.input_group}")
+        print(
+            f"  {task.name:18s} {task.task_type:12s} {task.kind:9s} queries={task.num_queries:<4d} {task.input_group}"
+        )
     return 0
 
 
@@ -104,7 +106,9 @@ def _bench(args: argparse.Namespace) -> int:
         calib_count=args.calib_count, peers=not args.no_peers, markdown=args.markdown,
     )  # fmt: skip
     report = run_bench(options)
-    print(f"\nwrote {args.json} and {args.json.with_suffix('.png')}" + (f" and {args.markdown}" if args.markdown else ""))
+    print(
+        f"\nwrote {args.json} and {args.json.with_suffix('.png')}" + (f" and {args.markdown}" if args.markdown else "")
+    )
     return 1 if any(row.get("error") for row in report["rows"]) else 0
 
 
@@ -162,12 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export a trained student, then check it in its runtime")
     export.add_argument("--target", required=True, choices=("executorch", "coreml", "openvino"))
     export.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
-    export.add_argument("--student", type=Path, default=Path("runs/distill/student"), help="student directory (default: runs/distill/student)")
+    export.add_argument(
+        "--student",
+        type=Path,
+        default=Path("runs/distill/student"),
+        help="student directory (default: runs/distill/student)",
+    )
     export.add_argument("--out", type=Path, required=True, help="artifact path (.pte, .mlpackage or .xml)")
     export.add_argument("--calib", default="synthetic", help="int8 calibration images: folder or 'synthetic'")
     export.add_argument("--calib-count", type=int, default=64, help="calibration faces (default: 64)")
-    export.add_argument("--max-drop", type=float,
-                        help="OpenVINO int8: NNCF accuracy control, max drop of the teacher-fidelity score")
+    export.add_argument(
+        "--max-drop", type=float, help="OpenVINO int8: NNCF accuracy control, max drop of the teacher-fidelity score"
+    )
     export.add_argument("--teacher", default="demo", help="teacher for --max-drop: checkpoint or 'demo'")
     export.add_argument("--check-images", default="synthetic", help="faces for the post-export parity check")
     export.add_argument("--check-count", type=int, default=32, help="faces for the parity check (default: 32)")
@@ -179,7 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parity = commands.add_parser("parity", help="compare an artifact with its float student and the teacher")
     parity.add_argument("--artifact", type=Path, required=True)
-    parity.add_argument("--student", type=Path, default=Path("runs/distill/student"), help="student directory (default: runs/distill/student)")
+    parity.add_argument(
+        "--student",
+        type=Path,
+        default=Path("runs/distill/student"),
+        help="student directory (default: runs/distill/student)",
+    )
     parity.add_argument("--teacher", help="also compare with the teacher: checkpoint or 'demo'")
     parity.add_argument("--images", default="synthetic", help="folder of faces or 'synthetic' (held-out seed)")
     parity.add_argument("--count", type=int, default=32, help="faces (default: 32)")
@@ -187,7 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     parity.set_defaults(run=_parity)
 
     bench = commands.add_parser("bench", help="time, size and memory of teacher, student, artifacts and peers")
-    bench.add_argument("--student", type=Path, default=Path("runs/distill/student"), help="student directory (default: runs/distill/student)")
+    bench.add_argument(
+        "--student",
+        type=Path,
+        default=Path("runs/distill/student"),
+        help="student directory (default: runs/distill/student)",
+    )
     bench.add_argument("--json", type=Path, default=Path("bench.json"), help="report (plot beside it as .png)")
     bench.add_argument("--markdown", type=Path, help="also write the README table here (between bench markers)")
     bench.add_argument("--runs", type=int, default=50, help="timed runs per model after warm-up (default: 50)")

@@ -83,21 +83,21 @@ def draw(image: np.ndarray, results: Sequence[FaceResult], *, title: str = "", a
 
 
 def _draw_face(out: np.ndarray, result: FaceResult, scale: float) -> None:
-    x1, y1, x2, y2 = (int(round(v)) for v in result.face.box)
-    thick = max(1, int(round(2 * scale)))
+    x1, y1, x2, y2 = (round(v) for v in result.face.box)
+    thick = max(1, round(2 * scale))
     cv2.rectangle(out, (x1, y1), (x2, y2), (255, 255, 255), thick, cv2.LINE_AA)
     name = _first_trained(result, LANDMARK_ORDER)
     if name is not None:
         prediction: LandmarksPrediction = result.heads[name]
         for x, y in prediction.image_points:
-            cv2.circle(out, (int(round(x)), int(round(y))), max(1, int(round(1.5 * scale))), (0, 255, 0), -1, cv2.LINE_AA)
+            cv2.circle(out, (round(x), round(y)), max(1, round(1.5 * scale)), (0, 255, 0), -1, cv2.LINE_AA)
     for row, line in enumerate(_labels(result)):
         _text(out, line, (x1, y2 + int((16 + 15 * row) * scale)), 0.8 * scale)
 
 
 def _text(out: np.ndarray, text: str, origin: tuple[int, int], scale: float) -> None:
     size = 0.5 * scale
-    thick = max(1, int(round(scale)))
+    thick = max(1, round(scale))
     cv2.putText(out, text, origin, cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), thick + 2, cv2.LINE_AA)
     cv2.putText(out, text, origin, cv2.FONT_HERSHEY_SIMPLEX, size, (255, 255, 255), thick, cv2.LINE_AA)
 

@@ -109,6 +109,8 @@ def run_compare(args: argparse.Namespace) -> int:
     similarity = float(a @ b)
     verdict = ""
     if args.threshold is not None:
-        verdict = f" → {'same person' if similarity > args.threshold else 'different people'} (threshold {args.threshold:g})"
+        verdict = (
+            f" → {'same person' if similarity > args.threshold else 'different people'} (threshold {args.threshold:g})"
+        )
     print(f"cosine similarity {similarity:.4f}{verdict}")
     return 0

@@ -52,7 +52,9 @@ class Backend:
 
 
 def _numpy(raw: dict[str, Any]) -> dict[str, np.ndarray]:
-    return {key: np.asarray(value.detach().numpy() if hasattr(value, "detach") else value) for key, value in raw.items()}
+    return {
+        key: np.asarray(value.detach().numpy() if hasattr(value, "detach") else value) for key, value in raw.items()
+    }
 
 
 def _dense_crop(image: np.ndarray, points5: np.ndarray, size: int) -> tuple[np.ndarray, Crop]:
@@ -110,7 +112,9 @@ def load_backend(source: str, *, threads: int | None = None, dense_size: int = 5
         return Backend(f"student {path}", student.config.tasks, run_student, **facts)
     if path.suffix in (".pte", ".xml", ".mlpackage"):
         return _artifact_backend(path, threads)
-    raise UserError(f"{source}: not a Faceptor checkpoint, student folder (student.json) or artifact (.pte, .xml, .mlpackage)")
+    raise UserError(
+        f"{source}: not a Faceptor checkpoint, student folder (student.json) or artifact (.pte, .xml, .mlpackage)"
+    )
 
 
 def _specialist_backend() -> Backend:

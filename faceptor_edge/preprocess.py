@@ -17,6 +17,7 @@ so crop-frame predictions can be returned to the original image with M⁻¹.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import cv2
 import numpy as np
 

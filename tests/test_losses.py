@@ -53,7 +53,7 @@ def test_gradient_vanishes_at_the_teacher():
 def test_weights_scale_terms_and_features_are_optional():
     raw, teacher = _raw(1), _teacher_from(_raw(0))
     _, base = distillation_loss(FULL_TASKS, raw, teacher, LossWeights())
-    _, doubled = distillation_loss(FULL_TASKS, raw, teacher, LossWeights(parsing=2.0))
+    _, doubled = distillation_loss(FULL_TASKS, raw, teacher, LossWeights(parsing=2 * LossWeights().parsing))
     assert abs(doubled["parsing_lapa"] - 2 * base["parsing_lapa"]) < 1e-4
     feats = (torch.zeros(2, 4, 3, 3), torch.ones(2, 4, 3, 3))
     _, with_features = distillation_loss(FULL_TASKS, raw, teacher, LossWeights(features=0.5), features=feats)

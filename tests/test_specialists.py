@@ -4,9 +4,9 @@ unlabelled heads and faces out of the loss, and the real models label a real fac
 import numpy as np
 import pytest
 import torch
+from faceptor_edge.distill.losses import LossWeights, distillation_loss, head_loss, mask_key
 
 from faceptor_edge import decode, specialists
-from faceptor_edge.distill.losses import LossWeights, distillation_loss, head_loss, mask_key
 from faceptor_edge.landmarks import soft_argmax
 from faceptor_edge.mesh_parsing import LAPA, soft_logits
 from faceptor_edge.tasks import AGE_MORPH2, BIATTR_CELEBA, FULL_TASKS, PARSING_LAPA
@@ -63,7 +63,9 @@ def test_masked_faces_and_outputs_do_not_move_the_loss():
     for task in (AGE_MORPH2, BIATTR_CELEBA):
         assert head_loss(task, student, teacher, 2.0) == pytest.approx(float(head_loss(task, student, changed, 2.0)))
     changed[AGE_MORPH2.name][0] += 5.0  # a labelled face does count
-    assert head_loss(AGE_MORPH2, student, teacher, 2.0) != pytest.approx(float(head_loss(AGE_MORPH2, student, changed, 2.0)))
+    assert head_loss(AGE_MORPH2, student, teacher, 2.0) != pytest.approx(
+        float(head_loss(AGE_MORPH2, student, changed, 2.0))
+    )
 
 
 def test_heads_the_teacher_leaves_out_are_not_in_the_loss():

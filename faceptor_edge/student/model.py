@@ -15,9 +15,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from faceptor_edge.landmarks import soft_argmax
-from faceptor_edge.tasks import EMBEDDING_DIM, FULL_TASKS, TaskSpec, heatmap_key
 from faceptor_edge.student.decoder import QueryDecoder
 from faceptor_edge.student.encoder import ConvEncoder, PixelDecoder, conv_bn
+from faceptor_edge.tasks import EMBEDDING_DIM, FULL_TASKS, TaskSpec, heatmap_key
 
 StudentSize = Literal["tiny", "small", "medium"]
 

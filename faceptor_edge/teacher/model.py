@@ -8,9 +8,9 @@ from typing import Literal
 import torch
 from torch import nn
 
+from faceptor_edge.landmarks import soft_argmax
 from faceptor_edge.tasks import BASE_TASKS, FULL_TASKS, TaskSpec, heatmap_key
 from faceptor_edge.teacher.decoder import TaskQueryDecoder
-from faceptor_edge.landmarks import soft_argmax
 from faceptor_edge.teacher.heads import EmbeddingHead, MapHead, ValueHead, parsing_output
 from faceptor_edge.teacher.vit import VisionTransformer
 

@@ -9,7 +9,9 @@ PRECISIONS = ("fp32", "int8")
 
 @pytest.fixture(scope="session")
 def student_dir(tmp_path_factory):
-    pytest.importorskip("gan_face_generate", reason="synthetic faces need: pip install --no-deps gan-face-generate==1.1.1")
+    pytest.importorskip(
+        "gan_face_generate", reason="synthetic faces need: pip install --no-deps gan-face-generate==1.1.1"
+    )
     from faceptor_edge.distill import run as distill_run
 
     root = tmp_path_factory.mktemp("parity-student")
