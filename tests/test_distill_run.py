@@ -116,3 +116,34 @@ def test_torchrun_two_processes(finished, tmp_path):
     # The two ranks built disjoint halves of the cache; together they hold every shard.
     (cache_dir,) = [p for p in (tmp_path / "cache").iterdir() if len(list(p.glob("shard-*.safetensors"))) == 3]
     assert len(list(cache_dir.glob("shard-*.sha256"))) == 3
+
+
+@pytest.mark.slow
+def test_specialist_teacher_distils_the_heads_it_covers(tmp_path):
+    from faceptor_edge import specialists
+    from faceptor_edge.detect import detector_available
+
+    if specialists.missing() or detector_available():
+        pytest.skip(specialists.missing() or detector_available())
+    args = _args(tmp_path / "out", tmp_path / "cache", "--teacher", "specialists", "--count", "16", "--steps", "2")
+    assert distill_run.main(args) == 0
+    out = tmp_path / "out"
+    heads = json.loads((out / "fidelity.json").read_text())["heads"]
+    assert set(heads) == set(specialists.COVERAGE)  # uncovered heads are not scored
+    assert heads["biattr_celeba"]["faces"] > 0
+    card = json.loads((out / "student" / "student.json").read_text())
+    assert set(card["teacher"]["untrained_heads"]) == set(specialists.UNCOVERED)
+    assert "non-commercial" in card["teacher"]["sources"]["dlib-68"].lower()
+    assert (out / "overlay.png").stat().st_size > 10_000  # the student drawn on a real photo
+
+
+def test_auto_teacher_says_which_it_chose():
+    from faceptor_edge import specialists
+    from faceptor_edge.detect import detector_available
+
+    spec, why = distill_run.resolve_teacher("auto")
+    if specialists.missing() or detector_available():
+        assert spec == "demo" and "stand-in" in why
+    else:
+        assert spec == "specialists" and "installed" in why
+    assert distill_run.resolve_teacher("demo") == ("demo", "")
