@@ -91,3 +91,18 @@ def test_compare_reports_a_cosine(student, capsys):
 def test_unknown_model_is_one_clear_error(tmp_path, capsys):
     assert main(["predict", "--model", str(tmp_path / "nothing.bin"), str(tmp_path / "x.jpg")]) == 2
     assert "not a Faceptor checkpoint" in capsys.readouterr().err
+
+
+def test_face_predictor_takes_pil_images_and_numpy_alike(student, photo):
+    from PIL import Image
+
+    from faceptor_edge.images import load_image
+    from faceptor_edge.predictor import FacePredictor, load_backend
+
+    with FacePredictor(load_backend(str(student))) as predictor:
+        from_numpy = predictor.predict(load_image(photo))
+        from_pil = predictor.predict(Image.open(photo))
+    assert len(from_numpy) == len(from_pil) == 5
+    assert np.allclose(
+        from_numpy[0].heads["align_300w"].image_points, from_pil[0].heads["align_300w"].image_points, atol=1.0
+    )
