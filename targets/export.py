@@ -12,7 +12,7 @@ from faceptor_edge.student.model import FaceptorStudent
 from faceptor_edge.targets import get_target
 from faceptor_edge.targets.base import ExportWrapper, Precision
 from faceptor_edge.errors import UserError
-from faceptor_edge.targets.verify import CALIBRATION_SEED, face_crops, teacher_raw
+from faceptor_edge.targets.verify import CALIBRATION_SEED, detected_framing, face_crops, teacher_raw
 
 VALIDATION_SEED = 30_000
 
@@ -80,7 +80,8 @@ def export_student(
     calibration = None
     if precision == "int8":
         log(f"calibration: {calibration_count} face crops from {calibration_images}")
-        calibration = normalise(face_crops(calibration_images, calibration_count, CALIBRATION_SEED))
+        crops = face_crops(calibration_images, calibration_count, CALIBRATION_SEED, detected=detected_framing(card))
+        calibration = normalise(crops)
     log(f"exporting {card['size']} student ({len(student.task_names)} heads) to {target_name} {precision} …")
     options = _int8_options(target_name) if precision == "int8" else {}
     if max_drop is not None:

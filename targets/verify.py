@@ -26,9 +26,20 @@ CHECK_SEED = 20_000
 CALIBRATION_SEED = 10_000
 
 
-def face_crops(images: str, count: int, seed: int) -> np.ndarray:
-    """B×256×256×3 uint8 student crops from a folder or synthetic faces."""
+def detected_framing(card: dict[str, Any]) -> bool:
+    """Whether the student was distilled on RetinaFace-framed crops (the specialists frame
+    every face on its detected 5 points); its calibration and checks then use them too."""
+    return str(card.get("teacher", {}).get("teacher", "")).startswith("specialists")
+
+
+def face_crops(images: str, count: int, seed: int, *, detected: bool = False) -> np.ndarray:
+    """B×256×256×3 uint8 student crops from a folder or synthetic faces; with `detected`,
+    framed on each face's RetinaFace 5 points, as in specialist distillation."""
     source = open_source(images, count=count, seed=seed)
+    if detected:
+        from faceptor_edge.detect import DetectedSource
+
+        source = DetectedSource(source)
     samples = source.batch(list(range(min(count, len(source)))))
     return student_crops(samples)
 
@@ -65,7 +76,7 @@ def run_parity(
     student, card = load_student(student_dir)
     check_student_matches(metadata, card, path)
     tasks = student.config.tasks
-    crops = face_crops(images, count, seed)
+    crops = face_crops(images, count, seed, detected=detected_framing(card))
     x = normalise(crops)
     student_raw = ExportWrapper(student).reference(x)
     report: dict[str, Any] = {

@@ -102,3 +102,18 @@ def test_specialists_label_a_real_face():
     assert (face == LAPA["face_lr_rr"]).mean() > 0.2 and (face == LAPA["nose"]).any()
     assert 5 < result.heads["age_morph2"].years < 90
     assert "parsing_celebam" in result.untrained
+
+
+def test_specialist_students_calibrate_and_check_on_detector_framed_crops():
+    from faceptor_edge.detect import detector_available
+    from faceptor_edge.targets.verify import detected_framing, face_crops
+
+    assert detected_framing({"teacher": {"teacher": "specialists-v1"}})
+    assert not detected_framing({"teacher": {"teacher": "demo-full-fixture-weights"}})
+    pytest.importorskip("gan_face_generate")
+    if detector_available():
+        pytest.skip(detector_available())
+    whole = face_crops("synthetic", 2, seed=5)
+    framed = face_crops("synthetic", 2, seed=5, detected=True)
+    assert whole.shape == framed.shape == (2, 256, 256, 3)
+    assert np.abs(whole.astype(int) - framed).mean() > 10  # a different framing of the same faces
