@@ -67,9 +67,10 @@ def quantize_with_accuracy_control(
         model: `openvino.Model` with a static input shape.
         calibration: N×3×S×S crops for activation statistics.
         validation: M×3×S×S crops for the metric (batched like calibration).
-        metric_fn: `metric_fn(compiled_model, batches) -> float`, higher is better; it gets
-            an `openvino.CompiledModel` and the validation batches (float32 arrays of the
-            model's batch size) and must compare against its own references.
+        metric_fn: `metric_fn(compiled_model, items) -> float`, higher is better; it gets
+            an `openvino.CompiledModel` and validation items `(first_row, batch)` (float32
+            arrays of the model's batch size; NNCF passes subsets while ranking layers) and
+            must compare against its own references for those rows.
         max_drop: Largest absolute metric drop accepted.
 
     Returns:
@@ -81,7 +82,9 @@ def quantize_with_accuracy_control(
         raise UserError(f"max_drop must be non-negative, got {max_drop}")
     batch = _static_batch(model)
     calibration_batches = calibration_arrays(calibration, batch)
-    validation_set = nncf.Dataset(calibration_arrays(validation, batch))
+    # Items carry their first row, since NNCF validates on subsets while ranking layers.
+    items = [(i * batch, array) for i, array in enumerate(calibration_arrays(validation, batch))]
+    validation_set = nncf.Dataset(items, lambda item: item[1])
     kwargs = {"ignored_scope": ignored_scope} if ignored_scope is not None else {}
     return nncf.quantize_with_accuracy_control(
         model,

@@ -120,12 +120,19 @@ class AccuracyControl:
     tasks: tuple[TaskSpec, ...]
     max_drop: float
 
-    def metric(self, compiled: Any, batches: Iterable[np.ndarray]) -> float:
+    def metric(self, compiled: Any, items: Iterable[tuple[int, np.ndarray]]) -> float:
+        """Fidelity of the rows in `items` ((first row, batch) pairs, possibly a subset)."""
         names = [task.name for task in self.tasks]  # the model's outputs, in export order
-        parts = [compiled(batch) for batch in batches]
-        raw = {name: np.concatenate([part[port] for part in parts]) for name, port in zip(names, compiled.outputs)}
         count = len(self.validation)
-        return fidelity_score(self.tasks, {k: v[:count] for k, v in raw.items()}, self.reference)
+        rows, parts = [], []
+        for start, batch in items:
+            keep = min(len(batch), count - start)  # the last batch wraps around to fill up
+            result = compiled(batch)
+            parts.append({name: result[port][:keep] for name, port in zip(names, compiled.outputs)})
+            rows.extend(range(start, start + keep))
+        raw = {name: np.concatenate([part[name] for part in parts]) for name in names}
+        reference = {name: np.asarray(value)[rows] for name, value in self.reference.items()}
+        return fidelity_score(self.tasks, raw, reference)
 
 
 @dataclass(frozen=True)
