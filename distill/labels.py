@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from faceptor_edge.data import FaceSample
-from faceptor_edge.preprocess import FaceCrops, box_from_points, prepare_face
+from faceptor_edge.preprocess import Box, FaceCrops, box_from_points, box_to_crop, prepare_face
 from faceptor_edge.specialists import SpecialistTeacher
 from faceptor_edge.student.inputs import student_crop
 from faceptor_edge.tasks import heatmap_key
@@ -44,18 +44,14 @@ class CropRecipe:
         """The student's input: the same dense crop at student_size, S×S×3 uint8."""
         return student_crop(sample, size=self.student_size, scale=self.dense_scale)
 
-    def face_box_in_crop(self, sample: FaceSample) -> tuple[float, float, float, float] | None:
-        """The face box (given, or from the 5 points) in student-crop pixels; None when unknown."""
+    def framed_face(self, sample: FaceSample) -> tuple[np.ndarray, Box | None]:
+        """The student's input (as `student_crop`) and the face box (given, or from the 5
+        points) in its pixels; the box is None when neither is known."""
         box = sample.box if sample.box is not None else None
         if box is None and sample.points5 is not None:
             box = box_from_points(sample.points5)
-        if box is None:
-            return None
-        matrix = prepare_face(
-            sample.image, box=box, dense_size=self.student_size, dense_scale=self.dense_scale
-        ).crop512.matrix
-        (x1, y1), (x2, y2) = (matrix[:2, :2] @ np.array(corner) + matrix[:2, 2] for corner in (box[:2], box[2:]))
-        return float(x1), float(y1), float(x2), float(y2)
+        crop = prepare_face(sample.image, box=box, dense_size=self.student_size, dense_scale=self.dense_scale).crop512
+        return crop.uint8(), None if box is None else box_to_crop(box, crop.matrix)
 
 
 def _resize(maps: torch.Tensor, size: int) -> torch.Tensor:
@@ -102,14 +98,14 @@ def specialist_outputs(
 ) -> dict[str, np.ndarray]:
     """Specialist labels for a batch of faces, in `teacher_outputs`' layout plus `<task>/mask`
     arrays. A face with no known box or points (no face detected) gets all-zero masks."""
-    images = np.stack([recipe.student_crop(sample) for sample in samples])
+    framed = [recipe.framed_face(sample) for sample in samples]
     out: dict[str, list[np.ndarray]] = {}
-    for sample, image in zip(samples, images, strict=True):
-        box = recipe.face_box_in_crop(sample)
+    for image, box in framed:
         size = recipe.student_size
         margin = 0.5 * size * (1.0 - recipe.dense_scale)  # undetected: label a central box, then mask it all out
         labels = teacher.label(image, box or (margin, margin, size - margin, size - margin),
                                map_grid=recipe.map_grid, heatmap_grid=recipe.heatmap_grid)  # fmt: skip
         for key, value in labels.items():
             out.setdefault(key, []).append(value * 0 if box is None and key.endswith("/mask") else value)
+    images = np.stack([image for image, _ in framed])
     return {STUDENT_IMAGE_KEY: images, **{key: np.stack(values) for key, values in out.items()}}

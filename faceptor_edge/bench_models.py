@@ -157,8 +157,7 @@ class StudentModel:
 def student_input(image: np.ndarray, size: int) -> tuple[torch.Tensor, Crop]:
     """1×3×S×S normalised input and its crop; the same rounding as `student.inputs.student_crop`."""
     crop = prepare_face(image, dense_size=size).crop512
-    pixels = np.clip(np.rint(crop.pixels * 255.0), 0, 255).astype(np.uint8)
-    return normalise(pixels[None]), crop
+    return normalise(crop.uint8()[None]), crop
 
 
 def load_student_model(source: str) -> StudentModel:
@@ -195,8 +194,7 @@ class ArtifactModel:
         """Numpy only, as an app without PyTorch would (torch ops here would also contend
         with the runtime's own thread pool)."""
         crop = prepare_face(image, dense_size=int(self.runner.input_shape[-1])).crop512
-        pixels = np.clip(np.rint(crop.pixels * 255.0), 0, 255).astype(np.uint8)
-        x = (pixels.astype(np.float32) / 255.0 - _MEAN) / _STD  # S×S×3, CLIP normalisation
+        x = (crop.uint8().astype(np.float32) / 255.0 - _MEAN) / _STD  # S×S×3, CLIP normalisation
         return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), crop  # -> 1×3×S×S
 
 

@@ -116,15 +116,23 @@ def _legend(used: dict[str, tuple[int, int, int]], width: int, scale: float) -> 
     return strip
 
 
+def write_png(path: Path, pixels: np.ndarray, *, rgb: bool = False) -> None:
+    """Write an H×W label map or H×W×3 image as a PNG, atomically (folders made as needed);
+    `rgb` marks RGB pixels (OpenCV writes BGR)."""
+    from faceptor_edge.distill.cache import atomic_write_bytes
+
+    ok, data = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if rgb else pixels)
+    if not ok:
+        raise UserError(f"{path}: could not encode PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data.tobytes())
+
+
 def write_overlay(predictor: FacePredictor, photo: Path, out: Path, *, title: str = "") -> list[FaceResult]:
     """Predict every face of `photo` and write the overlay PNG to `out` atomically."""
-    from faceptor_edge.distill.cache import atomic_write_bytes
     from faceptor_edge.images import load_image
 
     image = load_image(photo, convert=True)
     results = predictor.predict(image)
-    ok, png = cv2.imencode(".png", cv2.cvtColor(draw(image, results, title=title), cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise UserError(f"{out}: could not encode the overlay PNG")
-    atomic_write_bytes(out, png.tobytes())
+    write_png(out, draw(image, results, title=title), rgb=True)
     return results

