@@ -40,7 +40,7 @@ class LossWeights:
     expression: float = 3.0  # argmax agreement hinges on small logit differences
     parsing: float = 4.0  # shares the pixel decoder with four landmark heads, which otherwise dominate it
     landmarks: float = 1.0
-    features: float = 0.0
+    features: float = 1.0  # Faceptor teachers only: the specialists have no encoder, so they skip it
     temperature: float = 2.0
 
     def as_dict(self) -> dict[str, float]:

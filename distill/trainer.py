@@ -14,13 +14,20 @@ import torch.nn.functional as F
 from faceptor_edge.distill.cache import atomic_write_bytes
 from faceptor_edge.distill.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from faceptor_edge.distill.labels import STUDENT_IMAGE_KEY
-from faceptor_edge.distill.losses import FEATURE_KEY, LossWeights, baseline_scales, distillation_loss, mean_student
+from faceptor_edge.distill.losses import (
+    FEATURE_KEY,
+    LossWeights,
+    baseline_scales,
+    distillation_loss,
+    mask_key,
+    mean_student,
+)
 from torch import nn
 from tqdm import tqdm
 
 from faceptor_edge.student.inputs import normalise
 from faceptor_edge.student.model import FaceptorStudent
-from faceptor_edge.tasks import heatmap_key
+from faceptor_edge.tasks import TaskSpec, heatmap_key
 
 
 @dataclass(frozen=True)
@@ -70,12 +77,13 @@ class DistillModel(nn.Module):
 
 
 @torch.no_grad()
-def start_at_teacher_mean(student: FaceptorStudent, mean: dict[str, torch.Tensor]) -> None:
+def start_at_teacher_mean(student: FaceptorStudent, teacher: dict[str, torch.Tensor]) -> None:
     """Start exactly at the constant baseline: zero the last layer of every head and set
-    value and embedding biases to the teacher's mean outputs. Every normalised head loss
-    then starts near 1, and training only has to learn how the teacher varies."""
-    for layer in (student.value_head, student.mask_embed[-1], student.embedding_head[-1],
-                  *student.grouped_value_heads.values()):  # fmt: skip
+    value and embedding biases to the teacher's mean outputs over a sample of faces. Every
+    normalised head loss then starts near 1, and training only has to learn how the teacher
+    varies; value readouts learn it in units of each task's spread (`value_spread`)."""
+    mean = mean_student(student.config.tasks, teacher)
+    for layer in (student.mask_embed[-1], student.embedding_head[-1], *student.value_heads.values()):
         layer.weight.zero_()
         layer.bias.zero_()
     _start_maps_at_teacher_mean(student, mean)
@@ -83,10 +91,23 @@ def start_at_teacher_mean(student: FaceptorStudent, mean: dict[str, torch.Tensor
         target = mean[task.name][0]
         if task.kind == "embedding":
             student.embedding_head[-1].bias.copy_(target)
-        elif task.name in student.grouped_value_heads:
-            student.grouped_value_heads[task.name].bias.copy_(target)
         elif task.kind == "value":
-            student.value_bias[student.value_slice(task.name)] = target
+            student.value_heads[task.name].bias.copy_(target)
+            student.value_heads[task.name].scale.fill_(value_spread(task, teacher))
+
+
+def value_spread(task: TaskSpec, teacher: dict[str, torch.Tensor]) -> float:
+    """How far a value head's teacher outputs move between (valid) faces: the standard
+    deviation over faces, averaged over outputs. Expression logits are centred over the
+    classes first, since a softmax ignores a shift shared by every class."""
+    values = teacher[task.name].double()
+    mask = teacher.get(mask_key(task.name))
+    if mask is not None and mask.dim() == 1 and mask.sum() > 1:
+        values = values[mask.bool()]
+    if task.task_type == "expression":
+        values = values - values.mean(dim=1, keepdim=True)
+    spread = float(values.std(dim=0).mean()) if len(values) > 1 else 0.0
+    return spread if spread > 1e-6 else 1.0
 
 
 def _start_maps_at_teacher_mean(student: FaceptorStudent, mean: dict[str, torch.Tensor]) -> None:
@@ -119,8 +140,7 @@ PRIOR_LR_SCALE = 0.1
 
 def _param_groups(model: DistillModel) -> list[dict]:
     student = model.student
-    prior = [student.value_bias, student.map_query_bias, student.pixel_decoder.position,
-             *student.grouped_value_heads.parameters()]  # fmt: skip
+    prior = [student.map_query_bias, student.pixel_decoder.position, *(h.bias for h in student.value_heads.values())]
     slow = {id(p) for p in prior}
     return [
         {"params": [p for p in model.parameters() if id(p) not in slow], "lr_scale": 1.0},
@@ -155,7 +175,7 @@ def train(
         start = load_checkpoint(checkpoint, model, optimizer, identity)
     else:
         start = 0
-        start_at_teacher_mean(model.student, mean_student(tasks, sample))
+        start_at_teacher_mean(model.student, sample)
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     log_path = out / "train_log.jsonl"
     records = _read_log(log_path, upto=start) if rank == 0 else []

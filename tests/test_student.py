@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from faceptor_edge.distill.trainer import start_at_teacher_mean
 from faceptor_edge.errors import UserError
 from faceptor_edge.student.io import load_student, save_student
 from faceptor_edge.student.model import build_student, student_sizes
@@ -66,6 +67,7 @@ def test_exports_with_static_shapes():
 
 def test_save_and_load_round_trip(tmp_path):
     student = build_student("tiny").eval()
+    student.value_heads["age_morph2"].scale.fill_(0.25)  # buffers travel with the weights
     save_student(tmp_path / "student", student, {"teacher": {"teacher": "test"}})
     loaded, card = load_student(tmp_path / "student")
     x = torch.randn(1, 3, 256, 256)
@@ -85,3 +87,22 @@ def test_tampered_weights_are_refused(tmp_path):
 def test_not_a_student_directory(tmp_path):
     with pytest.raises(UserError, match="not a student directory"):
         load_student(tmp_path)
+
+
+def test_distillation_starts_at_the_teacher_mean_with_readouts_in_units_of_its_spread():
+    torch.manual_seed(0)
+    images = torch.randn(6, 3, 256, 256)
+    with torch.no_grad():
+        raw = build_student("tiny").eval()(images)  # stands in for teacher outputs: same keys and layouts
+    teacher = {k: v.permute(0, 3, 1, 2) if k.startswith("parsing_") else v for k, v in raw.items()}
+    teacher["affect_ferplus"] = teacher["affect_ferplus"] * 1000  # a fresh student's logits barely move
+    student = build_student("tiny")
+    start_at_teacher_mean(student, teacher)
+    with torch.no_grad():
+        out = student.eval()(images)
+    for name in ("affect_ferplus", "biattr_celeba", "age_utkface", "recog_ms1mv3"):
+        torch.testing.assert_close(out[name], teacher[name].mean(0, keepdim=True).expand_as(out[name]))
+    logits = teacher["affect_ferplus"].double()
+    spread = (logits - logits.mean(1, keepdim=True)).std(0).mean()  # a shift shared by all classes does not count
+    assert float(student.value_heads["affect_ferplus"].scale) == pytest.approx(float(spread), rel=1e-4)
+    assert float(student.value_heads["biattr_celeba"].scale) == pytest.approx(float(teacher["biattr_celeba"].std(0).mean()), rel=1e-4)

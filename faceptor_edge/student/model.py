@@ -21,14 +21,35 @@ from faceptor_edge.tasks import EMBEDDING_DIM, FULL_TASKS, TaskSpec, heatmap_key
 
 StudentSize = Literal["tiny", "small", "medium"]
 
-# Value heads with more outputs (age: 101 bins) average a few queries into one Linear
-# instead of spending one query per output, which keeps the decoder's query count small.
+# A value task reads all its outputs (7 expression logits, 40 attributes, 101 age bins)
+# from the mean of at most this many decoded queries, instead of one query per output,
+# which keeps the decoder's query count small.
 MAX_VALUE_QUERIES = 8
 
 
 def student_queries(task: TaskSpec) -> int:
     """Decoder queries the student spends on a task."""
     return min(task.num_queries, MAX_VALUE_QUERIES) if task.kind == "value" else task.num_queries
+
+
+class ValueReadout(nn.Module):
+    """One value task's outputs from its pooled queries: `bias + scale · W q`.
+
+    `scale` (a buffer, 1 until distillation sets it) is how far the teacher's outputs move
+    between faces, so `W` learns in units of that spread: the stand-in's expression logits
+    differ by hundredths between faces, its attributes by tenths.
+    """
+
+    def __init__(self, dim: int, outputs: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(outputs, dim))
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)  # nn.Linear's default
+        self.bias = nn.Parameter(torch.zeros(outputs))
+        self.register_buffer("scale", torch.ones(()))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """pooled: B×D -> B×outputs."""
+        return (pooled @ self.weight.T) * self.scale + self.bias
 
 
 @dataclass(frozen=True)
@@ -79,12 +100,7 @@ class FaceptorStudent(nn.Module):
         )
         value_tasks = [t for t in decoded if t.kind == "value"]
         self.num_value_queries = sum(student_queries(t) for t in value_tasks)
-        self.value_head = nn.Linear(config.dim, 1)
-        self.value_bias = nn.Parameter(torch.zeros(self.num_value_queries))
-        self.grouped_value_heads = nn.ModuleDict({
-            t.name: nn.Linear(config.dim, t.num_queries)
-            for t in value_tasks if student_queries(t) < t.num_queries
-        })  # fmt: skip
+        self.value_heads = nn.ModuleDict({t.name: ValueReadout(config.dim, t.num_queries) for t in value_tasks})
         self.mask_embed = nn.Sequential(
             nn.Linear(config.dim, config.dim), nn.ReLU(), nn.Linear(config.dim, config.pixel_dim)
         )
@@ -104,12 +120,6 @@ class FaceptorStudent(nn.Module):
     def task_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.config.tasks)
 
-    def value_slice(self, task_name: str) -> slice:
-        """Where a value task's queries (and per-query biases) sit among the value queries."""
-        index = self._value_tasks.index(task_name)
-        start = sum(self._value_sizes[:index])
-        return slice(start, start + self._value_sizes[index])
-
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw outputs of every head.
 
@@ -126,21 +136,17 @@ class FaceptorStudent(nn.Module):
         memory = self.token_proj(features[2]).flatten(2).transpose(1, 2)  # B×D×s×s -> B×T×D
         queries = self.decoder(memory)  # B×Q×D
         value_queries, map_queries = queries.split([self.num_value_queries, queries.shape[1] - self.num_value_queries], 1)
-        values = self.value_head(value_queries).squeeze(-1) + self.value_bias  # B×Qv
         maps = torch.einsum("bqc,bchw->bqhw", self.mask_embed(map_queries) + self.map_query_bias, pixels)
         # One split per tensor (not one slice per task): slicing backward would allocate
         # and zero a full-size gradient per task.
-        value_parts = dict(zip(self._value_tasks, values.split(self._value_sizes, 1)))
-        query_parts = dict(zip(self._value_tasks, value_queries.split(self._value_sizes, 1)))
+        value_parts = dict(zip(self._value_tasks, value_queries.split(self._value_sizes, 1)))
         map_parts = dict(zip(self._map_tasks, maps.split(self._map_sizes, 1)))
         outputs = {}
         for task in self.config.tasks:
             if task.kind == "embedding":
                 outputs[task.name] = self.embedding_head(features[3].mean(dim=(2, 3)))
-            elif task.name in self.grouped_value_heads:
-                outputs[task.name] = self.grouped_value_heads[task.name](query_parts[task.name].mean(dim=1))
             elif task.kind == "value":
-                outputs[task.name] = value_parts[task.name]
+                outputs[task.name] = self.value_heads[task.name](value_parts[task.name].mean(dim=1))
             elif task.task_type == "parsing":
                 outputs[task.name] = map_parts[task.name].permute(0, 2, 3, 1)
             else:

@@ -68,7 +68,7 @@ def test_artifact_from_another_student_is_refused(artifact, student_dir, tmp_pat
     _, _, path = artifact
     student, card = load_student(student_dir)
     with torch.no_grad():
-        student.value_bias.add_(1.0)
+        student.value_heads["biattr_celeba"].bias.add_(1.0)
     other = save_student(tmp_path / "other", student, {})
     with pytest.raises(UserError, match="another student"):
         run_parity(path, other, count=2)
