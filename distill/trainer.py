@@ -81,7 +81,7 @@ def start_at_teacher_mean(student: FaceptorStudent, teacher: dict[str, torch.Ten
     """Start exactly at the constant baseline: zero the last layer of every head and set
     value and embedding biases to the teacher's mean outputs over a sample of faces. Every
     normalised head loss then starts near 1, and training only has to learn how the teacher
-    varies; value readouts learn it in units of each task's spread (`value_spread`)."""
+    varies; expression readouts learn it in units of the teacher's spread (`expression_spread`)."""
     mean = mean_student(student.config.tasks, teacher)
     for layer in (student.mask_embed[-1], student.embedding_head[-1], *student.value_heads.values()):
         layer.weight.zero_()
@@ -93,19 +93,19 @@ def start_at_teacher_mean(student: FaceptorStudent, teacher: dict[str, torch.Ten
             student.embedding_head[-1].bias.copy_(target)
         elif task.kind == "value":
             student.value_heads[task.name].bias.copy_(target)
-            student.value_heads[task.name].scale.fill_(value_spread(task, teacher))
+            if task.task_type == "expression":
+                student.value_heads[task.name].scale.fill_(expression_spread(task, teacher))
 
 
-def value_spread(task: TaskSpec, teacher: dict[str, torch.Tensor]) -> float:
-    """How far a value head's teacher outputs move between (valid) faces: the standard
-    deviation over faces, averaged over outputs. Expression logits are centred over the
-    classes first, since a softmax ignores a shift shared by every class."""
+def expression_spread(task: TaskSpec, teacher: dict[str, torch.Tensor]) -> float:
+    """How far an expression head's teacher logits move between (valid) faces: the standard
+    deviation over faces, averaged over classes, of logits centred over the classes (a
+    softmax ignores a shift shared by every class)."""
     values = teacher[task.name].double()
     mask = teacher.get(mask_key(task.name))
     if mask is not None and mask.dim() == 1 and mask.sum() > 1:
         values = values[mask.bool()]
-    if task.task_type == "expression":
-        values = values - values.mean(dim=1, keepdim=True)
+    values = values - values.mean(dim=1, keepdim=True)
     spread = float(values.std(dim=0).mean()) if len(values) > 1 else 0.0
     return spread if spread > 1e-6 else 1.0
 
@@ -131,16 +131,20 @@ def _start_maps_at_teacher_mean(student: FaceptorStudent, mean: dict[str, torch.
     student.pixel_decoder.smooth[-1][1].bias.zero_()
 
 
-# Parameters that start at the teacher's mean outputs (the constant part of each head)
-# learn at a tenth of the rate. Where the teacher barely varies (the stand-in's age and
-# parsing), full-rate Adam steps on them alone would move outputs further than the
-# teacher ever does.
+# Parameters that start at the teacher's mean outputs (the constant part of each head),
+# and the age and attribute readouts, learn at a tenth of the rate. Where the teacher
+# barely varies (the stand-in's age and parsing), full-rate Adam steps on them alone would
+# move outputs further than the teacher ever does. Expression readouts instead learn in
+# units of the teacher's spread (`expression_spread`).
 PRIOR_LR_SCALE = 0.1
 
 
 def _param_groups(model: DistillModel) -> list[dict]:
     student = model.student
-    prior = [student.map_query_bias, student.pixel_decoder.position, *(h.bias for h in student.value_heads.values())]
+    expression = {t.name for t in student.config.tasks if t.task_type == "expression"}
+    readouts = [p for name, head in student.value_heads.items()
+                for p in ([head.bias] if name in expression else head.parameters())]  # fmt: skip
+    prior = [student.map_query_bias, student.pixel_decoder.position, *readouts]
     slow = {id(p) for p in prior}
     return [
         {"params": [p for p in model.parameters() if id(p) not in slow], "lr_scale": 1.0},

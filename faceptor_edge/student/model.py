@@ -35,9 +35,9 @@ def student_queries(task: TaskSpec) -> int:
 class ValueReadout(nn.Module):
     """One value task's outputs from its pooled queries: `bias + scale · W q`.
 
-    `scale` (a buffer, 1 until distillation sets it) is how far the teacher's outputs move
-    between faces, so `W` learns in units of that spread: the stand-in's expression logits
-    differ by hundredths between faces, its attributes by tenths.
+    `scale` is a buffer. For expression heads, distillation sets it to how far the teacher's
+    class-centred logits move between faces, so `W` learns in units of that spread: the
+    stand-in's move by hundredths, fer's by about 1.5. Other heads keep 1.
     """
 
     def __init__(self, dim: int, outputs: int) -> None:
