@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -32,7 +33,7 @@ def student_queries(task: TaskSpec) -> int:
     return min(task.num_queries, MAX_VALUE_QUERIES) if task.kind == "value" else task.num_queries
 
 
-class ValueReadout(nn.Module):
+class ValueReadout(nn.Linear):
     """One value task's outputs from its pooled queries: `bias + scale · W q`.
 
     `scale` is a buffer. For expression heads, distillation sets it to how far the teacher's
@@ -41,15 +42,12 @@ class ValueReadout(nn.Module):
     """
 
     def __init__(self, dim: int, outputs: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(outputs, dim))
-        nn.init.kaiming_uniform_(self.weight, a=5**0.5)  # nn.Linear's default
-        self.bias = nn.Parameter(torch.zeros(outputs))
+        super().__init__(dim, outputs)
         self.register_buffer("scale", torch.ones(()))
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         """pooled: B×D -> B×outputs."""
-        return (pooled @ self.weight.T) * self.scale + self.bias
+        return F.linear(pooled, self.weight) * self.scale + self.bias
 
 
 @dataclass(frozen=True)
