@@ -44,7 +44,9 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(out: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, identity: dict) -> Path:
+def save_checkpoint(
+    out: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, identity: dict
+) -> Path:
     """Write `out/checkpoints/step-XXXXXX` atomically and prune all but the newest KEEP."""
     root = out / "checkpoints"
     final = root / f"step-{step:06d}"

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from faceptor_edge.data import FaceSample
+from faceptor_edge.distill.losses import FEATURE_KEYS
 from faceptor_edge.preprocess import Box, FaceCrops, box_from_points, box_to_crop, prepare_face
 from faceptor_edge.specialists import SpecialistTeacher
 from faceptor_edge.student.inputs import student_crop
@@ -70,7 +71,8 @@ def teacher_outputs(
         `student/image` B×S×S×3 uint8; value and embedding heads float32 as in
         `forward_raw`; `parsing_*` B×C×M×M float16 logits (M = map_grid, channels first);
         `align_*` B×N×2 float32; `align_*/heatmap` B×N×H×H float16 (H = heatmap_grid);
-        with `features`, `encoder/face512/layer11` B×768×s×s float16 (s = student_size / 16).
+        with `features`, the layer-11 tokens of both groups (`FEATURE_KEYS`) as float16:
+        the dense group's B×768×s×s (s = student_size / 16), the 112 group's B×768×7×7.
     """
     crops = [recipe.teacher_crops(sample) for sample in samples]
     x112 = torch.from_numpy(np.stack([c.x112 for c in crops]))
@@ -88,8 +90,9 @@ def teacher_outputs(
         else:
             out[task.name] = value.numpy().astype(np.float32)
     if features:
-        layer = raw["encoder/face512/layer11"]
-        out["encoder/face512/layer11"] = _resize(layer, recipe.student_size // 16).numpy().astype(np.float16)
+        dense, value = FEATURE_KEYS
+        out[dense] = _resize(raw[dense], recipe.student_size // 16).numpy().astype(np.float16)
+        out[value] = raw[value].numpy().astype(np.float16)
     return out
 
 

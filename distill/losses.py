@@ -3,12 +3,12 @@
 | head | loss |
 |---|---|
 | age | KL between sigmoid-then-L1-normalised bin distributions + expected-age L1 (per decade) |
-| expression | KL of temperature-softened softmaxes, scaled by T² |
+| expression | KL of temperature-softened softmaxes, scaled by T²; T in units of the teacher's spread |
 | attributes | BCE against the teacher's sigmoid probabilities, less their entropy (a Bernoulli KL) |
 | parsing | per-pixel KL of the class softmaxes |
 | landmarks | per-pixel Bernoulli KL of sigmoid heatmaps + L1 of normalised coordinates (% of crop) |
 | recognition | (1 − cosine) + MSE between in-batch cosine-similarity matrices (relational) |
-| features (optional) | MSE between a 1×1 projection of student tokens and teacher layer-11 tokens |
+| features (optional) | per teacher group, MSE between a 1×1 projection of student tokens and its layer-11 tokens |
 
 Every head's loss is zero at the teacher. A teacher that covers only some heads or faces
 (the specialists) leaves uncovered heads out and marks unlabelled faces in `mask_key` masks;
@@ -27,7 +27,9 @@ import torch.nn.functional as F
 
 from faceptor_edge.tasks import TaskSpec, heatmap_key
 
-FEATURE_KEY = "encoder/face512/layer11"  # teacher tokens the optional feature term matches
+# Teacher tokens the optional feature hints match: layer 11 of the dense group, which feeds
+# parsing and landmarks, and of the 112 group, which feeds every value head.
+FEATURE_KEYS = ("encoder/face512/layer11", "encoder/face112/layer11")
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class LossWeights:
     parsing: float = 4.0  # shares the pixel decoder with four landmark heads, which otherwise dominate it
     landmarks: float = 1.0
     features: float = 1.0  # Faceptor teachers only: the specialists have no encoder, so they skip it
-    temperature: float = 2.0
+    temperature: float = 1.0  # expression softmax temperature, in units of each head's spread (`head_temperatures`)
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -135,6 +137,30 @@ def head_loss(
     return _masked_mean(per_face, mask)
 
 
+def expression_spread(task: TaskSpec, teacher: dict[str, torch.Tensor]) -> float:
+    """How far an expression head's teacher logits move between (valid) faces: the standard
+    deviation over faces, averaged over classes, of logits centred over the classes (a
+    softmax ignores a shift shared by every class)."""
+    values = teacher[task.name].double()
+    mask = teacher.get(mask_key(task.name))
+    if mask is not None and mask.dim() == 1 and mask.sum() > 1:
+        values = values[mask.bool()]
+    values = values - values.mean(dim=1, keepdim=True)
+    spread = float(values.std(dim=0).mean()) if len(values) > 1 else 0.0
+    return spread if spread > 1e-6 else 1.0
+
+
+def head_temperatures(
+    tasks: tuple[TaskSpec, ...], teacher: dict[str, torch.Tensor], relative: float
+) -> dict[str, float]:
+    """Softmax temperature of each covered expression head: `relative` × its teacher's spread.
+    A fixed T means nothing across teachers: fer's logits move by about 1.5 between faces, the
+    stand-in's by hundredths, where T = 2 flattens every softmax and the KL weighs all classes
+    alike instead of the few that compete for the top."""
+    return {t.name: relative * expression_spread(t, teacher)
+            for t in tasks if t.task_type == "expression" and covered(t, teacher)}  # fmt: skip
+
+
 def _valid_mean(value: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean over the batch of the faces a B mask marks valid (all when there is no mask)."""
     if mask is None or mask.dim() != 1 or mask.sum() == 0:
@@ -158,15 +184,15 @@ def mean_student(tasks: tuple[TaskSpec, ...], teacher: dict[str, torch.Tensor]) 
 
 @torch.no_grad()
 def baseline_scales(
-    tasks: tuple[TaskSpec, ...], teacher: dict[str, torch.Tensor], temperature: float
+    tasks: tuple[TaskSpec, ...], teacher: dict[str, torch.Tensor], temperatures: dict[str, float]
 ) -> dict[str, float]:
     """Each covered head's loss for the mean-output student: the unit its loss is measured in."""
     constant = mean_student(tasks, teacher)
-    scales = {task.name: max(float(head_loss(task, constant, teacher, temperature)), 1e-8)
+    scales = {task.name: max(float(head_loss(task, constant, teacher, temperatures.get(task.name, 1.0))), 1e-8)
               for task in tasks if covered(task, teacher)}  # fmt: skip
-    if FEATURE_KEY in teacher:
-        features = teacher[FEATURE_KEY]
-        scales["features"] = max(float(F.mse_loss(features.mean(0, keepdim=True).expand_as(features), features)), 1e-8)
+    for key in (k for k in FEATURE_KEYS if k in teacher):
+        features = teacher[key]
+        scales[key] = max(float(F.mse_loss(features.mean(0, keepdim=True).expand_as(features), features)), 1e-8)
     return scales
 
 
@@ -177,18 +203,22 @@ def distillation_loss(
     weights: LossWeights,
     *,
     scales: dict[str, float] | None = None,
-    features: tuple[torch.Tensor, torch.Tensor] | None = None,
+    temperatures: dict[str, float] | None = None,
+    features: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the losses of the heads the teacher covers, each divided by its scale
-    (default 1), plus the optional feature term; also returns each weighted term's value."""
+    (default 1), plus the optional feature hints (student projections keyed like the teacher
+    tokens they match); also returns each weighted term's value. Expression heads use
+    `temperatures` (`head_temperatures`; default T = 1)."""
     terms = {
         task.name: getattr(weights, task.task_type)
-        * head_loss(task, student, teacher, weights.temperature)
+        * head_loss(task, student, teacher, (temperatures or {}).get(task.name, 1.0))
         / (scales[task.name] if scales else 1.0)
         for task in tasks
         if covered(task, teacher)
     }
-    if features is not None and weights.features > 0:
-        terms["features"] = weights.features * F.mse_loss(*features) / (scales["features"] if scales else 1.0)
+    if features and weights.features > 0:
+        for key, projected in features.items():
+            terms[key] = weights.features * F.mse_loss(projected, teacher[key]) / (scales[key] if scales else 1.0)
     total = torch.stack(list(terms.values())).sum()
     return total, {name: float(value.detach()) for name, value in terms.items()}

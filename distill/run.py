@@ -30,15 +30,14 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # `python distill/run.py` from a checkout: the script's folder is sys.path[0]
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from faceptor_edge.distill.cache import ShardCache, atomic_write_bytes, cache_key
-from faceptor_edge.distill.labels import CropRecipe, specialist_outputs, teacher_outputs
-from faceptor_edge.distill.losses import LossWeights
-from faceptor_edge.distill.report import fidelity_report, plot_loss_curve
-from faceptor_edge.distill.trainer import FEATURE_KEY, DistillModel, TrainConfig, train
-
 from faceptor_edge import specialists
 from faceptor_edge.data import open_source
 from faceptor_edge.detect import DetectedSource, detector_available
+from faceptor_edge.distill.cache import ShardCache, atomic_write_bytes, cache_key
+from faceptor_edge.distill.labels import CropRecipe, specialist_outputs, teacher_outputs
+from faceptor_edge.distill.losses import FEATURE_KEYS, LossWeights
+from faceptor_edge.distill.report import fidelity_report, plot_loss_curve
+from faceptor_edge.distill.trainer import DistillModel, TrainConfig, train
 from faceptor_edge.errors import UserError
 from faceptor_edge.student.io import file_sha256, save_student
 from faceptor_edge.student.model import FaceptorStudent, build_student, student_config, student_sizes
@@ -67,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/distill"), help="output directory (default: runs/distill)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--count", type=int, default=768, help="synthetic training faces (default: 768)")
-    p.add_argument("--holdout", type=int, default=128, help="held-out faces for fidelity (default: 128)")
+    p.add_argument("--holdout", type=int, default=256, help="held-out faces for fidelity (default: 256)")
     p.add_argument("--dense-size", type=int, help=f"teacher dense-group input (default: 512, demo {DEMO_DENSE_SIZE})")
     p.add_argument("--batch-size", type=int, default=32, help="global batch size (default: 32)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default: 1e-3)")
@@ -78,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=W",
         help="override a loss weight, e.g. parsing=2 or features=0 (defaults: expression 3, parsing 4, other heads 1; "
-        "features 1, the teacher's layer-11 tokens, with a Faceptor teacher, none with the specialists)",
+        "features 1, the layer-11 tokens of both teacher groups, with a Faceptor teacher; none with the specialists). "
+        "temperature=T sets the expression softmax temperature in units of each head's teacher spread (default 1)",
     )
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"teacher-output cache (default: {DEFAULT_CACHE})")
     p.add_argument("--shard-size", type=int, default=32, help="faces per cache shard (default: 32)")
@@ -174,7 +174,8 @@ def build_cache(
     name, teacher: Teacher, source, recipe: CropRecipe, args, *, features: bool, rank: int, world: int
 ) -> dict:
     """Teacher outputs for every face of `source`, computed once and shared by all ranks."""
-    identity = {**teacher.identity, "images": source.fingerprint(), "recipe": asdict(recipe), "features": features}
+    identity = {**teacher.identity, "images": source.fingerprint(), "recipe": asdict(recipe),
+                "features": list(FEATURE_KEYS) if features else False}  # fmt: skip
     cache = ShardCache(args.cache, cache_key(**identity), num_items=len(source), shard_size=args.shard_size,
                        identity=identity)  # fmt: skip
     mine = [s for s in range(cache.num_shards) if s % world == rank]
@@ -252,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)  # here, so the initialisation does not depend on whether the teacher ran
     student = build_student(args.student, teacher.tasks)
-    model = DistillModel(student, train_cache[FEATURE_KEY].shape[1] if features else None)
+    model = DistillModel(student, {key: train_cache[key].shape[1:] for key in FEATURE_KEYS if key in train_cache})
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          checkpoint_every=args.checkpoint_every, seed=args.seed)  # fmt: skip
     identity = {**teacher.identity, "student": args.student, "images": train_source.fingerprint(),

@@ -11,23 +11,24 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
 from faceptor_edge.distill.cache import atomic_write_bytes
 from faceptor_edge.distill.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from faceptor_edge.distill.labels import STUDENT_IMAGE_KEY
 from faceptor_edge.distill.losses import (
-    FEATURE_KEY,
+    FEATURE_KEYS,
     LossWeights,
     baseline_scales,
     distillation_loss,
-    mask_key,
+    expression_spread,
+    head_temperatures,
     mean_student,
 )
-from torch import nn
-from tqdm import tqdm
-
 from faceptor_edge.student.inputs import normalise
 from faceptor_edge.student.model import FaceptorStudent
-from faceptor_edge.tasks import TaskSpec, heatmap_key
+from faceptor_edge.tasks import heatmap_key
 
 
 @dataclass(frozen=True)
@@ -60,20 +61,30 @@ def batch_indices(step: int, config: TrainConfig, num_items: int, rank: int = 0,
 
 
 class DistillModel(nn.Module):
-    """The student plus an optional 1×1 adapter from its stride-16 map to teacher tokens."""
+    """The student plus optional feature adapters: per teacher token map (`FEATURE_KEYS`), a
+    1×1 convolution from the student's stride-16 map, average-pooled to that map's grid.
+    Only training uses them; the saved student has none."""
 
-    def __init__(self, student: FaceptorStudent, feature_dim: int | None) -> None:
+    def __init__(self, student: FaceptorStudent, feature_shapes: dict[str, tuple[int, ...]] | None = None) -> None:
         super().__init__()
         self.student = student
-        self.adapter = nn.Conv2d(student.config.widths[3], feature_dim, 1) if feature_dim else None
+        self.feature_keys = [key for key in FEATURE_KEYS if key in (feature_shapes or {})]
+        self.grids = [feature_shapes[key][-1] for key in self.feature_keys]
+        channels = student.config.widths[3]
+        self.adapters = nn.ModuleList(nn.Conv2d(channels, feature_shapes[key][0], 1) for key in self.feature_keys)
         self._tokens: list[torch.Tensor] = []
-        if self.adapter is not None:
+        if self.feature_keys:
             student.encoder.stages[2].register_forward_hook(lambda _m, _i, out: self._tokens.append(out))
 
-    def forward(self, image: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    def forward(self, image: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         self._tokens.clear()
         raw = self.student(image)
-        return raw, self.adapter(self._tokens.pop()) if self.adapter is not None else None
+        if not self.feature_keys:
+            return raw, {}
+        tokens = self._tokens.pop()
+        projected = {key: adapter(F.adaptive_avg_pool2d(tokens, grid))
+                     for key, grid, adapter in zip(self.feature_keys, self.grids, self.adapters)}  # fmt: skip
+        return raw, projected
 
 
 @torch.no_grad()
@@ -95,19 +106,6 @@ def start_at_teacher_mean(student: FaceptorStudent, teacher: dict[str, torch.Ten
             student.value_heads[task.name].bias.copy_(target)
             if task.task_type == "expression":
                 student.value_heads[task.name].scale.fill_(expression_spread(task, teacher))
-
-
-def expression_spread(task: TaskSpec, teacher: dict[str, torch.Tensor]) -> float:
-    """How far an expression head's teacher logits move between (valid) faces: the standard
-    deviation over faces, averaged over classes, of logits centred over the classes (a
-    softmax ignores a shift shared by every class)."""
-    values = teacher[task.name].double()
-    mask = teacher.get(mask_key(task.name))
-    if mask is not None and mask.dim() == 1 and mask.sum() > 1:
-        values = values[mask.bool()]
-    values = values - values.mean(dim=1, keepdim=True)
-    spread = float(values.std(dim=0).mean()) if len(values) > 1 else 0.0
-    return spread if spread > 1e-6 else 1.0
 
 
 def _start_maps_at_teacher_mean(student: FaceptorStudent, mean: dict[str, torch.Tensor]) -> None:
@@ -172,7 +170,8 @@ def train(
     tasks = model.student.config.tasks
     num_items = len(cache[STUDENT_IMAGE_KEY])
     sample = _to_torch(cache, np.arange(min(num_items, 256)))
-    scales = baseline_scales(tasks, sample, weights.temperature)
+    temperatures = head_temperatures(tasks, sample, weights.temperature)
+    scales = baseline_scales(tasks, sample, temperatures)
     optimizer = torch.optim.AdamW(_param_groups(model), lr=config.lr, weight_decay=config.weight_decay)
     checkpoint = latest_checkpoint(out) if resume else None
     if checkpoint is not None:
@@ -193,8 +192,9 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, config) * group["lr_scale"]
             raw, projected = net(normalise(cache[STUDENT_IMAGE_KEY][indices]))
-            features = (projected, teacher[FEATURE_KEY]) if projected is not None else None
-            loss, terms = distillation_loss(tasks, raw, teacher, weights, scales=scales, features=features)
+            loss, terms = distillation_loss(
+                tasks, raw, teacher, weights, scales=scales, temperatures=temperatures, features=projected
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.clip))

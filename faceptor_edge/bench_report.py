@@ -37,7 +37,9 @@ def _first(rows: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
     return next((row for row in rows if row["kind"] == kind and row.get("latency_ms_median")), None)
 
 
-def build_report(rows: list[dict[str, Any]], machine: dict[str, Any], peak: PeakEstimate, options: Any) -> dict[str, Any]:
+def build_report(
+    rows: list[dict[str, Any]], machine: dict[str, Any], peak: PeakEstimate, options: Any
+) -> dict[str, Any]:
     """Complete the measured rows (inherited FLOPs, peak fractions, ratios) into the report."""
     from faceptor_edge.peers import combine_peers
 

@@ -255,9 +255,7 @@ def _decode_head(task: TaskSpec, output: np.ndarray) -> list[Prediction]:
     raise ValueError(f"task {task.name!r} has unknown task type {task.task_type!r}")
 
 
-def _landmarks(
-    output: np.ndarray, crop_sizes: list[int], dense_crops: Sequence[Crop] | None
-) -> list[Prediction]:
+def _landmarks(output: np.ndarray, crop_sizes: list[int], dense_crops: Sequence[Crop] | None) -> list[Prediction]:
     """Per-face landmarks in crop pixels and, with the crops, image pixels."""
     crop_points = landmarks_to_crop_pixels(output, crop_sizes)
     if dense_crops is None:

@@ -135,7 +135,8 @@ def estimate_peak(threads: int, *, info: dict[str, str] | None = None, mhz: floa
     assumptions = [
         f"vector width {bits} bits ({vector}, from the CPU flags) = {bits // 32} fp32 lanes",
         f"{fma} FMA unit(s) per core, 2 FLOPs per FMA (assumed: software cannot read the unit count)"
-        if fma > 1 else "no FMA in the flags: 1 multiply-add per lane per cycle counted as 2 FLOPs",
+        if fma > 1
+        else "no FMA in the flags: 1 multiply-add per lane per cycle counted as 2 FLOPs",
     ]
     if mhz is None:
         max_mhz = info.get("CPU max MHz")

@@ -60,9 +60,7 @@ def load_image(path: str | os.PathLike[str], *, convert: bool = False) -> np.nda
     return _standardise(decoded, source, convert)
 
 
-def check_image(
-    image: np.ndarray, *, convert: bool = False, source: str = "image array"
-) -> np.ndarray:
+def check_image(image: np.ndarray, *, convert: bool = False, source: str = "image array") -> np.ndarray:
     """Validates an in-memory RGB image the way `load_image` validates files.
 
     Args:

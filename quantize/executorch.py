@@ -17,8 +17,8 @@ from torch import nn
 from torch.export import ExportedProgram
 
 from faceptor_edge.errors import UserError
-from faceptor_edge.student.model import FaceptorStudent
 from faceptor_edge.quantize.calibration import calibration_batches
+from faceptor_edge.student.model import FaceptorStudent
 
 _LAYER_OPS = (torch.ops.aten.linear.default, torch.ops.aten.conv2d.default)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from faceptor_edge.errors import UserError
 from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD
 from faceptor_edge.student.inputs import normalise
 from faceptor_edge.student.io import load_student
 from faceptor_edge.student.model import FaceptorStudent
 from faceptor_edge.targets import get_target
 from faceptor_edge.targets.base import ExportWrapper, Precision
-from faceptor_edge.errors import UserError
 from faceptor_edge.targets.verify import CALIBRATION_SEED, detected_framing, face_crops, teacher_raw
 
 VALIDATION_SEED = 30_000
@@ -19,6 +19,8 @@ VALIDATION_SEED = 30_000
 
 class ExportError(UserError):
     """The model cannot be exported to a target (an op it lacks, an uncapturable graph)."""
+
+
 VALIDATION_COUNT = 32
 
 CROP_RECIPE = (
@@ -33,14 +35,24 @@ def artifact_card(student: FaceptorStudent, card: dict[str, Any]) -> dict[str, A
     size = student.config.input_size
     return {
         "heads": [
-            {"name": t.name, "type": t.task_type, "kind": t.kind, "labels": list(t.labels),
-             "output_layout": _layout(t.task_type)}
+            {
+                "name": t.name,
+                "type": t.task_type,
+                "kind": t.kind,
+                "labels": list(t.labels),
+                "output_layout": _layout(t.task_type),
+            }
             for t in student.config.tasks
-        ],  # fmt: skip
+        ],
         "preprocessing": {
-            "size": size, "color_order": "RGB", "layout": "NCHW float32", "scale": "1/255",
-            "mean": list(CLIP_MEAN), "std": list(CLIP_STD), "crop": CROP_RECIPE,
-        },  # fmt: skip
+            "size": size,
+            "color_order": "RGB",
+            "layout": "NCHW float32",
+            "scale": "1/255",
+            "mean": list(CLIP_MEAN),
+            "std": list(CLIP_STD),
+            "crop": CROP_RECIPE,
+        },
         "student_identity": {"size": card["size"], "weights_sha256": card["weights_sha256"]},
         "teacher": card.get("teacher", {}),
         "teacher_notice": card.get("teacher_notice", ""),
@@ -86,7 +98,9 @@ def export_student(
     options = _int8_options(target_name) if precision == "int8" else {}
     if max_drop is not None:
         if (target_name, precision) != ("openvino", "int8"):
-            raise UserError("--max-drop (accuracy-controlled quantization) applies to --target openvino --precision int8")
+            raise UserError(
+                "--max-drop (accuracy-controlled quantization) applies to --target openvino --precision int8"
+            )
         options["accuracy_control"] = _accuracy_control(student, card, teacher, max_drop, log)
     target = get_target(target_name, **options)
     return export_wrapper(target, wrapper, Path(out), artifact_card(student, card), precision, calibration)
@@ -103,8 +117,9 @@ def export_wrapper(target, wrapper: ExportWrapper, out: Path, metadata: dict[str
         raise
     except Exception as error:
         summary = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-        raise ExportError(f"exporting to {target.name} {precision} failed, nothing was written: "
-                          f"{type(error).__name__}: {summary}") from error
+        raise ExportError(
+            f"exporting to {target.name} {precision} failed, nothing was written: {type(error).__name__}: {summary}"
+        ) from error
 
 
 def _accuracy_control(student: FaceptorStudent, card: dict[str, Any], teacher: str, max_drop: float, log):

@@ -27,7 +27,6 @@ from faceptor_edge.quantize.openvino import (
     quantize,
     quantize_with_accuracy_control,
 )
-from faceptor_edge.tasks import TaskSpec
 from faceptor_edge.targets.base import (
     INPUT_NAME,
     ArtifactError,
@@ -44,6 +43,7 @@ from faceptor_edge.targets.base import (
     run_in_batches,
     staging_dir,
 )
+from faceptor_edge.tasks import TaskSpec
 
 METADATA_KEY = ["faceptor_edge", "metadata"]
 INT8_DESCRIPTION = "int8 weights and activations (NNCF post-training quantization, performance preset)"

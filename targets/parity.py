@@ -141,7 +141,9 @@ def against_teacher(
         near_ties = (task.task_type in ("attributes", "expression", "parsing")
                      and (_margins(task, student[task.name]) >= DECISIVE_MARGIN).mean() < MIN_DECISIVE_FRACTION)  # fmt: skip
         if near_ties:
-            drop = _mean_tv(task, artifact[task.name], teacher[task.name]) - _mean_tv(task, student[task.name], teacher[task.name])
+            drop = _mean_tv(task, artifact[task.name], teacher[task.name]) - _mean_tv(
+                task, student[task.name], teacher[task.name]
+            )
             row.update(drop_measure="probability_tv (near-ties)")
         else:
             drop = ours - theirs if higher else theirs - ours

@@ -107,8 +107,10 @@ def write_report(run, tasks: tuple[TaskSpec, ...], out: Path) -> Path:
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=2).encode())
     parts = [
         f"<h1>Parity: {html.escape(report['target'])} {html.escape(report['precision'])}</h1>",
-        f"<p>{html.escape(report['artifact'])}: {report['size_bytes'] / 1e6:.2f} MB, {report['quantization']}; "
-        f"{report['faces']} faces from {html.escape(report['images'])}. Overall: <b>{_verdict(report)}</b></p>",
+        (
+            f"<p>{html.escape(report['artifact'])}: {report['size_bytes'] / 1e6:.2f} MB, {report['quantization']}; "
+            f"{report['faces']} faces from {html.escape(report['images'])}. Overall: <b>{_verdict(report)}</b></p>"
+        ),
     ]
     if report.get("skipped"):
         parts.append(f"<p>Prediction parity skipped: {html.escape(report['skipped'])}</p>")
@@ -124,7 +126,9 @@ def write_report(run, tasks: tuple[TaskSpec, ...], out: Path) -> Path:
         parts.append(f'<img src="{overlay_grid(tasks, run.crops, reference, run.artifact, label)}">')
     style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;" \
             "padding:2px 8px;font-size:13px}tr.fail{background:#fdd}"  # fmt: skip
-    page = f"<!doctype html><meta charset=utf-8><title>faceptor-edge parity</title><style>{style}</style>{''.join(parts)}"
+    page = (
+        f"<!doctype html><meta charset=utf-8><title>faceptor-edge parity</title><style>{style}</style>{''.join(parts)}"
+    )
     atomic_write_bytes(out / "report.html", page.encode())
     return out / "report.html"
 

@@ -14,7 +14,9 @@ from faceptor_edge.student.io import read_card, save_student
 from faceptor_edge.student.model import build_student
 from faceptor_edge.targets import get_target
 
-pytest.importorskip("gan_face_generate", reason="the end-to-end face needs: pip install --no-deps gan-face-generate==1.1.1")
+pytest.importorskip(
+    "gan_face_generate", reason="the end-to-end face needs: pip install --no-deps gan-face-generate==1.1.1"
+)
 pytest.importorskip("openvino")
 
 REQUIRED = {"name": str, "kind": str, "target": str, "precision": str, "latency_ms_median": float,

@@ -52,7 +52,7 @@ def test_bad_bytes_name_file_and_problem(tmp_path: Path, content: bytes, problem
 
 
 def test_truncated_png_is_rejected(tmp_path: Path) -> None:
-    ok, encoded = cv2.imencode(".png", _rgb(40, 40))
+    _, encoded = cv2.imencode(".png", _rgb(40, 40))
     path = tmp_path / "cut.png"
     path.write_bytes(encoded.tobytes()[: encoded.size // 2])
     with pytest.raises(ImageError, match="cut.png"):
@@ -98,7 +98,7 @@ def test_16_bit_refused_then_scaled(tmp_path: Path) -> None:
 
 
 def test_float_tiff_refused_even_with_convert(tmp_path: Path) -> None:
-    ok, encoded = cv2.imencode(".tiff", RNG.random((4, 4, 3), dtype=np.float32))
+    _, encoded = cv2.imencode(".tiff", RNG.random((4, 4, 3), dtype=np.float32))
     path = tmp_path / "float.tiff"
     encoded.tofile(path)
     with pytest.raises(ImageError, match="float32"):

@@ -2,7 +2,14 @@
 
 import torch
 
-from faceptor_edge.distill.losses import LossWeights, distillation_loss, head_loss
+from faceptor_edge.distill.losses import (
+    FEATURE_KEYS,
+    LossWeights,
+    baseline_scales,
+    distillation_loss,
+    head_loss,
+    head_temperatures,
+)
 from faceptor_edge.tasks import FULL_TASKS, heatmap_key
 
 
@@ -55,6 +62,28 @@ def test_weights_scale_terms_and_features_are_optional():
     _, base = distillation_loss(FULL_TASKS, raw, teacher, LossWeights())
     _, doubled = distillation_loss(FULL_TASKS, raw, teacher, LossWeights(parsing=2 * LossWeights().parsing))
     assert abs(doubled["parsing_lapa"] - 2 * base["parsing_lapa"]) < 1e-4
-    feats = (torch.zeros(2, 4, 3, 3), torch.ones(2, 4, 3, 3))
+    key = FEATURE_KEYS[1]
+    teacher[key] = torch.ones(2, 4, 3, 3)
+    feats = {key: torch.zeros(2, 4, 3, 3)}
     _, with_features = distillation_loss(FULL_TASKS, raw, teacher, LossWeights(features=0.5), features=feats)
-    assert abs(with_features["features"] - 0.5) < 1e-6
+    assert abs(with_features[key] - 0.5) < 1e-6
+
+
+def test_expression_loss_is_measured_in_units_of_the_teachers_spread():
+    """Shrinking every expression logit (student and teacher) 100-fold, as the stand-in's are,
+    shrinks the temperatures alike and leaves the normalised loss unchanged."""
+    expression = tuple(t for t in FULL_TASKS if t.task_type == "expression")
+    student_raw, teacher_raw = _raw(1), _raw(0)
+    results = []
+    for shrink in (1.0, 0.01):
+        student = {t.name: shrink * student_raw[t.name] for t in expression}
+        teacher = {t.name: shrink * teacher_raw[t.name] for t in expression}
+        temperatures = head_temperatures(expression, teacher, relative=1.0)
+        scales = baseline_scales(expression, teacher, temperatures)
+        loss, _ = distillation_loss(
+            expression, student, teacher, LossWeights(), scales=scales, temperatures=temperatures
+        )
+        results.append((temperatures, float(loss)))
+    (wide, wide_loss), (narrow, narrow_loss) = results
+    assert all(abs(narrow[t.name] - 0.01 * wide[t.name]) < 1e-9 for t in expression)
+    assert abs(wide_loss - narrow_loss) < 1e-4 * wide_loss

@@ -3,8 +3,8 @@
 import numpy as np
 
 from faceptor_edge.metrics import fidelity_score, fidelity_table, head_metrics, mean_output
-from faceptor_edge.tasks import AFFECT_AFFECTNET, AGE_MORPH2, ALIGN_300W, BIATTR_CELEBA, PARSING_LAPA, RECOG_MS1MV3
 from faceptor_edge.targets.parity import against_student, against_teacher
+from faceptor_edge.tasks import AFFECT_AFFECTNET, AGE_MORPH2, ALIGN_300W, BIATTR_CELEBA, PARSING_LAPA, RECOG_MS1MV3
 
 TASKS = (RECOG_MS1MV3, AGE_MORPH2, BIATTR_CELEBA, AFFECT_AFFECTNET, PARSING_LAPA, ALIGN_300W)
 
@@ -21,7 +21,9 @@ def _raw(seed, n=6):
 def test_identical_outputs_score_perfectly():
     raw = _raw(0)
     metrics = {task.name: head_metrics(task, raw[task.name], raw[task.name]) for task in TASKS}
-    assert metrics["recog_ms1mv3"]["mean_cosine"] > 0.9999 and metrics["recog_ms1mv3"]["similarity_correlation"] > 0.9999
+    assert (
+        metrics["recog_ms1mv3"]["mean_cosine"] > 0.9999 and metrics["recog_ms1mv3"]["similarity_correlation"] > 0.9999
+    )
     assert metrics["age_morph2"]["mae_years"] == 0 and metrics["age_morph2"]["r2"] == 1
     assert metrics["biattr_celeba"]["mean_agreement"] == 1 and metrics["affect_affectnet"]["top1_agreement"] == 1
     assert metrics["parsing_lapa"]["pixel_agreement"] == 1 and metrics["parsing_lapa"]["mean_iou"] == 1

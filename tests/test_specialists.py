@@ -4,9 +4,9 @@ unlabelled heads and faces out of the loss, and the real models label a real fac
 import numpy as np
 import pytest
 import torch
-from faceptor_edge.distill.losses import LossWeights, distillation_loss, head_loss, mask_key
 
 from faceptor_edge import decode, specialists
+from faceptor_edge.distill.losses import LossWeights, distillation_loss, head_loss, mask_key
 from faceptor_edge.landmarks import soft_argmax
 from faceptor_edge.mesh_parsing import LAPA, soft_logits
 from faceptor_edge.tasks import AGE_MORPH2, BIATTR_CELEBA, FULL_TASKS, PARSING_LAPA

@@ -9,7 +9,7 @@ from faceptor_edge.tasks import heatmap_key
 from faceptor_edge.teacher import official_layout
 from tests.fixtures import VARIANTS, fixture_input, manifest_layout, manifest_state, reference
 
-TOL = dict(atol=1e-4, rtol=1e-4)
+TOL = {"atol": 1e-4, "rtol": 1e-4}
 
 
 @pytest.fixture(scope="module", params=VARIANTS)

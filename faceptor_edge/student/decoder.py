@@ -44,7 +44,9 @@ class DecoderLayer(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, dim))
         self.norm3 = nn.LayerNorm(dim)
 
-    def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, tgt: torch.Tensor, query_pos: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor
+    ) -> torch.Tensor:
         """tgt, query_pos: B×Q×D; memory B×T×D; memory_pos 1×T×D -> B×Q×D."""
         tgt = self.norm1(tgt + self.cross(tgt + query_pos, memory + memory_pos, memory))
         q = tgt + query_pos

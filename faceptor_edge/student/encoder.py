@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 
-def conv_bn(in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+def conv_bn(
+    in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True
+) -> nn.Sequential:
     layers: list[nn.Module] = [
         nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2, groups=groups, bias=False),
         nn.BatchNorm2d(out_ch),
@@ -44,7 +46,9 @@ class ConvEncoder(nn.Module):
         expand: Expansion ratio of the inverted residuals.
     """
 
-    def __init__(self, *, widths: tuple[int, int, int, int, int], depths: tuple[int, int, int, int], expand: int) -> None:
+    def __init__(
+        self, *, widths: tuple[int, int, int, int, int], depths: tuple[int, int, int, int], expand: int
+    ) -> None:
         super().__init__()
         self.stem = conv_bn(3, widths[0], 3, 2)
         self.stages = nn.ModuleList()

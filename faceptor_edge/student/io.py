@@ -41,8 +41,13 @@ def save_student(directory: str | Path, student: FaceptorStudent, provenance: di
         "package_version": __version__,
         "size": student.config.size,
         "tasks": list(student.task_names),
-        "input": {"size": student.config.input_size, "color": "RGB", "mean": CLIP_MEAN, "std": CLIP_STD,
-                  "layout": "NCHW float32"},  # fmt: skip
+        "input": {
+            "size": student.config.input_size,
+            "color": "RGB",
+            "mean": CLIP_MEAN,
+            "std": CLIP_STD,
+            "layout": "NCHW float32",
+        },
         "weights_sha256": file_sha256(tmp / WEIGHTS),
         **provenance,
     }

@@ -133,7 +133,9 @@ class FaceptorStudent(nn.Module):
         pixels = self.pixel_decoder(features)  # B×P×M×M
         memory = self.token_proj(features[2]).flatten(2).transpose(1, 2)  # B×D×s×s -> B×T×D
         queries = self.decoder(memory)  # B×Q×D
-        value_queries, map_queries = queries.split([self.num_value_queries, queries.shape[1] - self.num_value_queries], 1)
+        value_queries, map_queries = queries.split(
+            [self.num_value_queries, queries.shape[1] - self.num_value_queries], 1
+        )
         maps = torch.einsum("bqc,bchw->bqhw", self.mask_embed(map_queries) + self.map_query_bias, pixels)
         # One split per tensor (not one slice per task): slicing backward would allocate
         # and zero a full-size gradient per task.

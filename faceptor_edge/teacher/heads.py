@@ -99,4 +99,3 @@ def parsing_output(logits: torch.Tensor, size: int) -> torch.Tensor:
     downsample = size < logits.shape[-1]
     logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False, antialias=downsample)
     return logits.permute(0, 2, 3, 1)
-

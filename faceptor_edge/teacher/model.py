@@ -175,4 +175,3 @@ teacher_builders = {
     "full": build_faceptor_full,
     "full_layer_attention": build_faceptor_full_layer_attention,
 }
-

@@ -51,7 +51,7 @@ def test_coreml_package_checks_on_linux(artifact):
     info = inspect_mlpackage(path)
     assert info.inputs[0].name == "image" and info.inputs[0].shape == (1, 3, 256, 256)
     assert [o.name for o in info.outputs][:2] == ["recog_ms1mv3", "age_morph2"]
-    assert dict((o.name, o.shape) for o in info.outputs)["parsing_lapa"] == (1, 64, 64, 11)
+    assert {o.name: o.shape for o in info.outputs}["parsing_lapa"] == (1, 64, 64, 11)
     metadata = get_target("coreml").read_metadata(path)
     assert metadata["precision"] == precision
     assert metadata["preprocessing"]["color_order"] == "RGB" and len(metadata["heads"]) == 13
@@ -66,7 +66,7 @@ def test_coreml_package_checks_on_linux(artifact):
 
 def test_artifact_from_another_student_is_refused(artifact, student_dir, tmp_path):
     _, _, path = artifact
-    student, card = load_student(student_dir)
+    student, _ = load_student(student_dir)
     with torch.no_grad():
         student.value_heads["biattr_celeba"].bias.add_(1.0)
     other = save_student(tmp_path / "other", student, {})

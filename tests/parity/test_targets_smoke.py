@@ -76,7 +76,9 @@ def exported(request, wrapper, crops, tmp_path_factory) -> Exported:
             wrapper, example, folder / f"tiny_{precision}{target.suffix}", CALLER_METADATA,
             precision=precision, calibration=crops[:2],
         )  # fmt: skip
-        print(f"\n[{name} {precision}] export {time.perf_counter() - start:.1f} s, {artifact_size(path) / 1024:.0f} KiB")
+        print(
+            f"\n[{name} {precision}] export {time.perf_counter() - start:.1f} s, {artifact_size(path) / 1024:.0f} KiB"
+        )
         paths[precision] = path
     return Exported(name, target, paths, example)
 
@@ -87,8 +89,8 @@ def _max_errors(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict
 
 def _cosines(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict[str, float]:
     result = {}
-    for key in want:
-        a, b = got[key].ravel().astype(np.float64), want[key].ravel().astype(np.float64)
+    for key, value in want.items():
+        a, b = got[key].ravel().astype(np.float64), value.ravel().astype(np.float64)
         result[key] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
     return result
 
