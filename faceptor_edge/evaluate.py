@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from faceptor_edge import realfaces
+from faceptor_edge import accuracy, realfaces
 from faceptor_edge.detect import DetectedFace, FaceDetector, RetinaFaceDetector
 from faceptor_edge.distill.cache import atomic_write_bytes
 from faceptor_edge.errors import UserError
@@ -66,19 +66,19 @@ class EvalRow:
 
 
 def _nme(predictions: list[Any], truths: list[Any]) -> tuple[float, dict]:
-    nme = realfaces.nme_inter_ocular(np.stack([p.image_points for p in predictions]), np.stack(truths)) * 100
+    nme = accuracy.nme_inter_ocular(np.stack([p.image_points for p in predictions]), np.stack(truths)) * 100
     per_face = {"median": float(np.median(nme)), "per_face": np.round(nme, 2).tolist()}
     return float(nme.mean()), {"unit": "% of inter-ocular distance", **per_face}
 
 
 def _verification(predictions: list[Any], truths: list[Any]) -> tuple[float, dict]:
-    out = realfaces.verification_accuracy(np.stack([p.vector for p in predictions]), truths)
+    out = accuracy.verification_accuracy(np.stack([p.vector for p in predictions]), truths)
     out["chance"] = 1.0 - out["positive_pairs"] / out["pairs"]  # always answering "different people"
     return out.pop("accuracy"), out
 
 
 def _expression(predictions: list[Any], truths: list[Any]) -> tuple[float, dict]:
-    return realfaces.expression_accuracy([p.label for p in predictions], truths), {}
+    return accuracy.expression_accuracy([p.label for p in predictions], truths), {}
 
 
 @dataclass(frozen=True)
