@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from faceptor_edge.files import atomic_write_bytes, file_sha256
+
 FORMAT_VERSION = 1
 
 
@@ -26,29 +28,6 @@ def cache_key(**identity: object) -> str:
     """A short stable hash of the JSON-serialisable identity of the cached outputs."""
     blob = json.dumps({"format": FORMAT_VERSION, **identity}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ShardCache:
@@ -84,7 +63,7 @@ class ShardCache:
 
     def is_complete(self, shard: int) -> bool:
         data, checksum = self._paths(shard)
-        return data.exists() and checksum.exists() and checksum.read_text().strip() == _sha256(data)
+        return data.exists() and checksum.exists() and checksum.read_text().strip() == file_sha256(data)
 
     def missing(self, shards: Iterable[int] | None = None) -> list[int]:
         """Shards (of `shards`, default all) that are absent or fail their checksum."""
@@ -103,7 +82,7 @@ class ShardCache:
             save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp)
             with open(tmp, "rb+") as file:
                 os.fsync(file.fileno())
-            digest = _sha256(Path(tmp))
+            digest = file_sha256(Path(tmp))
             os.replace(tmp, data)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from faceptor_edge.data import FaceSample
 from faceptor_edge.distill.losses import FEATURE_KEYS
 from faceptor_edge.preprocess import Box, FaceCrops, box_from_points, box_to_crop, prepare_face
-from faceptor_edge.specialists import SpecialistTeacher
+from faceptor_edge.specialists.teacher import SpecialistTeacher
 from faceptor_edge.student.inputs import student_crop
 from faceptor_edge.tasks import heatmap_key
 from faceptor_edge.teacher import FaceptorTeacher

@@ -30,16 +30,17 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # `python distill/run.py` from a checkout: the script's folder is sys.path[0]
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from faceptor_edge import specialists
 from faceptor_edge.data import open_source
-from faceptor_edge.detect import DetectedSource, detector_available
-from faceptor_edge.distill.cache import ShardCache, atomic_write_bytes, cache_key
+from faceptor_edge.detection import DetectedSource, detector_available
+from faceptor_edge.distill.cache import ShardCache, cache_key
 from faceptor_edge.distill.labels import CropRecipe, specialist_outputs, teacher_outputs
 from faceptor_edge.distill.losses import FEATURE_KEYS, LossWeights
 from faceptor_edge.distill.report import fidelity_report, plot_loss_curve
 from faceptor_edge.distill.trainer import DistillModel, TrainConfig, train
 from faceptor_edge.errors import UserError
-from faceptor_edge.student.io import file_sha256, save_student
+from faceptor_edge.files import atomic_write_bytes, file_sha256
+from faceptor_edge.specialists import teacher as specialists
+from faceptor_edge.student.io import save_student
 from faceptor_edge.student.model import FaceptorStudent, build_student, student_config, student_sizes
 from faceptor_edge.teacher import DEMO_NOTICE, build_demo_teacher, load_teacher
 from faceptor_edge.teacher.checkpoint import detect_variant, read_checkpoint
@@ -285,9 +286,9 @@ def _finish(
 
 def _overlay(out: Path, teacher: Teacher) -> None:
     """The student on a real photo: every face's parsing, landmarks and labels, as a PNG."""
+    from faceptor_edge.evaluation.realfaces import demo_photo
     from faceptor_edge.overlay import write_overlay
     from faceptor_edge.predictor import FacePredictor, load_backend
-    from faceptor_edge.realfaces import demo_photo
 
     photo = demo_photo()
     if photo is None or detector_available():

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from faceptor_edge.distill.cache import atomic_write_bytes
 from faceptor_edge.distill.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from faceptor_edge.distill.labels import STUDENT_IMAGE_KEY
 from faceptor_edge.distill.losses import (
@@ -26,6 +25,7 @@ from faceptor_edge.distill.losses import (
     head_temperatures,
     mean_student,
 )
+from faceptor_edge.files import atomic_write_bytes
 from faceptor_edge.student.inputs import normalise
 from faceptor_edge.student.model import FaceptorStudent
 from faceptor_edge.tasks import heatmap_key

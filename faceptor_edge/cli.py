@@ -97,7 +97,7 @@ def _parity(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from faceptor_edge.bench import BenchOptions, run_bench
+    from faceptor_edge.bench.run import BenchOptions, run_bench
 
     options = BenchOptions(
         student=args.student, json_path=args.json, runs=args.runs, warmup=args.warmup, threads=args.threads,
@@ -125,7 +125,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from faceptor_edge.evaluate import evaluate, format_rows
+    from faceptor_edge.evaluation.evaluate import evaluate, format_rows
 
     models = dict(item.split("=", 1) if "=" in item else (Path(item).name or item, item) for item in args.models)
     report = evaluate(models, datasets=args.datasets, json_path=args.json, markdown=args.markdown)

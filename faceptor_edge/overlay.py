@@ -119,7 +119,7 @@ def _legend(used: dict[str, tuple[int, int, int]], width: int, scale: float) -> 
 def write_png(path: Path, pixels: np.ndarray, *, rgb: bool = False) -> None:
     """Write an H×W label map or H×W×3 image as a PNG, atomically (folders made as needed);
     `rgb` marks RGB pixels (OpenCV writes BGR)."""
-    from faceptor_edge.distill.cache import atomic_write_bytes
+    from faceptor_edge.files import atomic_write_bytes
 
     ok, data = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if rgb else pixels)
     if not ok:

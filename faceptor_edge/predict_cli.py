@@ -14,7 +14,7 @@ from faceptor_edge.predictor import FacePredictor, FaceResult, NoFaceFound, load
 
 
 def _predictor(args: argparse.Namespace) -> FacePredictor:
-    from faceptor_edge.detect import GivenFaces
+    from faceptor_edge.detection import GivenFaces
 
     detector = GivenFaces.from_json(args.faces) if getattr(args, "faces", None) else None
     return FacePredictor(load_backend(args.model, threads=getattr(args, "threads", None)), detector)
@@ -74,7 +74,7 @@ def _predict_all(args: argparse.Namespace, predictor: FacePredictor) -> int:
         if args.draw:
             write_png(args.draw / f"{path.stem}.png", draw(image, results, title=backend.name), rgb=True)
     if args.json:
-        from faceptor_edge.distill.cache import atomic_write_bytes
+        from faceptor_edge.files import atomic_write_bytes
 
         report = {"model": backend.name, "notice": backend.notice, "images": records}
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from faceptor_edge import decode
-from faceptor_edge.detect import DetectedFace, FaceDetector, RetinaFaceDetector
+from faceptor_edge.detection import DetectedFace, FaceDetector, RetinaFaceDetector
 from faceptor_edge.errors import UserError
 from faceptor_edge.images import check_image
 from faceptor_edge.preprocess import (
@@ -93,7 +93,7 @@ def load_backend(source: str, *, threads: int | None = None, dense_size: int = 5
     if source == "specialists":
         return _specialist_backend()
     if source == "demo" or path.is_file() and path.name.endswith((".pth", ".pth.tar", ".safetensors")):
-        from faceptor_edge.bench_models import load_teacher_model
+        from faceptor_edge.bench.rows import load_teacher_model
 
         teacher = load_teacher_model(source, dense_size).teacher
 
@@ -126,7 +126,7 @@ def load_backend(source: str, *, threads: int | None = None, dense_size: int = 5
 
 def _specialist_backend() -> Backend:
     """The specialist models as one model: each face's student-frame crop, labelled by them."""
-    from faceptor_edge.specialists import COVERAGE, UNCOVERED, SpecialistTeacher
+    from faceptor_edge.specialists.teacher import COVERAGE, UNCOVERED, SpecialistTeacher
     from faceptor_edge.tasks import FULL_TASKS
 
     teacher = SpecialistTeacher.load()
@@ -146,7 +146,7 @@ def _specialist_backend() -> Backend:
 
 
 def _artifact_backend(path: Path, threads: int | None) -> Backend:
-    from faceptor_edge.bench_models import load_artifact_model
+    from faceptor_edge.bench.rows import load_artifact_model
 
     if not path.exists():
         raise UserError(f"{path}: no such artifact")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from faceptor_edge import decode
-from faceptor_edge.distill.cache import atomic_write_bytes
+from faceptor_edge.files import atomic_write_bytes
 from faceptor_edge.tasks import TaskSpec
 
 MAX_FACES = 6

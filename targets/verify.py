@@ -37,7 +37,7 @@ def face_crops(images: str, count: int, seed: int, *, detected: bool = False) ->
     framed on each face's RetinaFace 5 points, as in specialist distillation."""
     source = open_source(images, count=count, seed=seed)
     if detected:
-        from faceptor_edge.detect import DetectedSource
+        from faceptor_edge.detection import DetectedSource
 
         source = DetectedSource(source)
     samples = source.batch(list(range(min(count, len(source)))))

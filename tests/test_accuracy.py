@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from faceptor_edge import accuracy
 from faceptor_edge.errors import UserError
+from faceptor_edge.evaluation import accuracy
 
 
 def _face(rng, iod=40.0):

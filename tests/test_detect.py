@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from faceptor_edge import detect as detect_module
-from faceptor_edge.detect import (
+from faceptor_edge.detection import (
     INSTALL_HINT,
     DetectedFace,
     FaceDetector,
@@ -28,6 +27,7 @@ from faceptor_edge.detect import (
     keep_after_nms,
     weights_path,
 )
+from faceptor_edge.detection import detector as detect_module
 from faceptor_edge.errors import UserError
 from faceptor_edge.images import load_image
 

@@ -122,8 +122,8 @@ def test_torchrun_two_processes(finished, tmp_path):
 
 @pytest.mark.slow
 def test_specialist_teacher_distils_the_heads_it_covers(tmp_path):
-    from faceptor_edge import specialists
-    from faceptor_edge.detect import detector_available
+    from faceptor_edge.detection import detector_available
+    from faceptor_edge.specialists import teacher as specialists
 
     if specialists.missing() or detector_available():
         pytest.skip(specialists.missing() or detector_available())
@@ -140,8 +140,8 @@ def test_specialist_teacher_distils_the_heads_it_covers(tmp_path):
 
 
 def test_auto_teacher_says_which_it_chose():
-    from faceptor_edge import specialists
-    from faceptor_edge.detect import detector_available
+    from faceptor_edge.detection import detector_available
+    from faceptor_edge.specialists import teacher as specialists
 
     spec, why = distill_run.resolve_teacher("auto")
     if specialists.missing() or detector_available():

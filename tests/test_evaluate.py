@@ -6,10 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from faceptor_edge import detect, realfaces, specialists
-from faceptor_edge.detect import DetectedFace, GivenFaces
+from faceptor_edge.detection import DetectedFace, GivenFaces
+from faceptor_edge.detection import detector as detect
 from faceptor_edge.errors import UserError
-from faceptor_edge.evaluate import (
+from faceptor_edge.evaluation import realfaces
+from faceptor_edge.evaluation.evaluate import (
     MARK_END,
     MARK_START,
     EvalRow,
@@ -21,6 +22,7 @@ from faceptor_edge.evaluate import (
     markdown_table,
 )
 from faceptor_edge.predictor import Backend, FacePredictor
+from faceptor_edge.specialists import teacher as specialists
 
 
 def _face(box, score):

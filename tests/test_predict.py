@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from faceptor_edge.cli import main
-from faceptor_edge.detect import detector_available
-from faceptor_edge.realfaces import available, demo_photo, pyfeat_image
+from faceptor_edge.detection import detector_available
+from faceptor_edge.evaluation.realfaces import available, demo_photo, pyfeat_image
 from faceptor_edge.student.io import save_student
 from faceptor_edge.student.model import build_student
 

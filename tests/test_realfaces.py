@@ -7,8 +7,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from faceptor_edge import realfaces
 from faceptor_edge.errors import UserError
+from faceptor_edge.evaluation import realfaces
 from faceptor_edge.images import load_image
 from faceptor_edge.tasks import AFFECTNET_EXPRESSIONS
 

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from faceptor_edge import decode, specialists
+from faceptor_edge import decode
 from faceptor_edge.distill.losses import LossWeights, distillation_loss, head_loss, mask_key
 from faceptor_edge.landmarks import soft_argmax
-from faceptor_edge.mesh_parsing import LAPA, soft_logits
+from faceptor_edge.specialists import teacher as specialists
+from faceptor_edge.specialists.mesh_parsing import LAPA, soft_logits
 from faceptor_edge.tasks import AGE_MORPH2, BIATTR_CELEBA, FULL_TASKS, PARSING_LAPA
 
 
@@ -81,10 +82,10 @@ needs_specialists = pytest.mark.skipif(bool(specialists.missing()), reason=speci
 
 @needs_specialists
 def test_specialists_label_a_real_face():
-    from faceptor_edge.detect import RetinaFaceDetector, detector_available
+    from faceptor_edge.detection import RetinaFaceDetector, detector_available
+    from faceptor_edge.evaluation.realfaces import demo_photo
     from faceptor_edge.images import load_image
     from faceptor_edge.predictor import FacePredictor, load_backend
-    from faceptor_edge.realfaces import demo_photo
 
     if detector_available() or demo_photo() is None:
         pytest.skip(detector_available() or "no real photo installed")
@@ -105,7 +106,7 @@ def test_specialists_label_a_real_face():
 
 
 def test_specialist_students_calibrate_and_check_on_detector_framed_crops():
-    from faceptor_edge.detect import detector_available
+    from faceptor_edge.detection import detector_available
     from faceptor_edge.targets.verify import detected_framing, face_crops
 
     assert detected_framing({"teacher": {"teacher": "specialists-v1"}})

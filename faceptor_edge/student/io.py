@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -13,20 +12,13 @@ from safetensors.torch import load_file, save_file
 
 from faceptor_edge import __version__
 from faceptor_edge.errors import UserError
+from faceptor_edge.files import file_sha256
 from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD
 from faceptor_edge.student.model import FaceptorStudent, build_student
 from faceptor_edge.tasks import TASKS_BY_NAME
 
 WEIGHTS = "model.safetensors"
 CARD = "student.json"
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_student(directory: str | Path, student: FaceptorStudent, provenance: dict[str, Any]) -> Path:

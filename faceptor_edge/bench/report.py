@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from faceptor_edge.hardware import PeakEstimate
+from faceptor_edge.bench.hardware import PeakEstimate
+from faceptor_edge.files import atomic_write_text, splice_section
 
 ROW_FIELDS = (
     "name", "kind", "target", "precision", "latency_ms_median", "latency_ms_p90", "latency_ms_min", "throughput_fps",
@@ -41,7 +41,7 @@ def build_report(
     rows: list[dict[str, Any]], machine: dict[str, Any], peak: PeakEstimate, options: Any
 ) -> dict[str, Any]:
     """Complete the measured rows (inherited FLOPs, peak fractions, ratios) into the report."""
-    from faceptor_edge.peers import combine_peers
+    from faceptor_edge.bench.peers import combine_peers
 
     rows = [{**{key: None for key in ROW_FIELDS}, **row} for row in rows]
     student = next((row for row in rows if row["kind"] == "student"), None)
@@ -215,34 +215,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     """Write the section to `path`: between its markers if it has them, else appended (or a new file)."""
-    section = markdown(report)
-    path = Path(path)
-    text = path.read_text() if path.exists() else ""
-    if MARK_START in text and MARK_END in text:
-        head, _, rest = text.partition(MARK_START)
-        text = head + section.rstrip("\n") + rest.partition(MARK_END)[2]
-    else:
-        text = text + ("\n" if text and not text.endswith("\n") else "") + section
-    _atomic_write(path, text)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    splice_section(Path(path), markdown(report), MARK_START, MARK_END)
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -280,7 +253,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 def write_outputs(report: dict[str, Any], json_path: Path, markdown_path: Path | None) -> None:
     """JSON (atomically), the plot beside it, and the Markdown section if asked for."""
     json_path = Path(json_path)
-    _atomic_write(json_path, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
     plot(report, json_path.with_suffix(".png"))
     if markdown_path is not None:
         write_markdown(report, markdown_path)

