@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from faceptor_edge.data import FaceSample
 from faceptor_edge.distill.losses import FEATURE_KEYS
 from faceptor_edge.preprocess import Box, FaceCrops, box_from_points, box_to_crop, prepare_face
+from faceptor_edge.recipe import InputRecipe
 from faceptor_edge.specialists.teacher import SpecialistTeacher
 from faceptor_edge.student.inputs import student_crop
 from faceptor_edge.tasks import heatmap_key
@@ -41,9 +42,14 @@ class CropRecipe:
             dense_size=self.teacher_dense_size, dense_scale=self.dense_scale,
         )  # fmt: skip
 
+    @property
+    def student_input(self) -> InputRecipe:
+        """The student's crop (its side and scale; normalisation happens in training)."""
+        return InputRecipe(size=self.student_size, crop_scale=self.dense_scale)
+
     def student_crop(self, sample: FaceSample) -> np.ndarray:
         """The student's input: the same dense crop at student_size, S×S×3 uint8."""
-        return student_crop(sample, size=self.student_size, scale=self.dense_scale)
+        return student_crop(sample, self.student_input)
 
     def framed_face(self, sample: FaceSample) -> tuple[np.ndarray, Box | None]:
         """The student's input (as `student_crop`) and the face box (given, or from the 5
@@ -51,7 +57,7 @@ class CropRecipe:
         box = sample.box if sample.box is not None else None
         if box is None and sample.points5 is not None:
             box = box_from_points(sample.points5)
-        crop = prepare_face(sample.image, box=box, dense_size=self.student_size, dense_scale=self.dense_scale).crop512
+        crop = self.student_input.crop(sample.image, box=box)
         return crop.uint8(), None if box is None else box_to_crop(box, crop.matrix)
 
 
@@ -81,9 +87,9 @@ def teacher_outputs(
     out = {STUDENT_IMAGE_KEY: np.stack([recipe.student_crop(sample) for sample in samples])}
     for task in teacher.config.tasks:
         value = raw[task.name]
-        if task.task_type == "parsing":
-            out[task.name] = value.permute(0, 3, 1, 2).numpy().astype(np.float16)
-        elif task.task_type == "landmarks":
+        if task.head.is_channels_last:
+            out[task.name] = value.permute(0, 3, 1, 2).numpy().astype(np.float16)  # B×M×M×C -> B×C×M×M
+        elif task.head.is_points:
             out[task.name] = value.numpy().astype(np.float32)
             heatmap = _resize(raw[heatmap_key(task.name)], recipe.heatmap_grid)
             out[heatmap_key(task.name)] = heatmap.numpy().astype(np.float16)

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from faceptor_edge.tasks import TaskSpec, heatmap_key
+from faceptor_edge.tasks import AGE, ATTRIBUTES, EXPRESSION, PARSING, RECOGNITION, TaskSpec, heatmap_key
 
 # Teacher tokens the optional feature hints match: layer 11 of the dense group, which feeds
 # parsing and landmarks, and of the 112 group, which feeds every value head.
@@ -121,16 +121,17 @@ def head_loss(
     Teacher parsing logits are B×C×M×M (channels first)."""
     s, t = student[task.name], teacher[task.name]
     mask = teacher.get(mask_key(task.name))
-    if task.task_type == "attributes":
+    head = task.head
+    if head is ATTRIBUTES:
         return _masked_mean(_bernoulli_kl(s, t), mask if mask is None or mask.dim() == 2 else mask[:, None])
-    if task.task_type == "recognition":
+    if head is RECOGNITION:
         valid = torch.ones(len(s), dtype=s.dtype) if mask is None else mask.to(s.dtype)
         return _masked_mean(_embedding_loss(s, t, valid), mask)
-    if task.task_type == "age":
+    if head is AGE:
         per_face = _age_loss(s, t)
-    elif task.task_type == "expression":
+    elif head is EXPRESSION:
         per_face = _softmax_kl(s, t, dim=-1, temperature=temperature)
-    elif task.task_type == "parsing":
+    elif head is PARSING:
         per_face = _softmax_kl(s.permute(0, 3, 1, 2), t, dim=1)
     else:
         per_face = _landmark_loss(s, student[heatmap_key(task.name)], t, teacher.get(heatmap_key(task.name)))
@@ -158,7 +159,7 @@ def head_temperatures(
     stand-in's by hundredths, where T = 2 flattens every softmax and the KL weighs all classes
     alike instead of the few that compete for the top."""
     return {t.name: relative * expression_spread(t, teacher)
-            for t in tasks if t.task_type == "expression" and covered(t, teacher)}  # fmt: skip
+            for t in tasks if t.head is EXPRESSION and covered(t, teacher)}  # fmt: skip
 
 
 def _valid_mean(value: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -178,7 +179,7 @@ def mean_student(tasks: tuple[TaskSpec, ...], teacher: dict[str, torch.Tensor]) 
         keys = [task.name] + ([heatmap_key(task.name)] if heatmap_key(task.name) in teacher else [])
         for key in keys:
             mean = _valid_mean(teacher[key], mask).expand_as(teacher[key])
-            out[key] = mean.permute(0, 2, 3, 1) if task.task_type == "parsing" and key == task.name else mean
+            out[key] = mean.permute(0, 2, 3, 1) if task.head.is_channels_last and key == task.name else mean
     return out
 
 

@@ -30,6 +30,8 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # `python distill/run.py` from a checkout: the script's folder is sys.path[0]
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from faceptor_edge.backends import Backend, describe_teacher, load_backend
+from faceptor_edge.backends.teachers import DEMO_DENSE_SIZE
 from faceptor_edge.data import open_source
 from faceptor_edge.detection import DetectedSource, detector_available
 from faceptor_edge.distill.cache import ShardCache, cache_key
@@ -38,15 +40,10 @@ from faceptor_edge.distill.losses import FEATURE_KEYS, LossWeights
 from faceptor_edge.distill.report import fidelity_report, plot_loss_curve
 from faceptor_edge.distill.trainer import DistillModel, TrainConfig, train
 from faceptor_edge.errors import UserError
-from faceptor_edge.files import atomic_write_bytes, file_sha256
-from faceptor_edge.specialists import teacher as specialists
+from faceptor_edge.files import atomic_write_bytes
 from faceptor_edge.student.io import save_student
 from faceptor_edge.student.model import FaceptorStudent, build_student, student_config, student_sizes
-from faceptor_edge.teacher import DEMO_NOTICE, build_demo_teacher, load_teacher
-from faceptor_edge.teacher.checkpoint import detect_variant, read_checkpoint
-from faceptor_edge.teacher.model import VARIANT_TASKS, FaceptorTeacher
 
-DEMO_DENSE_SIZE = 192  # demo teacher's dense input: 0.22 s/face here (both groups), vs 0.36 s at 256 and 1.9 s at 512
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "faceptor-edge" / "teacher-outputs"
 
 
@@ -102,61 +99,30 @@ def parse_loss_weights(items: Sequence[str]) -> LossWeights:
     return LossWeights(**values)
 
 
-def resolve_teacher(spec: str) -> tuple[str, str]:
-    """`auto` -> `specialists` when they and the face detector are installed, else `demo`;
-    also returns why."""
-    if spec != "auto":
-        return spec, ""
-    reason = specialists.missing() or detector_available()
-    if reason:
-        return "demo", f"--teacher auto chose the stand-in demo teacher: specialists {reason}"
-    return "specialists", "--teacher auto chose the specialists (installed)"
+# Teacher kind -> how its outputs for a batch of faces become cache entries.
+LABELLERS = {"demo": teacher_outputs, "checkpoint": teacher_outputs, "specialists": specialist_outputs}
 
 
 class Teacher:
-    """The teacher's identity (cheap) and its model, built only when outputs must be computed."""
+    """The teacher's identity (cheap, `describe_teacher`) and its model, loaded through
+    `faceptor_edge.backends` only when outputs must be computed."""
 
     def __init__(self, spec: str, dense_size: int | None) -> None:
-        self.spec, self.choice = resolve_teacher(spec)
-        if self.spec == "demo":
-            self.dense_size = dense_size or DEMO_DENSE_SIZE
-            self.variant, self.identity = "full", {"teacher": "demo-full-fixture-weights"}
-            self.notice = f"{DEMO_NOTICE}. Dense group at {self.dense_size} px"
-        elif self.spec == "specialists":
-            self.dense_size = 0  # no Faceptor dense group: specialists read the student's own crop
-            self.variant = "full"
-            self.identity = {"teacher": "specialists-v1", "sources": specialists.SOURCES,
-                             "coverage": specialists.COVERAGE, "untrained_heads": list(specialists.UNCOVERED),
-                             "covered_labels": {"biattr_celeba": ["Male"]}}  # fmt: skip
-            self.notice = specialists.specialist_notice()
-        else:
-            self.dense_size = dense_size or 512
-            self.variant = detect_variant({k.removeprefix("module.") for k in read_checkpoint(self.spec)})
-            self.identity = {"teacher": f"faceptor-{self.variant}", "teacher_sha256": file_sha256(self.spec)}
-            self.notice = f"teacher: Faceptor-{self.variant} from {self.spec}. Dense group at {self.dense_size} px"
-        self.identity["dense_size"] = self.dense_size
-        self.tasks = VARIANT_TASKS[self.variant]
-        self._model: FaceptorTeacher | specialists.SpecialistTeacher | None = None
-
-    def model(self) -> FaceptorTeacher | specialists.SpecialistTeacher:
-        if self._model is None:
-            if self.spec == "demo":
-                self._model = build_demo_teacher(dense_size=self.dense_size)
-            elif self.spec == "specialists":
-                self._model = specialists.SpecialistTeacher.load()
-            else:
-                self._model = load_teacher(self.spec, dense_size=self.dense_size)
-        return self._model
+        self.info = describe_teacher(spec, dense_size=dense_size)
+        self.identity, self.notice, self.tasks = self.info.identity, self.info.notice, self.info.tasks
+        self._backend: Backend | None = None
 
     def outputs(self, samples, recipe: CropRecipe, *, features: bool) -> dict:
         """Teacher outputs of a batch of faces, as the cache stores them."""
-        if self.spec == "specialists":
-            return specialist_outputs(self.model(), samples, recipe)
-        return teacher_outputs(self.model(), samples, recipe, features=features)
+        if self._backend is None:
+            self._backend = load_backend(self.info.source, dense_size=self.info.dense_size or 512)
+        labeller = LABELLERS[self.info.kind]
+        options = {"features": features} if self.info.encoder_features else {}
+        return labeller(self._backend.model, samples, recipe, **options)
 
     def close(self) -> None:
-        if isinstance(self._model, specialists.SpecialistTeacher):
-            self._model.close()
+        if self._backend is not None:
+            self._backend.close()
 
 
 def _distributed() -> tuple[int, int]:
@@ -230,18 +196,19 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size % world:
         raise UserError(f"--batch-size {args.batch_size} must divide evenly over {world} processes")
     teacher = Teacher(args.teacher, args.dense_size)
-    if teacher.spec == "specialists":
+    if not teacher.info.encoder_features:
         if any(item.startswith("features=") for item in args.loss_weight) and weights.features > 0:
-            raise UserError("--loss-weight features needs a Faceptor teacher: the specialists have no encoder features")
+            raise UserError(f"--loss-weight features needs a Faceptor teacher: the {teacher.info.kind} have no "
+                            "encoder features")  # fmt: skip
         weights = replace(weights, features=0.0)
     train_source, holdout_source, skipped = _sources(args)
-    if teacher.spec == "specialists":  # specialists label the student's crop: frame it on detected points
+    if teacher.info.framing == "detected":  # e.g. specialists label the student's crop of a detected face
         train_source, holdout_source = DetectedSource(train_source), DetectedSource(holdout_source)
     if rank == 0:
-        print(teacher.choice or "", teacher.notice, sep="\n" if teacher.choice else "")
+        print(teacher.info.choice or "", teacher.notice, sep="\n" if teacher.info.choice else "")
         if skipped:
             print(f"skipped {len(skipped)} unreadable images: " + "; ".join(f"{p}: {why}" for p, why in skipped[:5]))
-    recipe = CropRecipe(teacher_dense_size=teacher.dense_size, map_grid=student_config(args.student).map_size)
+    recipe = CropRecipe(teacher_dense_size=teacher.info.dense_size, map_grid=student_config(args.student).map_size)
     features = weights.features > 0
     try:
         train_cache = build_cache(
@@ -273,7 +240,7 @@ def _finish(
     args, teacher: Teacher, student: FaceptorStudent, identity, records, train_cache, holdout_cache, seconds
 ) -> None:
     provenance = {"teacher": teacher.identity, "teacher_notice": teacher.notice, "distillation": identity}
-    save_student(args.out / "student", student, provenance)
+    save_student(args.out / "student", student, provenance, framing=teacher.info.framing)
     report = fidelity_report(student, train_cache, holdout_cache)
     atomic_write_bytes(args.out / "fidelity.json", json.dumps(report, indent=2).encode())
     plot_loss_curve(records, args.out / "loss_curve.png")
@@ -286,15 +253,16 @@ def _finish(
 
 def _overlay(out: Path, teacher: Teacher) -> None:
     """The student on a real photo: every face's parsing, landmarks and labels, as a PNG."""
+    from faceptor_edge.backends import load_backend
     from faceptor_edge.evaluation.realfaces import demo_photo
     from faceptor_edge.overlay import write_overlay
-    from faceptor_edge.predictor import FacePredictor, load_backend
+    from faceptor_edge.predictor import FacePredictor
 
     photo = demo_photo()
     if photo is None or detector_available():
         print(f"no overlay of a real face: {detector_available() or 'no real photo installed'}")
         return
-    title = "student of the stand-in demo teacher: outputs mean nothing" if teacher.spec == "demo" else "student"
+    title = "student of the stand-in demo teacher: outputs mean nothing" if teacher.info.kind == "demo" else "student"
     results = write_overlay(FacePredictor(load_backend(str(out / "student"))), photo, out / "overlay.png", title=title)
     print(f"overlay of {len(results)} real face(s) in {photo.name}: {out / 'overlay.png'}")
 

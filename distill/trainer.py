@@ -26,9 +26,9 @@ from faceptor_edge.distill.losses import (
     mean_student,
 )
 from faceptor_edge.files import atomic_write_bytes
-from faceptor_edge.student.inputs import normalise
+from faceptor_edge.student.inputs import normalise, student_recipe
 from faceptor_edge.student.model import FaceptorStudent
-from faceptor_edge.tasks import heatmap_key
+from faceptor_edge.tasks import EXPRESSION, heatmap_key
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def start_at_teacher_mean(student: FaceptorStudent, teacher: dict[str, torch.Ten
             student.embedding_head[-1].bias.copy_(target)
         elif task.kind == "value":
             student.value_heads[task.name].bias.copy_(target)
-            if task.task_type == "expression":
+            if task.head is EXPRESSION:
                 student.value_heads[task.name].scale.fill_(expression_spread(task, teacher))
 
 
@@ -117,7 +117,7 @@ def _start_maps_at_teacher_mean(student: FaceptorStudent, mean: dict[str, torch.
         if task.name not in mean:  # a head the teacher does not cover: zero maps
             rows.append(torch.zeros(task.num_queries, size, size))
             continue
-        value = mean[task.name][0].permute(2, 0, 1) if task.task_type == "parsing" else mean[heatmap_key(task.name)][0]
+        value = mean[heatmap_key(task.name)][0] if task.head.is_points else mean[task.name][0].permute(2, 0, 1)
         rows.append(F.interpolate(value[None], size=(size, size), mode="bilinear", align_corners=False)[0])
     maps = torch.cat(rows).flatten(1)  # Qm×M²
     rank = student.config.pixel_dim
@@ -139,7 +139,7 @@ PRIOR_LR_SCALE = 0.1
 
 def _param_groups(model: DistillModel) -> list[dict]:
     student = model.student
-    expression = {t.name for t in student.config.tasks if t.task_type == "expression"}
+    expression = {t.name for t in student.config.tasks if t.head is EXPRESSION}
     readouts = [p for name, head in student.value_heads.items()
                 for p in ([head.bias] if name in expression else head.parameters())]  # fmt: skip
     prior = [student.map_query_bias, student.pixel_decoder.position, *readouts]
@@ -168,6 +168,7 @@ def train(
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     torch.manual_seed(config.seed)
     tasks = model.student.config.tasks
+    recipe = student_recipe(model.student.config)
     num_items = len(cache[STUDENT_IMAGE_KEY])
     sample = _to_torch(cache, np.arange(min(num_items, 256)))
     temperatures = head_temperatures(tasks, sample, weights.temperature)
@@ -191,7 +192,7 @@ def train(
             teacher = _to_torch(cache, indices)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, config) * group["lr_scale"]
-            raw, projected = net(normalise(cache[STUDENT_IMAGE_KEY][indices]))
+            raw, projected = net(normalise(cache[STUDENT_IMAGE_KEY][indices], recipe))
             loss, terms = distillation_loss(
                 tasks, raw, teacher, weights, scales=scales, temperatures=temperatures, features=projected
             )
@@ -233,7 +234,8 @@ def _write_log(path: Path, records: list[dict]) -> None:
 def predict(student: FaceptorStudent, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
     """Student raw outputs (numpy) for B×S×S×3 uint8 crops, in eval mode."""
     student.eval()
-    parts = [student(normalise(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    recipe = student_recipe(student.config)
+    parts = [student(normalise(images[i : i + batch_size], recipe)) for i in range(0, len(images), batch_size)]
     return {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
 
 
@@ -242,5 +244,5 @@ def parsing_channels_last(cache: dict[str, np.ndarray], tasks) -> dict[str, np.n
     out = {}
     for task in tasks:
         value = cache[task.name].astype(np.float32)
-        out[task.name] = value.transpose(0, 2, 3, 1) if task.task_type == "parsing" else value
+        out[task.name] = value.transpose(0, 2, 3, 1) if task.head.is_channels_last else value
     return out

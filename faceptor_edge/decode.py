@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from faceptor_edge.preprocess import Crop, points_to_image
-from faceptor_edge.tasks import TaskSpec, heatmap_key
+from faceptor_edge.tasks import AGE, ATTRIBUTES, EXPRESSION, PARSING, RECOGNITION, TaskSpec, heatmap_key
 
 # Crop side assumed for landmarks when neither a dense crop nor a heatmap says otherwise:
 # the official dense input size.
@@ -222,7 +222,7 @@ def decode(
     faces: list[dict[str, Prediction]] = [{} for _ in range(batch)]
     for task in tasks:
         output = outputs[task.name]
-        if task.task_type == "landmarks":
+        if task.head.is_points:
             sizes_px = _landmark_crop_sizes(raw, task, batch, dense_crops)
             predictions = _landmarks(output, sizes_px, dense_crops)
         else:
@@ -234,25 +234,26 @@ def decode(
 
 def _decode_head(task: TaskSpec, output: np.ndarray) -> list[Prediction]:
     """Per-face predictions of every head type but landmarks."""
-    if task.task_type == "recognition":
+    head = task.head
+    if head is RECOGNITION:
         return [EmbeddingPrediction(_frozen(v.astype(np.float32))) for v in l2_normalize(output)]
-    if task.task_type == "age":
+    if head is AGE:
         return [AgePrediction(float(years)) for years in age_years(output)]
-    if task.task_type == "expression":
+    if head is EXPRESSION:
         probabilities, labels = expression(output)
         return [
             ExpressionPrediction(task.labels[label], _named(task.labels, p, float))
             for p, label in zip(probabilities, labels)
         ]
-    if task.task_type == "attributes":
+    if head is ATTRIBUTES:
         probabilities, present = attributes(output)
         return [
             AttributesPrediction(_named(task.labels, p, float), _named(task.labels, q, bool))
             for p, q in zip(probabilities, present)
         ]
-    if task.task_type == "parsing":
+    if head is PARSING:
         return [ParsingPrediction(_frozen(m), task.labels) for m in parsing_labels(output)]
-    raise ValueError(f"task {task.name!r} has unknown task type {task.task_type!r}")
+    raise ValueError(f"task {task.name!r}: no decoder for {task.task_type!r} heads")
 
 
 def _landmarks(output: np.ndarray, crop_sizes: list[int], dense_crops: Sequence[Crop] | None) -> list[Prediction]:
@@ -284,18 +285,7 @@ def _checked_output(raw: Mapping[str, Any], task: TaskSpec) -> np.ndarray:
     if task.name not in raw:
         raise KeyError(f"raw outputs have no {task.name!r}; keys: {sorted(raw)}")
     output = as_numpy(raw[task.name])
-    q = task.num_queries
-    expected: dict[str, tuple[int | None, ...]] = {
-        "recognition": (None, None),
-        "age": (None, q),
-        "expression": (None, q),
-        "attributes": (None, q),
-        "parsing": (None, None, None, q),
-        "landmarks": (None, q, 2),
-    }
-    want = expected.get(task.task_type)
-    if want is None:
-        raise ValueError(f"task {task.name!r} has unknown task type {task.task_type!r}")
+    want = (None, *task.raw_pattern)  # B×…
     fits = output.ndim == len(want) and all(w in (None, s) for w, s in zip(want, output.shape))
     if not fits:
         layout = "×".join(["B", *("?" if w is None else str(w) for w in want[1:])])

@@ -14,17 +14,7 @@ from typing import Any
 import numpy as np
 
 from faceptor_edge import decode
-from faceptor_edge.tasks import TaskSpec
-
-# Primary metric per head type: (name, higher_is_better).
-PRIMARY = {
-    "recognition": ("mean_cosine", True),
-    "age": ("mae_years", False),
-    "attributes": ("mean_agreement", True),
-    "expression": ("top1_agreement", True),
-    "parsing": ("pixel_agreement", True),
-    "landmarks": ("nme_crop_pct", False),
-}
+from faceptor_edge.tasks import AGE, ATTRIBUTES, EXPRESSION, PARSING, RECOGNITION, TaskSpec
 
 
 def _parsing_at(logits: np.ndarray, size: int) -> np.ndarray:
@@ -43,24 +33,26 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def head_metrics(task: TaskSpec, candidate: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """All metrics of one head: candidate vs reference raw outputs (batched)."""
-    if task.task_type == "age":
+    """All metrics of one head: candidate vs reference raw outputs (batched); among them
+    the head type's primary `metric`."""
+    head = task.head
+    if head is AGE:
         c, r = decode.age_years(candidate), decode.age_years(reference)
         sst = float(((r - r.mean()) ** 2).sum())
         r2 = 1.0 - float(((c - r) ** 2).sum()) / sst if sst > 0 else float("nan")
         return {"mae_years": float(np.abs(c - r).mean()), "r2": r2}
-    if task.task_type == "expression":
+    if head is EXPRESSION:
         return {"top1_agreement": float((candidate.argmax(-1) == reference.argmax(-1)).mean())}
-    if task.task_type == "attributes":
+    if head is ATTRIBUTES:
         return {"mean_agreement": float((decode.attributes(candidate)[1] == decode.attributes(reference)[1]).mean())}
-    if task.task_type == "recognition":
+    if head is RECOGNITION:
         c, r = decode.l2_normalize(candidate), decode.l2_normalize(reference)
         upper = np.triu_indices(len(c), k=1)
         return {
             "mean_cosine": float((c * r).sum(-1).mean()),
             "similarity_correlation": _corr((c @ c.T)[upper], (r @ r.T)[upper]),
         }
-    if task.task_type == "parsing":
+    if head is PARSING:
         r = decode.parsing_labels(reference)
         c = _parsing_at(candidate, r.shape[1])
         ious = [((c == k) & (r == k)).sum() / ((c == k) | (r == k)).sum() for k in np.unique(r)]
@@ -87,12 +79,12 @@ def fidelity_table(
         base = np.repeat(np.asarray(baseline[task.name]), len(ref), axis=0)
         ours = head_metrics(task, np.asarray(candidate[task.name]), ref)
         theirs = head_metrics(task, base, ref)
-        metric, higher = PRIMARY[task.task_type]
+        metric = task.head.metric
         heads[task.name] = {
             "metric": metric,
             "student": ours[metric],
             "baseline": theirs[metric],
-            "higher_is_better": higher,
+            "higher_is_better": task.head.higher_is_better,
             "all": {name: {"student": value, "baseline": theirs[name]} for name, value in ours.items()},
         }
     return heads
@@ -114,10 +106,10 @@ def fidelity_score(
     """One number in [0, 1] for the fidelity of all heads (higher is better), for accuracy-
     controlled quantization: the mean over heads of agreement (expression, attributes,
     parsing pixels), cosine (embedding, clipped at 0), 1/(1 + MAE years) (age) and
-    1/(1 + NME % of crop) (landmarks)."""
+    1/(1 + NME % of crop) (landmarks): a primary metric scores max(0, value) where higher
+    is better and 1/(1 + error) where lower is."""
     scores = []
     for task in tasks:
-        metric, _ = PRIMARY[task.task_type]
-        value = head_metrics(task, np.asarray(candidate[task.name]), np.asarray(reference[task.name]))[metric]
-        scores.append(1.0 / (1.0 + value) if task.task_type in ("age", "landmarks") else max(0.0, value))
+        value = head_metrics(task, np.asarray(candidate[task.name]), np.asarray(reference[task.name]))[task.head.metric]
+        scores.append(max(0.0, value) if task.head.higher_is_better else 1.0 / (1.0 + value))
     return float(np.mean(scores))

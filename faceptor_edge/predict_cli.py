@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from faceptor_edge.backends import load_backend
 from faceptor_edge.errors import UserError
 from faceptor_edge.images import load_image
 from faceptor_edge.overlay import draw, write_png
-from faceptor_edge.predictor import FacePredictor, FaceResult, NoFaceFound, load_backend
+from faceptor_edge.predictor import FacePredictor, FaceResult, NoFaceFound
 
 
 def _predictor(args: argparse.Namespace) -> FacePredictor:

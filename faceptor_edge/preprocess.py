@@ -202,9 +202,14 @@ def to_tensor_input(crop: Crop, group: InputGroup) -> np.ndarray:
     """
     if group not in _NORMALISATION:
         raise UserError(f"unknown input group {group!r}; expected one of {sorted(_NORMALISATION)}")
-    mean, std = (np.asarray(v, dtype=np.float32) for v in _NORMALISATION[group])
-    normalised = (crop.pixels.astype(np.float32) - mean) / std
+    normalised = normalise_pixels(crop.pixels.astype(np.float32), *_NORMALISATION[group])
     return np.ascontiguousarray(normalised.transpose(2, 0, 1))  # H×W×3 -> 3×H×W
+
+
+def normalise_pixels(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(…×3 float32 RGB in [0, 1] - mean) / std, per channel, in float32: the one
+    normalisation every model input goes through."""
+    return (pixels - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
 
 
 def prepare_face(

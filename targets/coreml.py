@@ -5,18 +5,15 @@ Deployment target iOS 17 / macOS 14: the oldest opset with activation `quantize`
 float32; int8 packages compute the ops left in float in float16 (what the Neural
 Engine runs). Metadata is a JSON string in `user_defined_metadata["faceptor_edge"]`.
 
-Conversion, saving, `load` and `inspect_mlpackage` work on Linux; prediction needs
-macOS, so `CoreMLRunner.run` raises `UnsupportedPlatformError` elsewhere.
+Conversion and saving work on Linux; `backends.coreml` loads, inspects and (on macOS) runs it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +22,9 @@ import torch
 from torch import nn
 
 import faceptor_edge
+from faceptor_edge.backends import coreml as runtime
+from faceptor_edge.backends.artifact import INPUT_NAME, check_outputs, output_specs_from_metadata
+from faceptor_edge.backends.coreml import METADATA_KEY, CoreMLRunner, inspect_mlpackage
 from faceptor_edge.errors import UserError
 from faceptor_edge.quantize.coreml import (
     W8A8_DESCRIPTION,
@@ -33,156 +33,16 @@ from faceptor_edge.quantize.coreml import (
     quantize_weights,
 )
 from faceptor_edge.targets.base import (
-    INPUT_NAME,
-    ArtifactError,
     ExportWrapper,
-    OutputSpec,
     Precision,
     artifact_metadata,
     check_export_args,
-    check_input,
-    check_outputs,
     commit,
-    output_specs_from_metadata,
-    parse_metadata,
-    run_in_batches,
     staging_dir,
 )
 
 _log = logging.getLogger(__name__)
-METADATA_KEY = "faceptor_edge"
-_LAYER_OPS = ("conv", "linear", "conv_transpose")
-_WEIGHT_QUANT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
 Int8Route = Literal["auto", "w8a8", "weights"]
-
-
-class UnsupportedPlatformError(UserError):
-    """Core ML prediction was asked for off macOS."""
-
-
-@dataclass(frozen=True)
-class MLPackageInfo:
-    """What a saved `.mlpackage` holds, read without Core ML itself (works on Linux).
-
-    Attributes:
-        inputs, outputs: Names and static shapes from the model description.
-        spec_version: Core ML specification version (8 = iOS 17).
-        op_counts: MIL operation types and how often they occur in `main`.
-        weight_dtypes: Weight dtype of conv/linear layers -> number of layers ("fp32", "int8").
-        weights_quantized: Some weights are stored int8 (constexpr dequantize ops).
-        activations_quantized: The graph quantizes activations (`quantize` ops).
-        metadata: `user_defined_metadata` as stored (string to string).
-    """
-
-    inputs: list[OutputSpec]
-    outputs: list[OutputSpec]
-    spec_version: int
-    op_counts: dict[str, int]
-    weight_dtypes: dict[str, int]
-    weights_quantized: bool
-    activations_quantized: bool
-    metadata: dict[str, str]
-
-
-def _open_package(path: Path) -> Any:
-    """`MLModel(path, skip_model_load=True)`; ArtifactError when the package is unreadable."""
-    import coremltools as ct
-
-    path = Path(path)
-    if not (path / "Manifest.json").is_file():
-        raise ArtifactError(f"{path}: not an .mlpackage directory (no Manifest.json)")
-    try:
-        model = ct.models.MLModel(str(path), skip_model_load=True)
-        spec = model.get_spec()
-    except Exception as err:  # protobuf DecodeError, JSON errors, missing files
-        raise ArtifactError(f"{path}: not a readable Core ML package ({err})") from err
-    if spec.WhichOneof("Type") != "mlProgram":
-        raise ArtifactError(f"{path}: Core ML model is a {spec.WhichOneof('Type')}, not an ML Program")
-    return model
-
-
-def _features(features: Any) -> list[OutputSpec]:
-    return [OutputSpec(f.name, tuple(int(d) for d in f.type.multiArrayType.shape)) for f in features]
-
-
-def _weight_dtype(layer: Any) -> str:
-    from coremltools.converters.mil.mil import types
-
-    weight = getattr(layer, "weight", None)
-    producer = weight.op if weight is not None else None
-    if producer is not None and producer.op_type in _WEIGHT_QUANT_OPS:
-        data = getattr(producer, "quantized_data", None) or getattr(producer, "data", None)
-        return types.builtin_to_string(data.dtype)
-    return types.builtin_to_string(weight.dtype) if weight is not None else "none"
-
-
-def inspect_mlpackage(path: Path) -> MLPackageInfo:
-    """Read and validate a `.mlpackage` without running it (Linux or macOS).
-
-    The spec is parsed and the ML Program is rebuilt from its protobuf and weight file
-    (`milproto` loader), which type-checks every op and reads every weight blob.
-
-    Raises:
-        ArtifactError: the package is missing, truncated or not an ML Program.
-    """
-    from coremltools.converters.mil.frontend.milproto.load import load as load_milproto
-
-    model = _open_package(path)
-    spec = model.get_spec()
-    try:
-        program = load_milproto(spec, spec.specificationVersion, model.weights_dir)
-    except Exception as err:
-        raise ArtifactError(f"{path}: the ML Program or its weights do not load ({err})") from err
-    operations = list(program.functions["main"].operations)
-    op_counts = Counter(op.op_type for op in operations)
-    weight_dtypes = Counter(_weight_dtype(op) for op in operations if op.op_type in _LAYER_OPS)
-    return MLPackageInfo(
-        inputs=_features(spec.description.input),
-        outputs=_features(spec.description.output),
-        spec_version=int(spec.specificationVersion),
-        op_counts=dict(sorted(op_counts.items())),
-        weight_dtypes=dict(sorted(weight_dtypes.items())),
-        weights_quantized=any(op_counts[name] for name in _WEIGHT_QUANT_OPS),
-        activations_quantized=op_counts["quantize"] > 0,
-        metadata=dict(spec.description.metadata.userDefined),
-    )
-
-
-def _package_metadata(info: MLPackageInfo, path: Path) -> dict[str, Any]:
-    if METADATA_KEY not in info.metadata:
-        raise ArtifactError(f"{path}: Core ML package has no '{METADATA_KEY}' user metadata")
-    return parse_metadata(info.metadata[METADATA_KEY], path)
-
-
-@dataclass
-class CoreMLRunner:
-    """A checked `.mlpackage`. `run` predicts on macOS and raises elsewhere."""
-
-    path: Path
-    info: MLPackageInfo
-    outputs: list[OutputSpec]
-    batch_size: int
-    input_shape: tuple[int, ...]
-    compute_units: str
-    metadata: dict[str, Any] = field(repr=False)
-    _model: Any = field(default=None, repr=False)
-
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        if sys.platform != "darwin":
-            raise UnsupportedPlatformError(
-                f"{self.path}: Core ML prediction runs only on macOS (this is {sys.platform})"
-            )
-        import coremltools as ct
-
-        x = check_input(x, self.input_shape)
-        if self._model is None:
-            self._model = ct.models.MLModel(str(self.path), compute_units=ct.ComputeUnit[self.compute_units])
-
-        def run_batch(batch: np.ndarray) -> list[np.ndarray]:
-            result = self._model.predict({INPUT_NAME: batch})
-            return [np.asarray(result[spec.name]) for spec in self.outputs]
-
-        return run_in_batches(x, self.batch_size, self.outputs, run_batch)
 
 
 @dataclass(frozen=True)
@@ -264,20 +124,11 @@ class CoreMLTarget:
                 return mlmodel, WEIGHTS_DESCRIPTION, {"w8a8_failure": reason}
         return quantize_weights(self._convert_float(wrapper, example, "float16")), WEIGHTS_DESCRIPTION, {}
 
-    def load(self, path: Path) -> CoreMLRunner:
-        info = inspect_mlpackage(Path(path))
-        record = _package_metadata(info, Path(path))
-        outputs = output_specs_from_metadata(record, Path(path))
-        check_outputs([(spec.name, spec.shape) for spec in info.outputs], outputs, Path(path))
-        shape = tuple(record["input"]["shape"])
-        return CoreMLRunner(Path(path), info, outputs, int(record["batch_size"]), shape, self.compute_units, record)
+    def load(self, path: Path, *, threads: int | None = None) -> CoreMLRunner:
+        return runtime.load(path, compute_units=self.compute_units)
 
     def read_metadata(self, path: Path) -> dict[str, Any]:
-        model = _open_package(Path(path))
-        metadata = dict(model.get_spec().description.metadata.userDefined)
-        if METADATA_KEY not in metadata:
-            raise ArtifactError(f"{path}: Core ML package has no '{METADATA_KEY}' user metadata")
-        return parse_metadata(metadata[METADATA_KEY], Path(path))
+        return runtime.read_metadata(path)
 
 
 def _convert(program: torch.export.ExportedProgram, example: torch.Tensor, names: list[str], compute: str) -> Any:

@@ -1,8 +1,6 @@
-"""ExecuTorch target: `torch.export` → XNNPACK-lowered `.pte`, run with `executorch.runtime`.
+"""ExecuTorch target: `torch.export` → XNNPACK-lowered `.pte` (run by `backends.executorch`).
 
-The metadata record lives inside the `.pte` as a constant method (`METADATA_METHOD`,
-returning one JSON string), so the artifact is one self-describing file; any ExecuTorch
-runtime reads it with `Module::execute("faceptor_edge_metadata")`.
+The metadata record goes into the `.pte` as a constant method (`METADATA_METHOD`).
 
 int8 programs come from `quantize.executorch.quantize_pt2e` (static per-channel
 symmetric int8, XNNPACK quantizer). Ops XNNPACK does not take (layer norm, nearest
@@ -16,59 +14,28 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from faceptor_edge.backends import executorch as runtime
+from faceptor_edge.backends.artifact import output_specs_from_metadata
+from faceptor_edge.backends.executorch import METADATA_METHOD, ExecuTorchRunner
 from faceptor_edge.quantize.executorch import quantize_pt2e
 from faceptor_edge.targets.base import (
-    ArtifactError,
     ExportWrapper,
-    OutputSpec,
     Precision,
     artifact_metadata,
     check_export_args,
-    check_input,
-    check_outputs,
     commit,
-    output_specs_from_metadata,
-    parse_metadata,
-    run_in_batches,
     staging_dir,
 )
 
 _log = logging.getLogger(__name__)
-METADATA_METHOD = "faceptor_edge_metadata"
 INT8_DESCRIPTION = "int8 weights and activations (torchao PT2E, XNNPACK quantizer, per-channel symmetric weights)"
-
-
-def _load_program(path: Path):
-    from executorch.runtime import Runtime
-
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: no such ExecuTorch program")
-    try:
-        program = Runtime.get().load_program(path)
-    except Exception as err:  # the runtime raises bare RuntimeError/ValueError for bad bytes
-        raise ArtifactError(f"{path}: not a readable ExecuTorch program ({err})") from err
-    if "forward" not in program.method_names or METADATA_METHOD not in program.method_names:
-        raise ArtifactError(
-            f"{path}: ExecuTorch program lacks 'forward' or '{METADATA_METHOD}'; not a faceptor-edge export"
-        )
-    return program
-
-
-def _read_metadata(program: Any, path: Path) -> dict[str, Any]:
-    try:
-        (text,) = program.load_method(METADATA_METHOD).execute([])
-    except Exception as err:
-        raise ArtifactError(f"{path}: cannot read the metadata method ({err})") from err
-    return parse_metadata(str(text), path)
 
 
 def non_delegated_ops(edge_program: Any) -> dict[str, int]:
@@ -83,27 +50,6 @@ def non_delegated_ops(edge_program: Any) -> dict[str, int]:
         if node.op == "call_function" and name not in ("getitem", "executorch_call_delegate"):
             counts[name] += 1
     return dict(sorted(counts.items()))
-
-
-@dataclass
-class ExecuTorchRunner:
-    """A loaded `.pte`: `run` takes N×3×S×S float32 crops, returns raw outputs by name."""
-
-    path: Path
-    program: Any
-    outputs: list[OutputSpec]
-    batch_size: int
-    input_shape: tuple[int, ...]
-    metadata: dict[str, Any] = field(repr=False)
-
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        x = check_input(x, self.input_shape)
-        method = self.program.load_method("forward")
-
-        def run_batch(batch: np.ndarray) -> list[np.ndarray]:
-            return [out.numpy().copy() for out in method.execute([torch.from_numpy(batch)])]
-
-        return run_in_batches(x, self.batch_size, self.outputs, run_batch)
 
 
 @dataclass(frozen=True)
@@ -162,29 +108,14 @@ class ExecuTorchTarget:
             commit(built, path)
         return path
 
-    def load(self, path: Path) -> ExecuTorchRunner:
-        program = _load_program(path)
-        record = _read_metadata(program, Path(path))
-        outputs = output_specs_from_metadata(record, Path(path))
-        _check_method(program, outputs, Path(path))
-        shape = tuple(record["input"]["shape"])
-        return ExecuTorchRunner(Path(path), program, outputs, int(record["batch_size"]), shape, record)
+    def load(self, path: Path, *, threads: int | None = None) -> ExecuTorchRunner:
+        return runtime.load(path, threads=threads)
 
     def read_metadata(self, path: Path) -> dict[str, Any]:
-        return _read_metadata(_load_program(path), Path(path))
-
-
-def _check_method(program: Any, outputs: list[OutputSpec], path: Path) -> None:
-    """Load 'forward' (initialising the XNNPACK delegate) and compare its outputs to `outputs`."""
-    try:
-        meta = program.load_method("forward").metadata
-        shapes = [tuple(meta.output_tensor_meta(i).sizes()) for i in range(meta.num_outputs())]
-    except Exception as err:
-        raise ArtifactError(f"{path}: cannot read the 'forward' signature ({err})") from err
-    check_outputs(list(zip([spec.name for spec in outputs], shapes)), outputs, path)
+        return runtime.read_metadata(path)
 
 
 def _verify(path: Path, record: dict[str, Any]) -> None:
     """Right after writing: the runtime loads the program and its outputs match the record."""
-    program = _load_program(path)
-    _check_method(program, output_specs_from_metadata(record, path), path)
+    program = runtime.load_program(path)
+    runtime.check_method(program, output_specs_from_metadata(record, path), path)

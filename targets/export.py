@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from faceptor_edge.data import CALIBRATION_SEED, VALIDATION_SEED
 from faceptor_edge.errors import UserError
-from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD
-from faceptor_edge.student.inputs import normalise
-from faceptor_edge.student.io import load_student
+from faceptor_edge.recipe import InputRecipe
+from faceptor_edge.student.inputs import normalise, student_crops
+from faceptor_edge.student.io import card_recipe, load_student
 from faceptor_edge.student.model import FaceptorStudent
 from faceptor_edge.targets import get_target
 from faceptor_edge.targets.base import ExportWrapper, Precision
-from faceptor_edge.targets.verify import CALIBRATION_SEED, detected_framing, face_crops, teacher_raw
-
-VALIDATION_SEED = 30_000
+from faceptor_edge.targets.verify import check_faces, face_crops, teacher_raw
 
 
 class ExportError(UserError):
@@ -23,16 +22,11 @@ class ExportError(UserError):
 
 VALIDATION_COUNT = 32
 
-CROP_RECIPE = (
-    "dense face crop: the square face box (x1, y1, x2, y2) scaled by 0.8 about its centre and warped "
-    "bilinearly to 256x256 with a black border (Faceptor align_test_transform); a pre-cropped face "
-    "image is resized whole"
-)
-
 
 def artifact_card(student: FaceptorStudent, card: dict[str, Any]) -> dict[str, Any]:
-    """What an artifact must say about itself: heads, preprocessing, provenance."""
-    size = student.config.input_size
+    """What an artifact must say about itself: heads, preprocessing (the student's input
+    recipe, which `backends` reads back), provenance."""
+    recipe = card_recipe(card, card["size"])
     return {
         "heads": [
             {
@@ -40,18 +34,19 @@ def artifact_card(student: FaceptorStudent, card: dict[str, Any]) -> dict[str, A
                 "type": t.task_type,
                 "kind": t.kind,
                 "labels": list(t.labels),
-                "output_layout": _layout(t.task_type),
+                "output_layout": t.head.layout(student.config.map_size),
             }
             for t in student.config.tasks
         ],
         "preprocessing": {
-            "size": size,
+            "recipe": recipe.to_json(),
+            "size": recipe.size,
             "color_order": "RGB",
             "layout": "NCHW float32",
             "scale": "1/255",
-            "mean": list(CLIP_MEAN),
-            "std": list(CLIP_STD),
-            "crop": CROP_RECIPE,
+            "mean": list(recipe.mean),
+            "std": list(recipe.std),
+            "crop": _crop_text(recipe),
         },
         "student_identity": {"size": card["size"], "weights_sha256": card["weights_sha256"]},
         "teacher": card.get("teacher", {}),
@@ -59,15 +54,14 @@ def artifact_card(student: FaceptorStudent, card: dict[str, Any]) -> dict[str, A
     }
 
 
-def _layout(task_type: str) -> str:
-    return {
-        "recognition": "B×512 embedding (L2-normalise to compare)",
-        "age": "B×101 logits (sigmoid, L1-normalise, expected bin = years)",
-        "attributes": "B×40 logits (sigmoid > 0.5)",
-        "expression": "B×7 logits, AffectNet order",
-        "parsing": "B×64×64×C logits over the crop, channels last",
-        "landmarks": "B×N×2 (x, y) normalised to [0, 1] over the crop",
-    }[task_type]
+def _crop_text(recipe: InputRecipe) -> str:
+    framing = "RetinaFace's 5 points" if recipe.framing == "detected" else "each face's given box or 5 points"
+    return (
+        f"dense face crop: the square face box (x1, y1, x2, y2; from {framing}, on a photo the box fitted to the "
+        f"5 points) scaled by {recipe.crop_scale:g} about its centre and warped bilinearly to "
+        f"{recipe.size}x{recipe.size} with a black border (Faceptor align_test_transform); a pre-cropped face "
+        "image is resized whole"
+    )
 
 
 def export_student(
@@ -91,9 +85,9 @@ def export_student(
     wrapper = ExportWrapper(student)
     calibration = None
     if precision == "int8":
-        log(f"calibration: {calibration_count} face crops from {calibration_images}")
-        crops = face_crops(calibration_images, calibration_count, CALIBRATION_SEED, detected=detected_framing(card))
-        calibration = normalise(crops)
+        recipe = card_recipe(card, student_dir)
+        log(f"calibration: {calibration_count} face crops from {calibration_images} ({recipe.framing} framing)")
+        calibration = normalise(face_crops(calibration_images, calibration_count, CALIBRATION_SEED, recipe), recipe)
     log(f"exporting {card['size']} student ({len(student.task_names)} heads) to {target_name} {precision} …")
     options = _int8_options(target_name) if precision == "int8" else {}
     if max_drop is not None:
@@ -126,9 +120,11 @@ def _accuracy_control(student: FaceptorStudent, card: dict[str, Any], teacher: s
     from faceptor_edge.targets.openvino import AccuracyControl
 
     log(f"accuracy control: teacher ({teacher}) outputs on {VALIDATION_COUNT} held-out faces …")
-    crops = face_crops("synthetic", VALIDATION_COUNT, VALIDATION_SEED)
-    reference = teacher_raw(teacher, card, "synthetic", VALIDATION_COUNT, VALIDATION_SEED)
-    return AccuracyControl(normalise(crops), reference, student.config.tasks, max_drop)
+    recipe = card_recipe(card, card["size"])
+    faces = check_faces("synthetic", VALIDATION_COUNT, VALIDATION_SEED, recipe)
+    reference = teacher_raw(teacher, card, faces, parsing_size=student.config.map_size)
+    tasks = tuple(task for task in student.config.tasks if task.name in reference)
+    return AccuracyControl(normalise(student_crops(faces, recipe), recipe), reference, tasks, max_drop)
 
 
 def _int8_options(target_name: str) -> dict[str, Any]:

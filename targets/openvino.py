@@ -1,25 +1,25 @@
-"""OpenVINO target: `openvino.convert_model(ExportedProgram)` → IR `.xml` + `.bin`.
+"""OpenVINO target: `openvino.convert_model(ExportedProgram)` → IR `.xml` + `.bin` (run by `backends.openvino`).
 
 The exported program is converted (tracing the `nn.Module` is not used: it fails on
 attention graphs), given a static input shape and named inputs/outputs, and saved
 uncompressed (fp32 weights). int8 goes through `quantize.openvino.quantize` (NNCF).
-Metadata lives in the IR's `rt_info` under `faceptor_edge/metadata`.
-
-The runner compiles for CPU with `INFERENCE_PRECISION_HINT=f32` by default: on CPUs
-with bf16/AMX support OpenVINO otherwise runs float layers in bf16 (errors ~1e-2).
+Metadata goes into the IR's `rt_info` under `faceptor_edge/metadata`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
+from faceptor_edge.backends import openvino as runtime
+from faceptor_edge.backends.artifact import INPUT_NAME
+from faceptor_edge.backends.openvino import METADATA_KEY, InferencePrecision, OpenVINORunner
 from faceptor_edge.metrics import fidelity_score
 from faceptor_edge.quantize.openvino import (
     float_layers,
@@ -28,79 +28,16 @@ from faceptor_edge.quantize.openvino import (
     quantize_with_accuracy_control,
 )
 from faceptor_edge.targets.base import (
-    INPUT_NAME,
-    ArtifactError,
     ExportWrapper,
-    OutputSpec,
     Precision,
     artifact_metadata,
     check_export_args,
-    check_input,
-    check_outputs,
     commit,
-    output_specs_from_metadata,
-    parse_metadata,
-    run_in_batches,
     staging_dir,
 )
 from faceptor_edge.tasks import TaskSpec
 
-METADATA_KEY = ["faceptor_edge", "metadata"]
 INT8_DESCRIPTION = "int8 weights and activations (NNCF post-training quantization, performance preset)"
-
-
-def _read_model(path: Path) -> Any:
-    import openvino as ov
-
-    path = Path(path)
-    if not path.is_file() or not path.with_suffix(".bin").is_file():
-        raise ArtifactError(f"{path}: OpenVINO IR needs both {path.name} and {path.with_suffix('.bin').name}")
-    try:
-        return ov.Core().read_model(path)
-    except Exception as err:  # OpenVINO raises RuntimeError with its own parser message
-        raise ArtifactError(f"{path}: not a readable OpenVINO IR ({str(err).strip().splitlines()[-1]})") from err
-
-
-def _model_metadata(model: Any, path: Path) -> dict[str, Any]:
-    if not model.has_rt_info(METADATA_KEY):
-        raise ArtifactError(f"{path}: OpenVINO IR has no faceptor_edge metadata in rt_info")
-    return parse_metadata(model.get_rt_info(METADATA_KEY).astype(str), path)
-
-
-def _model_outputs(model: Any) -> list[tuple[str, tuple[int, ...]]]:
-    return [(out.get_any_name(), tuple(int(d) for d in out.get_partial_shape().to_shape())) for out in model.outputs]
-
-
-def _load_checked(path: Path) -> tuple[Any, dict[str, Any], list[OutputSpec]]:
-    model = _read_model(path)
-    record = _model_metadata(model, Path(path))
-    outputs = output_specs_from_metadata(record, Path(path))
-    if any(out.get_partial_shape().is_dynamic for out in model.outputs):
-        raise ArtifactError(f"{path}: OpenVINO IR has dynamic output shapes; not a faceptor-edge export")
-    check_outputs(_model_outputs(model), outputs, Path(path))
-    return model, record, outputs
-
-
-@dataclass
-class OpenVINORunner:
-    """A compiled IR: `run` takes N×3×S×S float32 crops, returns raw outputs by name."""
-
-    path: Path
-    compiled: Any
-    outputs: list[OutputSpec]
-    batch_size: int
-    input_shape: tuple[int, ...]
-    metadata: dict[str, Any] = field(repr=False)
-
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        x = check_input(x, self.input_shape)
-        request = self.compiled.create_infer_request()
-
-        def run_batch(batch: np.ndarray) -> list[np.ndarray]:
-            result = request.infer({0: batch})
-            return [result[self.compiled.output(spec.name)].copy() for spec in self.outputs]
-
-        return run_in_batches(x, self.batch_size, self.outputs, run_batch)
 
 
 @dataclass(frozen=True)
@@ -150,7 +87,7 @@ class OpenVINOTarget:
     keep_float: Sequence[str] = ()
     accuracy_control: AccuracyControl | None = None
     device: str = "CPU"
-    inference_precision: Literal["f32", "bf16", "f16"] | None = "f32"
+    inference_precision: InferencePrecision | None = "f32"
     name: str = "openvino"
     suffix: str = ".xml"
 
@@ -200,22 +137,13 @@ class OpenVINOTarget:
             commit(built, path)
         return path
 
-    def load(self, path: Path) -> OpenVINORunner:
-        import openvino as ov
-
-        model, record, outputs = _load_checked(Path(path))
-        config = {"INFERENCE_PRECISION_HINT": self.inference_precision} if self.inference_precision else {}
-        try:
-            compiled = ov.Core().compile_model(model, self.device, config)
-        except Exception as err:
-            raise ArtifactError(f"{path}: OpenVINO cannot compile the model for {self.device} ({err})") from err
-        shape = tuple(record["input"]["shape"])
-        return OpenVINORunner(Path(path), compiled, outputs, int(record["batch_size"]), shape, record)
+    def load(self, path: Path, *, threads: int | None = None) -> OpenVINORunner:
+        return runtime.load(path, threads=threads, device=self.device, inference_precision=self.inference_precision)
 
     def read_metadata(self, path: Path) -> dict[str, Any]:
-        return _model_metadata(_read_model(Path(path)), Path(path))
+        return runtime.read_metadata(path)
 
 
 def _verify(path: Path) -> None:
     """Right after saving: the IR reloads and its outputs match its metadata."""
-    _load_checked(path)
+    runtime.load_checked(path)

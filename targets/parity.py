@@ -2,7 +2,8 @@
 
 Against the float student, fp32 artifacts must agree numerically (max abs error) and int8
 artifacts at task level, with the thresholds below. Against the teacher, the artifact's
-fidelity is compared with the float student's and the drop is bounded by the same numbers.
+fidelity is compared with the float student's and the drop is bounded by the same numbers:
+each head type's `metric` and `int8_threshold` in `faceptor_edge.tasks.HEAD_TYPES`.
 """
 
 from __future__ import annotations
@@ -13,19 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from faceptor_edge.metrics import PRIMARY, head_metrics
+from faceptor_edge.metrics import head_metrics
 from faceptor_edge.tasks import TaskSpec
 
-# Per head type: (metric, threshold, higher_is_better) for int8 artifacts vs the fp32 student.
-# The same numbers bound each artifact's drop in fidelity to the teacher.
-INT8_THRESHOLDS: dict[str, tuple[str, float, bool]] = {
-    "recognition": ("mean_cosine", 0.98, True),
-    "age": ("mae_years", 1.0, False),
-    "attributes": ("mean_agreement", 0.98, True),
-    "expression": ("top1_agreement", 0.98, True),
-    "parsing": ("pixel_agreement", 0.97, True),
-    "landmarks": ("nme_crop_pct", 1.0, False),
-}
 FP32_MAX_ABS_ERROR = 1e-3
 # Decisions (argmax classes, attribute signs, parsing pixels) whose fp32 margin is below this
 # many logits are near-ties: any int8 rounding flips them, and flipping them changes the
@@ -57,19 +48,20 @@ class Check:
 
 
 def _margins(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
-    """Per decision: |logit| for attributes, top-1 minus top-2 logit for classes and pixels."""
-    if task.task_type == "attributes":
+    """Per decision: |logit| for multi-label heads (attributes), top-1 minus top-2 logit for
+    classes and pixels."""
+    if task.head.is_multilabel:
         return np.abs(logits)
     top = np.sort(logits, axis=-1)
     return top[..., -1] - top[..., -2]
 
 
 def _decisions(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
-    return logits > 0 if task.task_type == "attributes" else logits.argmax(-1)
+    return logits > 0 if task.head.is_multilabel else logits.argmax(-1)
 
 
 def _probabilities(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
-    if task.task_type == "attributes":
+    if task.head.is_multilabel:
         p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
         return np.stack([p, 1.0 - p], axis=-1)
     shifted = np.exp(logits.astype(np.float64) - logits.max(-1, keepdims=True))
@@ -102,16 +94,16 @@ def _errors(artifact: np.ndarray, student: np.ndarray) -> dict[str, float]:
 def against_student(
     tasks: tuple[TaskSpec, ...], artifact: Mapping[str, np.ndarray], student: Mapping[str, np.ndarray], precision: str
 ) -> dict[str, Check]:
-    """Per head: fp32 → max abs error (≤ 1e-3); int8 → task-level agreement with INT8_THRESHOLDS,
-    for decisions on decisive cases (see DECISIVE_MARGIN)."""
+    """Per head: fp32 → max abs error (≤ 1e-3); int8 → the head type's metric within its
+    `int8_threshold`, for classifiers as agreement on decisive cases (see DECISIVE_MARGIN)."""
     checks = {}
     for task in tasks:
         errors = _errors(artifact[task.name], student[task.name])
         if precision == "fp32":
             checks[task.name] = Check("max_abs_error", errors["max_abs_error"], FP32_MAX_ABS_ERROR, False, errors)
             continue
-        metric, threshold, higher = INT8_THRESHOLDS[task.task_type]
-        if task.task_type in ("attributes", "expression", "parsing"):
+        metric, threshold, higher = task.head.metric, task.head.int8_threshold, task.head.higher_is_better
+        if task.head.is_classifier:
             check = decision_check(task, artifact[task.name], student[task.name], threshold, metric)
             checks[task.name] = Check(check.metric, check.value, check.threshold, check.higher_is_better,
                                       {**check.extra, **errors})  # fmt: skip
@@ -133,12 +125,11 @@ def against_teacher(
     (growth of their total-variation distance to the teacher's), as in `against_student`."""
     rows = {}
     for task in tasks:
-        metric, higher = PRIMARY[task.task_type]
-        _, threshold, _ = INT8_THRESHOLDS[task.task_type]
+        metric, threshold, higher = task.head.metric, task.head.int8_threshold, task.head.higher_is_better
         ours = head_metrics(task, student[task.name], teacher[task.name])[metric]
         theirs = head_metrics(task, artifact[task.name], teacher[task.name])[metric]
         row = {"metric": metric, "student": ours, "artifact": theirs}
-        near_ties = (task.task_type in ("attributes", "expression", "parsing")
+        near_ties = (task.head.is_classifier
                      and (_margins(task, student[task.name]) >= DECISIVE_MARGIN).mean() < MIN_DECISIVE_FRACTION)  # fmt: skip
         if near_ties:
             drop = _mean_tv(task, artifact[task.name], teacher[task.name]) - _mean_tv(

@@ -57,8 +57,8 @@ def agreement_chart(report: dict[str, Any]) -> str:
 def overlay_grid(tasks: tuple[TaskSpec, ...], crops: np.ndarray, reference: dict, artifact: dict, label: str) -> str:
     """Faces with reference (green) and artifact (red) landmarks, and both parsing maps."""
     plt = _pyplot()
-    landmarks = next((t for t in tasks if t.task_type == "landmarks"), None)
-    parsing = next((t for t in tasks if t.task_type == "parsing"), None)
+    landmarks = next((t for t in tasks if t.head.is_points), None)
+    parsing = next((t for t in tasks if t.head.is_channels_last), None)
     count = min(MAX_FACES, len(crops))
     fig, axes = plt.subplots(count, 3, figsize=(7.5, 2.6 * count), squeeze=False)
     size = crops.shape[1]

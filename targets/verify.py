@@ -10,38 +10,32 @@ from typing import Any
 
 import numpy as np
 
-from faceptor_edge.data import open_source
-from faceptor_edge.distill.labels import CropRecipe, teacher_outputs
-from faceptor_edge.distill.trainer import parsing_channels_last
+from faceptor_edge.backends import load_backend
+from faceptor_edge.backends.formats import artifact_size
+from faceptor_edge.data import CHECK_SEED, FaceSample, open_source
 from faceptor_edge.errors import UserError
+from faceptor_edge.recipe import InputRecipe
 from faceptor_edge.student.inputs import normalise, student_crops
-from faceptor_edge.student.io import load_student
-from faceptor_edge.targets import artifact_size, target_for_path
+from faceptor_edge.student.io import card_recipe, load_student
+from faceptor_edge.targets import target_for_path
 from faceptor_edge.targets.base import ExportWrapper
 from faceptor_edge.targets.parity import against_student, against_teacher
-from faceptor_edge.teacher import build_demo_teacher, load_teacher
-
-# Held-out synthetic faces for checks: a seed far from the distillation (0, 1) and calibration seeds.
-CHECK_SEED = 20_000
-CALIBRATION_SEED = 10_000
 
 
-def detected_framing(card: dict[str, Any]) -> bool:
-    """Whether the student was distilled on RetinaFace-framed crops (the specialists frame
-    every face on its detected 5 points); its calibration and checks then use them too."""
-    return str(card.get("teacher", {}).get("teacher", "")).startswith("specialists")
-
-
-def face_crops(images: str, count: int, seed: int, *, detected: bool = False) -> np.ndarray:
-    """B×256×256×3 uint8 student crops from a folder or synthetic faces; with `detected`,
-    framed on each face's RetinaFace 5 points, as in specialist distillation."""
+def check_faces(images: str, count: int, seed: int, recipe: InputRecipe) -> list[FaceSample]:
+    """`count` faces from a folder or synthetic faces, framed as the student's recipe says:
+    with `detected` framing each gets its RetinaFace 5 points, as in specialist distillation."""
     source = open_source(images, count=count, seed=seed)
-    if detected:
+    if recipe.framing == "detected":
         from faceptor_edge.detection import DetectedSource
 
         source = DetectedSource(source)
-    samples = source.batch(list(range(min(count, len(source)))))
-    return student_crops(samples)
+    return source.batch(list(range(min(count, len(source)))))
+
+
+def face_crops(images: str, count: int, seed: int, recipe: InputRecipe) -> np.ndarray:
+    """B×S×S×3 uint8 student crops of `check_faces`."""
+    return student_crops(check_faces(images, count, seed, recipe), recipe)
 
 
 def check_student_matches(metadata: dict[str, Any], card: dict[str, Any], path: Path) -> None:
@@ -76,8 +70,10 @@ def run_parity(
     student, card = load_student(student_dir)
     check_student_matches(metadata, card, path)
     tasks = student.config.tasks
-    crops = face_crops(images, count, seed, detected=detected_framing(card))
-    x = normalise(crops)
+    recipe = card_recipe(card, student_dir)
+    faces = check_faces(images, count, seed, recipe)
+    crops = student_crops(faces, recipe)
+    x = normalise(crops, recipe)
     student_raw = ExportWrapper(student).reference(x)
     report: dict[str, Any] = {
         "artifact": str(path), "target": target.name, "precision": metadata["precision"],
@@ -95,19 +91,24 @@ def run_parity(
     report["heads"] = {name: check.to_json() for name, check in checks.items()}
     teacher_out = None
     if teacher is not None:
-        teacher_out = teacher_raw(teacher, card, images, count, seed)
-        report["teacher"] = against_teacher(tasks, artifact_raw, student_raw, teacher_out)
+        teacher_out = teacher_raw(teacher, card, faces, parsing_size=student.config.map_size)
+        covered = tuple(task for task in tasks if task.name in teacher_out)
+        report["teacher"] = against_teacher(covered, artifact_raw, student_raw, teacher_out)
     report["passed"] = all(c.passed for c in checks.values()) and all(
         row["passed"] for row in report.get("teacher", {}).values()
     )
     return ParityRun(report, crops, student_raw, artifact_raw, teacher_out)
 
 
-def teacher_raw(spec: str, card: dict[str, Any], images: str, count: int, seed: int) -> dict[str, np.ndarray]:
-    """Teacher outputs on the same faces, on the student's grids (parsing channels last)."""
-    dense = card.get("teacher", {}).get("dense_size", 512)
-    model = build_demo_teacher(dense_size=dense) if spec == "demo" else load_teacher(spec, dense_size=dense)
-    recipe = CropRecipe(teacher_dense_size=dense)
-    source = open_source(images, count=count, seed=seed)
-    outputs = teacher_outputs(model, source.batch(list(range(min(count, len(source))))), recipe)
-    return parsing_channels_last(outputs, model.config.tasks)
+def teacher_raw(
+    spec: str, card: dict[str, Any], faces: list[FaceSample], *, parsing_size: int
+) -> dict[str, np.ndarray]:
+    """The teacher's raw outputs on the very faces, in the very framing, the student and the
+    artifact were given (parsing channels last at the student's map grid)."""
+    dense = card.get("teacher", {}).get("dense_size") or 512
+    backend = load_backend(spec, dense_size=dense, parsing_size=parsing_size)
+    try:
+        inputs, _ = backend.recipe.prepare_many([(face.image, face.box, face.points5) for face in faces])
+        return backend.run(inputs)
+    finally:
+        backend.close()

@@ -9,8 +9,8 @@ from faceptor_edge import cli
 from faceptor_edge.bench import report as bench_report
 from faceptor_edge.bench.hardware import estimate_peak
 from faceptor_edge.bench.peers import combine_peers, peer_specs
-from faceptor_edge.bench.rows import RowSpec
 from faceptor_edge.bench.run import BenchOptions, _stale, artifact_path, ensure_artifacts, measure_in_subprocess
+from faceptor_edge.bench.spec import RowSpec
 from faceptor_edge.student.io import read_card, save_student
 from faceptor_edge.student.model import build_student
 from faceptor_edge.targets import get_target

@@ -140,12 +140,13 @@ def test_specialist_teacher_distils_the_heads_it_covers(tmp_path):
 
 
 def test_auto_teacher_says_which_it_chose():
+    from faceptor_edge.backends import resolve_teacher
     from faceptor_edge.detection import detector_available
     from faceptor_edge.specialists import teacher as specialists
 
-    spec, why = distill_run.resolve_teacher("auto")
+    spec, why = resolve_teacher("auto")
     if specialists.missing() or detector_available():
         assert spec == "demo" and "stand-in" in why
     else:
         assert spec == "specialists" and "installed" in why
-    assert distill_run.resolve_teacher("demo") == ("demo", "")
+    assert resolve_teacher("demo") == ("demo", "")

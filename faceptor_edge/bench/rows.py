@@ -6,10 +6,10 @@ decode). `measure_row` pins the threads, loads the model (timed), times it at ba
 (model alone, then end to end) and reads the process's peak resident memory, so the
 peak belongs to this model alone; the batch throughput run comes after that reading.
 
-Artifacts are timed at their runtime's steady-state call (ExecuTorch: one loaded
-`forward` method executed again and again; OpenVINO: one infer request), as an app
-would run them. `Runner.run` also loads the method / makes a request per call; its
-median is reported beside (`runner_run_ms_median`).
+Teacher, student and artifacts are loaded by `faceptor_edge.backends.load_backend`, so a
+row times exactly what `predict` runs: artifacts at their runtime's steady-state call
+(ExecuTorch: one loaded `forward` method executed again and again; OpenVINO: one infer
+request), as an app would run them.
 """
 
 from __future__ import annotations
@@ -26,41 +26,12 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from faceptor_edge.backends import Backend
+from faceptor_edge.bench.spec import RowSpec
 from faceptor_edge.decode import decode
 from faceptor_edge.images import load_image
-from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD, Crop, prepare_face
-from faceptor_edge.student.inputs import normalise
+from faceptor_edge.preprocess import Crop
 from faceptor_edge.tasks import TaskSpec
-
-_MEAN = np.asarray(CLIP_MEAN, dtype=np.float32)
-_STD = np.asarray(CLIP_STD, dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class RowSpec:
-    """What one row measures; JSON-serialisable, handed to the row process.
-
-    Attributes:
-        name, kind, target, precision: The row's labels.
-        source: Teacher checkpoint or "demo", student directory, artifact path, or peer name.
-        runs, warmup: Timed and untimed batch-1 calls.
-        batch: Batch for the throughput measurement (ignored by static-batch artifacts).
-        threads: Cores and threads the row may use.
-        image: PNG of one face for the end-to-end path ("" to skip it).
-        teacher_dense_size: Side of the teacher's dense input group.
-    """
-
-    name: str
-    kind: str
-    target: str
-    precision: str
-    source: str
-    runs: int
-    warmup: int
-    batch: int
-    threads: int
-    image: str = ""
-    teacher_dense_size: int = 512
 
 
 class BenchModel(Protocol):
@@ -88,201 +59,47 @@ def pin_threads(threads: int) -> dict[str, Any]:
 
 
 @dataclass
-class TeacherModel:
-    """The Faceptor teacher in PyTorch fp32: both input groups, every head."""
+class BackendModel:
+    """A `faceptor_edge.backends.Backend` behind `BenchModel`: exactly what `predict` runs."""
 
-    teacher: Any
-    facts: dict[str, Any]
-    static_batch: int | None = None
-    runnable: bool = True
+    backend: Backend
 
     @property
     def tasks(self) -> tuple[TaskSpec, ...]:
-        return self.teacher.config.tasks
-
-    def example(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        dense = self.teacher.config.dense_size
-        return torch.randn(batch, 3, 112, 112), torch.randn(batch, 3, dense, dense)
-
-    def infer(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-        with torch.inference_mode():
-            return self.teacher.forward_raw(*inputs)
-
-    def prepare(self, image: np.ndarray) -> tuple[Any, Crop]:
-        crops = prepare_face(image, dense_size=self.teacher.config.dense_size)
-        return (torch.from_numpy(crops.x112)[None], torch.from_numpy(crops.x512)[None]), crops.crop512
-
-
-def load_teacher_model(source: str, dense_size: int) -> TeacherModel:
-    from faceptor_edge.teacher import build_demo_teacher, load_teacher
-
-    if source == "demo":
-        teacher = build_demo_teacher(dense_size=dense_size)
-        size = sum(p.numel() * p.element_size() for p in teacher.parameters())
-        size_note = "fp32 parameter bytes (demo weights are generated, not read; load time includes generating them)"
-    else:
-        teacher = load_teacher(source, dense_size=dense_size)
-        size, size_note = Path(source).stat().st_size, "checkpoint file size"
-    teacher.eval().requires_grad_(False)
-    facts = {"params": sum(p.numel() for p in teacher.parameters()), "size_bytes": size,
-             "notes": [size_note, f"dense group at {dense_size} px, face group at 112 px"]}  # fmt: skip
-    return TeacherModel(teacher, facts)
-
-
-@dataclass
-class StudentModel:
-    """The distilled student in PyTorch fp32."""
-
-    student: Any
-    facts: dict[str, Any]
-    static_batch: int | None = None
-    runnable: bool = True
+        return self.backend.tasks
 
     @property
-    def tasks(self) -> tuple[TaskSpec, ...]:
-        return self.student.config.tasks
-
-    def example(self, batch: int) -> torch.Tensor:
-        size = self.student.config.input_size
-        return torch.randn(batch, 3, size, size)
-
-    def infer(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.inference_mode():
-            return self.student(inputs)
-
-    def prepare(self, image: np.ndarray) -> tuple[Any, Crop]:
-        return student_input(image, self.student.config.input_size)
-
-
-def student_input(image: np.ndarray, size: int) -> tuple[torch.Tensor, Crop]:
-    """1×3×S×S normalised input and its crop; the same rounding as `student.inputs.student_crop`."""
-    crop = prepare_face(image, dense_size=size).crop512
-    return normalise(crop.uint8()[None]), crop
-
-
-def load_student_model(source: str) -> StudentModel:
-    from faceptor_edge.student.io import WEIGHTS, load_student
-
-    student, _ = load_student(source)
-    student.requires_grad_(False)  # also keeps the FLOP counter's module hooks off autograd
-    facts = {"params": sum(p.numel() for p in student.parameters()),
-             "size_bytes": (Path(source) / WEIGHTS).stat().st_size, "notes": ["model.safetensors size"]}  # fmt: skip
-    return StudentModel(student, facts)
-
-
-@dataclass
-class ArtifactModel:
-    """An exported artifact behind its runtime's steady-state call (see the module doc)."""
-
-    runner: Any
-    call: Callable[[np.ndarray], dict[str, np.ndarray]] | None
-    tasks: tuple[TaskSpec, ...]
-    facts: dict[str, Any]
-    static_batch: int | None = 1
+    def static_batch(self) -> int | None:
+        return self.backend.static_batch
 
     @property
     def runnable(self) -> bool:
-        return self.call is not None
+        return self.backend.runnable
 
-    def example(self, batch: int) -> np.ndarray:
-        return np.random.default_rng(0).standard_normal(self.runner.input_shape, dtype=np.float32)
+    @property
+    def facts(self) -> dict[str, Any]:
+        return self.backend.facts
 
-    def infer(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
-        return self.call(inputs)
+    def example(self, batch: int) -> Any:
+        return self.backend.example(batch)
+
+    def infer(self, inputs: Any) -> Any:
+        return self.backend.run(inputs)
 
     def prepare(self, image: np.ndarray) -> tuple[Any, Crop]:
-        """Numpy only, as an app without PyTorch would (torch ops here would also contend
-        with the runtime's own thread pool)."""
-        crop = prepare_face(image, dense_size=int(self.runner.input_shape[-1])).crop512
-        x = (crop.uint8().astype(np.float32) / 255.0 - _MEAN) / _STD  # S×S×3, CLIP normalisation
-        return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), crop  # -> 1×3×S×S
-
-
-def load_artifact_model(path: str, threads: int) -> ArtifactModel:
-    from faceptor_edge.targets import artifact_size, target_for_path
-    from faceptor_edge.tasks import TASKS_BY_NAME
-
-    target = target_for_path(path)
-    thread_facts: dict[str, Any] = {}
-    if target.name == "executorch":
-        thread_facts = _executorch_threads(threads)
-    runner = target.load(Path(path))
-    tasks = tuple(TASKS_BY_NAME[spec.name] for spec in runner.outputs)
-    call = None
-    if target.name == "executorch":
-        call = _executorch_call(runner)
-    elif target.name == "openvino":
-        runner, thread_facts = _openvino_threads(runner, path, threads)
-        call = _openvino_call(runner)
-    elif sys.platform == "darwin":  # Core ML predicts on macOS only
-        call = runner.run
-    facts = {"size_bytes": artifact_size(path), "threads": thread_facts,
-             "quantization": runner.metadata.get("quantization"), "notes": []}  # fmt: skip
-    if call is None:
-        facts["notes"].append("Core ML predicts only on macOS: size and load (package inspection) only")
-    return ArtifactModel(runner, call, tasks, facts)
-
-
-def _executorch_call(runner: Any) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    """One loaded `forward` method, executed per call (XNNPACK initialises once)."""
-    method = runner.program.load_method("forward")
-    names = [spec.name for spec in runner.outputs]
-
-    def call(x: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(names, (out.numpy() for out in method.execute([torch.from_numpy(x)]))))
-
-    return call
-
-
-def _openvino_call(runner: Any) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    """One infer request, reused per call."""
-    request = runner.compiled.create_infer_request()
-    ports = [(spec.name, runner.compiled.output(spec.name)) for spec in runner.outputs]
-
-    def call(x: np.ndarray) -> dict[str, np.ndarray]:
-        result = request.infer({0: x})
-        return {name: result[port] for name, port in ports}
-
-    return call
-
-
-def _executorch_threads(threads: int) -> dict[str, Any]:
-    try:
-        from executorch.extension.pybindings.portable_lib import (
-            _threadpool_get_thread_count,
-            _unsafe_reset_threadpool,
-        )
-    except ImportError:
-        return {"executorch": "not settable from Python in this build"}
-    _unsafe_reset_threadpool(threads)
-    return {"executorch_xnnpack": int(_threadpool_get_thread_count())}
-
-
-def _openvino_threads(runner: Any, path: str, threads: int) -> tuple[Any, dict[str, Any]]:
-    """Recompile with INFERENCE_NUM_THREADS when the default compile picked another count."""
-    import dataclasses
-
-    import openvino as ov
-
-    got = int(runner.compiled.get_property("INFERENCE_NUM_THREADS"))
-    if got != threads:
-        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
-        runner = dataclasses.replace(runner, compiled=ov.Core().compile_model(path, "CPU", config))
-        got = int(runner.compiled.get_property("INFERENCE_NUM_THREADS"))
-    return runner, {"openvino": got}
+        """The benchmark face is pre-cropped: the recipe's whole-image crop."""
+        return self.backend.prepare(image)
 
 
 def load_model(spec: RowSpec) -> BenchModel:
-    """The model a row measures (peers come from `faceptor_edge.bench.peers`)."""
-    if spec.kind == "teacher":
-        return load_teacher_model(spec.source, spec.teacher_dense_size)
-    if spec.kind == "student":
-        return load_student_model(spec.source)
-    if spec.kind == "artifact":
-        return load_artifact_model(spec.source, spec.threads)
-    from faceptor_edge.bench.peers import load_peer
+    """The model a row measures: a peer from `faceptor_edge.bench.peers`, else any backend."""
+    if spec.kind == "peer":
+        from faceptor_edge.bench.peers import load_peer
 
-    return load_peer(spec.source)
+        return load_peer(spec.source)
+    from faceptor_edge.backends import load_backend
+
+    return BackendModel(load_backend(spec.source, threads=spec.threads, dense_size=spec.teacher_dense_size))
 
 
 def time_calls(fn: Callable[[], Any], warmup: int, runs: int) -> list[float]:
@@ -384,9 +201,6 @@ def measure_row(spec: RowSpec) -> dict[str, Any]:
         row["flops"] = count_flops(model, x1)  # also the first warm-up call
     latency = summary_ms(time_calls(lambda: model.infer(x1), spec.warmup, spec.runs))
     row.update({f"latency_ms_{k}": v for k, v in latency.items()})
-    if spec.kind == "artifact":
-        runs = min(spec.runs, 10)
-        row["runner_run_ms_median"] = summary_ms(time_calls(lambda: model.runner.run(x1), 1, runs))["median"]
     if spec.image:
         row["end_to_end"] = end_to_end(model, Path(spec.image), 1, spec.runs)
     row["peak_rss_mb"] = peak_rss_mb()  # batch 1: comparable across rows

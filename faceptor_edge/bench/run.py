@@ -24,15 +24,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from faceptor_edge.backends.formats import FORMAT_NAMES, FORMATS
 from faceptor_edge.bench.hardware import estimate_peak, machine_info, usable_cores
-from faceptor_edge.bench.rows import RowSpec
+from faceptor_edge.bench.spec import RowSpec
+from faceptor_edge.data import BENCH_SEED
 from faceptor_edge.errors import UserError
 
-TARGETS = ("executorch", "coreml", "openvino")
 PRECISIONS = ("fp32", "int8")
-SUFFIXES = {"executorch": ".pte", "coreml": ".mlpackage", "openvino": ".xml"}
-TOOLKITS = {"executorch": "executorch", "coreml": "coremltools", "openvino": "openvino"}
-FACE_SEED = 30_000  # the end-to-end face: a seed no distillation, calibration or check uses
 ROW_TIMEOUT_S = 1800
 
 
@@ -66,7 +64,7 @@ class BenchOptions:
     teacher: str = "demo"
     teacher_dense_size: int = 512
     teacher_runs: int = 5
-    targets: tuple[str, ...] = TARGETS
+    targets: tuple[str, ...] = FORMAT_NAMES
     precisions: tuple[str, ...] = PRECISIONS
     calib_count: int = 64
     peers: bool = True
@@ -75,7 +73,7 @@ class BenchOptions:
 
 def artifact_path(directory: Path, target: str, precision: str) -> Path:
     """`<directory>/student-<precision>.<suffix>`."""
-    return Path(directory) / f"student-{precision}{SUFFIXES[target]}"
+    return Path(directory) / f"student-{precision}{FORMATS[target].suffix}"
 
 
 def ensure_artifacts(options: BenchOptions, directory: Path, log: Callable[[str], None]) -> dict[tuple[str, str], Any]:
@@ -91,9 +89,10 @@ def ensure_artifacts(options: BenchOptions, directory: Path, log: Callable[[str]
     weights = read_card(options.student)["weights_sha256"]
     found: dict[tuple[str, str], Any] = {}
     for target in options.targets:
-        if importlib.util.find_spec(TOOLKITS[target]) is None:
+        toolkit = FORMATS[target].toolkit
+        if importlib.util.find_spec(toolkit) is None:
             for precision in options.precisions:
-                found[target, precision] = f"{TOOLKITS[target]} is not installed (pip install faceptor-edge[{target}])"
+                found[target, precision] = f"{toolkit} is not installed (pip install faceptor-edge[{target}])"
             continue
         for precision in options.precisions:
             path = artifact_path(directory, target, precision)
@@ -127,7 +126,7 @@ def write_face_image(path: Path) -> Path:
 
     from faceptor_edge.data import SyntheticSource
 
-    image = SyntheticSource(1, seed=FACE_SEED).batch([0])[0].image
+    image = SyntheticSource(1, seed=BENCH_SEED).batch([0])[0].image
     if not cv2.imwrite(str(path), image[:, :, ::-1]):  # RGB -> BGR
         raise UserError(f"{path}: cannot write the benchmark face")
     return path
@@ -213,7 +212,7 @@ def _check(options: BenchOptions) -> None:
         raise UserError("--runs and --teacher-runs must be at least 1, --warmup at least 0, --batch at least 1")
     if options.threads is not None and not 1 <= options.threads <= usable_cores():
         raise UserError(f"--threads must be between 1 and the {usable_cores()} usable cores, got {options.threads}")
-    unknown = set(options.targets) - set(TARGETS) or set(options.precisions) - set(PRECISIONS)
+    unknown = set(options.targets) - set(FORMAT_NAMES) or set(options.precisions) - set(PRECISIONS)
     if unknown:
         raise UserError(f"unknown targets or precisions {sorted(unknown)}")
     if options.teacher_dense_size <= 0 or options.teacher_dense_size % 16:

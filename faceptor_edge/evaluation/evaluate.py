@@ -26,12 +26,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from faceptor_edge.backends import load_backend
 from faceptor_edge.detection import DetectedFace, FaceDetector, RetinaFaceDetector
 from faceptor_edge.errors import UserError
 from faceptor_edge.evaluation import accuracy, realfaces
 from faceptor_edge.files import atomic_write_bytes, splice_section
 from faceptor_edge.images import load_image
-from faceptor_edge.predictor import FacePredictor, load_backend
+from faceptor_edge.predictor import FacePredictor
 
 MIN_IOU = 0.3  # a labelled dlib box and its detection must overlap at least this much
 MARK_START, MARK_END = "<!-- faceptor-edge evaluate: start -->", "<!-- faceptor-edge evaluate: end -->"

@@ -1,4 +1,4 @@
-"""The student's one input: the teacher's dense-group face crop at the student's size."""
+"""The student's one input: the dense face crop its input recipe describes."""
 
 from __future__ import annotations
 
@@ -8,23 +8,26 @@ import numpy as np
 import torch
 
 from faceptor_edge.data import FaceSample
-from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD, prepare_face
+from faceptor_edge.recipe import Framing, InputRecipe
+from faceptor_edge.student.model import StudentConfig
 
 
-def student_crop(sample: FaceSample, *, size: int = 256, scale: float = 0.8) -> np.ndarray:
-    """size×size×3 uint8: the dense crop (box crop at `scale`, or the whole pre-cropped image)."""
-    crops = prepare_face(sample.image, box=sample.box, points5=sample.points5, dense_size=size, dense_scale=scale)
-    return crops.crop512.uint8()
+def student_recipe(config: StudentConfig, framing: Framing = "given") -> InputRecipe:
+    """The input recipe of a student: its size and normalisation, the 0.8 dense crop, and
+    the framing of the faces it is distilled on."""
+    return InputRecipe(size=config.input_size, mean=config.mean, std=config.std, crop_scale=0.8, framing=framing)
 
 
-def student_crops(samples: Sequence[FaceSample], *, size: int = 256, scale: float = 0.8) -> np.ndarray:
-    """B×size×size×3 uint8 crops of several faces."""
-    return np.stack([student_crop(sample, size=size, scale=scale) for sample in samples])
+def student_crop(sample: FaceSample, recipe: InputRecipe) -> np.ndarray:
+    """S×S×3 uint8: the dense crop of a face sample (its box or points, else the whole image)."""
+    return recipe.crop(sample.image, box=sample.box, points5=sample.points5).uint8()
 
 
-def normalise(images: np.ndarray) -> torch.Tensor:
-    """B×S×S×3 uint8 crops -> B×3×S×S float32 with CLIP mean/std."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+def student_crops(samples: Sequence[FaceSample], recipe: InputRecipe) -> np.ndarray:
+    """B×S×S×3 uint8 crops of several faces."""
+    return np.stack([student_crop(sample, recipe) for sample in samples])
+
+
+def normalise(images: np.ndarray, recipe: InputRecipe) -> torch.Tensor:
+    """B×S×S×3 uint8 crops -> B×3×S×S float32 with the recipe's mean and std."""
+    return torch.from_numpy(recipe.normalise(images))

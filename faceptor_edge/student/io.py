@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 from faceptor_edge import __version__
 from faceptor_edge.errors import UserError
 from faceptor_edge.files import file_sha256
-from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD
+from faceptor_edge.recipe import Framing, InputRecipe
+from faceptor_edge.student.inputs import student_recipe
 from faceptor_edge.student.model import FaceptorStudent, build_student
 from faceptor_edge.tasks import TASKS_BY_NAME
 
@@ -21,8 +22,14 @@ WEIGHTS = "model.safetensors"
 CARD = "student.json"
 
 
-def save_student(directory: str | Path, student: FaceptorStudent, provenance: dict[str, Any]) -> Path:
-    """Write weights and card into `directory`, atomically (assembled aside, then renamed)."""
+def save_student(
+    directory: str | Path, student: FaceptorStudent, provenance: dict[str, Any], *, framing: Framing = "given"
+) -> Path:
+    """Write weights and card into `directory`, atomically (assembled aside, then renamed).
+
+    The card carries the input recipe (`student_recipe(student.config, framing)`): `framing`
+    says how the faces it was distilled on were framed.
+    """
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -33,13 +40,7 @@ def save_student(directory: str | Path, student: FaceptorStudent, provenance: di
         "package_version": __version__,
         "size": student.config.size,
         "tasks": list(student.task_names),
-        "input": {
-            "size": student.config.input_size,
-            "color": "RGB",
-            "mean": CLIP_MEAN,
-            "std": CLIP_STD,
-            "layout": "NCHW float32",
-        },
+        "input": {**student_recipe(student.config, framing).to_json(), "color": "RGB", "layout": "NCHW float32"},
         "weights_sha256": file_sha256(tmp / WEIGHTS),
         **provenance,
     }
@@ -63,6 +64,11 @@ def read_card(directory: str | Path) -> dict[str, Any]:
     return card
 
 
+def card_recipe(card: dict[str, Any], where: str | Path) -> InputRecipe:
+    """The input recipe a student card carries."""
+    return InputRecipe.from_json(card.get("input"), f"{where}/{CARD}")
+
+
 def load_student(directory: str | Path) -> tuple[FaceptorStudent, dict[str, Any]]:
     """Rebuild the student from its card and load its weights strictly, in eval mode."""
     directory = Path(directory)
@@ -78,4 +84,8 @@ def load_student(directory: str | Path) -> tuple[FaceptorStudent, dict[str, Any]
         student.load_state_dict(load_file(str(weights)), strict=True)
     except RuntimeError as error:
         raise UserError(f"{weights}: does not fit a {card['size']} student ({error})") from error
+    recipe = card_recipe(card, directory)
+    if recipe.size != student.config.input_size:
+        raise UserError(f"{directory}/{CARD}: input size {recipe.size} is not the {card['size']} student's "
+                        f"{student.config.input_size}")  # fmt: skip
     return student.eval(), card

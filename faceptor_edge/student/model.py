@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from faceptor_edge.landmarks import soft_argmax
+from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD
 from faceptor_edge.student.decoder import QueryDecoder
 from faceptor_edge.student.encoder import ConvEncoder, PixelDecoder, conv_bn
 from faceptor_edge.tasks import EMBEDDING_DIM, FULL_TASKS, TaskSpec, heatmap_key
@@ -65,6 +66,8 @@ class StudentConfig:
     ffn_dim: int
     layers: int
     input_size: int = 256
+    mean: tuple[float, float, float] = CLIP_MEAN  # input normalisation the encoder learns with
+    std: tuple[float, float, float] = CLIP_STD
 
     @property
     def map_size(self) -> int:
@@ -147,12 +150,12 @@ class FaceptorStudent(nn.Module):
                 outputs[task.name] = self.embedding_head(features[3].mean(dim=(2, 3)))
             elif task.kind == "value":
                 outputs[task.name] = self.value_heads[task.name](value_parts[task.name].mean(dim=1))
-            elif task.task_type == "parsing":
-                outputs[task.name] = map_parts[task.name].permute(0, 2, 3, 1)
-            else:
+            elif task.head.is_points:
                 heatmap = map_parts[task.name]
                 outputs[task.name] = soft_argmax(heatmap)
                 outputs[heatmap_key(task.name)] = heatmap
+            else:
+                outputs[task.name] = map_parts[task.name].permute(0, 2, 3, 1)  # B×C×M×M -> B×M×M×C
         return outputs
 
 

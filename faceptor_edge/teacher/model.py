@@ -133,11 +133,11 @@ class FaceptorTeacher(nn.Module):
             if pixels is None:
                 pixels = self.map_head.pixel_features(src, features[-1].shape[-1])
             logits = self.map_head(queries, pixels)
-            if task.task_type == "parsing":
-                outputs[task.name] = parsing_output(logits, size)
-            else:
+            if task.head.is_points:
                 outputs[task.name] = soft_argmax(logits)
                 outputs[heatmap_key(task.name)] = logits
+            else:
+                outputs[task.name] = parsing_output(logits, size)
         return outputs
 
 

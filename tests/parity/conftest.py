@@ -2,7 +2,7 @@
 
 import pytest
 
-from faceptor_edge.targets import TARGET_NAMES, TOOLKITS
+from faceptor_edge.backends.formats import FORMAT_NAMES, FORMATS
 
 PRECISIONS = ("fp32", "int8")
 
@@ -21,13 +21,13 @@ def student_dir(tmp_path_factory):
     return root / "run" / "student"
 
 
-@pytest.fixture(scope="session", params=[(t, p) for t in TARGET_NAMES for p in PRECISIONS], ids=lambda tp: "-".join(tp))
+@pytest.fixture(scope="session", params=[(t, p) for t in FORMAT_NAMES for p in PRECISIONS], ids=lambda tp: "-".join(tp))
 def artifact(request, student_dir, tmp_path_factory):
     from faceptor_edge.targets import get_target
     from faceptor_edge.targets.export import export_student
 
     target, precision = request.param
-    pytest.importorskip(TOOLKITS[target])
+    pytest.importorskip(FORMATS[target].toolkit)
     suffix = get_target(target).suffix
     path = tmp_path_factory.mktemp(f"{target}-{precision}") / f"student{suffix}"
     export_student(student_dir, target, precision, path, calibration_count=32, log=lambda *_: None)

@@ -45,8 +45,8 @@ def test_coreml_package_checks_on_linux(artifact):
     target, precision, path = artifact
     if target != "coreml":
         pytest.skip("Core ML only")
+    from faceptor_edge.backends.coreml import inspect_mlpackage
     from faceptor_edge.targets import get_target
-    from faceptor_edge.targets.coreml import inspect_mlpackage
 
     info = inspect_mlpackage(path)
     assert info.inputs[0].name == "image" and info.inputs[0].shape == (1, 3, 256, 256)
@@ -130,11 +130,12 @@ class _DataDependent(torch.nn.Module):
 
 @pytest.mark.parametrize("target", ["executorch", "openvino", "coreml"])
 def test_unexportable_graph_is_one_clear_error_and_writes_nothing(target, student_dir, tmp_path):
-    from faceptor_edge.targets import TOOLKITS, get_target
+    from faceptor_edge.backends.formats import FORMATS
+    from faceptor_edge.targets import get_target
     from faceptor_edge.targets.base import ExportWrapper
     from faceptor_edge.targets.export import export_wrapper
 
-    pytest.importorskip(TOOLKITS[target])
+    pytest.importorskip(FORMATS[target].toolkit)
     student, _ = load_student(student_dir)
     wrapper = ExportWrapper(student)
     wrapper.student = _DataDependent(student)
@@ -150,10 +151,11 @@ def test_unexportable_graph_is_one_clear_error_and_writes_nothing(target, studen
 def test_predict_on_a_real_photo_matches_the_float_student(artifact, student_dir, tmp_path):
     """`faceptor-edge predict` runs every artifact on a real photo: same faces, and landmarks
     within a few pixels of the float student's (int8: a looser bound)."""
+    from faceptor_edge.backends import load_backend
     from faceptor_edge.detection import RetinaFaceDetector, detector_available
     from faceptor_edge.evaluation.realfaces import demo_photo
     from faceptor_edge.images import load_image
-    from faceptor_edge.predictor import FacePredictor, load_backend
+    from faceptor_edge.predictor import FacePredictor
 
     target, precision, path = artifact
     if target == "coreml" and not ON_MACOS:

@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 import torch
 
+from faceptor_edge.backends.artifact import ArtifactError, OutputSpec
+from faceptor_edge.backends.formats import FORMATS, artifact_size
 from faceptor_edge.errors import UserError
 from faceptor_edge.student.model import build_student
-from faceptor_edge.targets import TOOLKITS, artifact_size, get_target
-from faceptor_edge.targets.base import ArtifactError, ExportWrapper, OutputSpec, commit, export_outputs, staging_dir
+from faceptor_edge.targets import get_target
+from faceptor_edge.targets.base import ExportWrapper, commit, export_outputs, staging_dir
 from faceptor_edge.tasks import AGE_MORPH2, ALIGN_300W, RECOG_MS1MV3
 
 ON_MACOS = sys.platform == "darwin"
@@ -30,7 +32,7 @@ CALLER_METADATA = {"normalisation": {"mean": [0.48145466, 0.4578275, 0.40821073]
 
 
 def _target(name: str, **options: Any):
-    pytest.importorskip(TOOLKITS[name])
+    pytest.importorskip(FORMATS[name].toolkit)
     return get_target(name, **options)
 
 
@@ -63,7 +65,7 @@ INT8_OPTIONS = {
 }
 
 
-@pytest.fixture(scope="module", params=list(TOOLKITS))
+@pytest.fixture(scope="module", params=list(FORMATS))
 def exported(request, wrapper, crops, tmp_path_factory) -> Exported:
     name = request.param
     target = _target(name, **INT8_OPTIONS[name])
@@ -164,7 +166,7 @@ def test_int8_reports_layers_kept_float(exported):
 def test_coreml_spec_shows_the_quantization(exported):
     if exported.name != "coreml":
         pytest.skip("Core ML only")
-    from faceptor_edge.targets.coreml import inspect_mlpackage
+    from faceptor_edge.backends.coreml import inspect_mlpackage
 
     fp32, int8 = inspect_mlpackage(exported.paths["fp32"]), inspect_mlpackage(exported.paths["int8"])
     quantization = exported.target.read_metadata(exported.paths["int8"])["quantization"]
@@ -178,7 +180,7 @@ def test_coreml_spec_shows_the_quantization(exported):
 def test_coreml_run_off_macos_raises_clearly(exported):
     if exported.name != "coreml" or ON_MACOS:
         pytest.skip("checks the Linux behaviour of the Core ML runner")
-    from faceptor_edge.targets.coreml import UnsupportedPlatformError
+    from faceptor_edge.backends.coreml import UnsupportedPlatformError
 
     with pytest.raises(UnsupportedPlatformError, match="only on macOS"):
         exported.target.load(exported.paths["fp32"]).run(np.zeros((1, 3, 256, 256), np.float32))

@@ -1,0 +1,86 @@
+"""One loader for every kind of model this package makes or reads (as Ultralytics' `AutoBackend`).
+
+`load_backend(source)` returns a `Backend`: the model's name, heads, input recipe, and a
+`run(inputs) -> raw outputs` call in the shared SPEC §4 layout, so `predict`, `compare`,
+`evaluate`, `bench`, `parity`, export's checks and `distill/run.py` all run the very same
+thing. `SOURCE_KINDS` is the one registry from source kind to loader; `source_kind` is the
+one place that reads a source string or suffix to decide what it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from faceptor_edge.backends.base import Backend
+from faceptor_edge.backends.formats import FORMATS, format_for_path, is_artifact_path
+from faceptor_edge.backends.models import load_artifact, load_student_backend
+from faceptor_edge.backends.teachers import (
+    TEACHER_KINDS,
+    TeacherInfo,
+    describe_teacher,
+    load_checkpoint,
+    load_demo,
+    load_specialists,
+    resolve_teacher,
+)
+from faceptor_edge.errors import UserError
+
+__all__ = [
+    "SOURCE_KINDS",
+    "Backend",
+    "TeacherInfo",
+    "describe_teacher",
+    "load_backend",
+    "resolve_teacher",
+    "source_kind",
+]
+
+CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".safetensors")
+STUDENT_CARD = "student.json"
+
+# Source kind -> loader(source, **options) -> Backend. Options: threads, dense_size, parsing_size.
+SOURCE_KINDS: dict[str, Callable[..., Backend]] = {
+    "demo": load_demo,
+    "specialists": load_specialists,
+    "checkpoint": load_checkpoint,
+    "student": load_student_backend,
+    **{name: load_artifact for name in FORMATS},
+}
+
+
+def source_kind(source: str | Path) -> str:
+    """What `source` is: `demo`, `specialists`, `checkpoint`, `student`, or an artifact format name."""
+    text = str(source)
+    if text in TEACHER_KINDS and text != "checkpoint":
+        return text
+    path = Path(text)
+    if (path / STUDENT_CARD).is_file():
+        return "student"
+    if is_artifact_path(path):
+        return format_for_path(path).name
+    if path.is_file() and path.name.endswith(CHECKPOINT_SUFFIXES):
+        return "checkpoint"
+    raise UserError(
+        f"{source}: not a Faceptor checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}), student folder ({STUDENT_CARD}), "
+        f"artifact ({', '.join(f.suffix for f in FORMATS.values())}), 'demo' or 'specialists'"
+    )
+
+
+def load_backend(
+    source: str | Path, *, threads: int | None = None, dense_size: int = 512, parsing_size: int | None = None
+) -> Backend:
+    """Load any model this package makes or reads.
+
+    Args:
+        source: `specialists` (the real offline face models distillation can learn from),
+            `demo` (stand-in Faceptor weights), a Faceptor checkpoint, a student folder, or
+            an artifact (`.pte`, `.xml`, `.mlpackage`).
+        threads: CPU threads of artifact runtimes (default: theirs).
+        dense_size: The Faceptor teacher's dense-group input side.
+        parsing_size: Side of the teacher's parsing logits (default: its input side).
+    """
+    if threads is not None and threads < 1:
+        raise UserError(f"threads must be at least 1, got {threads}")
+    kind = source_kind(source)
+    return SOURCE_KINDS[kind](str(source), threads=threads, dense_size=dense_size, parsing_size=parsing_size)

@@ -1,0 +1,110 @@
+"""What every artifact runtime shares: the artifact error, output specs, the metadata
+record's parsing, input checks and static-batch running.
+
+A loaded artifact is a runner whose `run` takes N×3×S×S float32 crops and returns the
+student's raw-output dictionary (without landmark heatmaps), so one `faceptor_edge.decode`
+serves PyTorch and every runtime. An artifact has the static batch size of the example it
+was exported with (`metadata["batch_size"]`); `run` takes any N and runs it in chunks of
+that size, padding the last chunk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from faceptor_edge.errors import UserError
+
+INPUT_NAME = "image"
+
+
+class ArtifactError(UserError):
+    """An exported artifact is missing, truncated, corrupt or not one of ours."""
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One exported output: the task name and its full static shape (batch first)."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+class Runner(Protocol):
+    """A loaded artifact, ready to run; `run` reuses one loaded method or infer request."""
+
+    path: Path
+    outputs: list[OutputSpec]
+    batch_size: int
+    input_shape: tuple[int, ...]
+    metadata: dict[str, Any]
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw outputs for N×3×S×S float32 crops, keyed by output name."""
+        ...
+
+
+def output_specs_from_metadata(record: dict[str, Any], path: Path) -> list[OutputSpec]:
+    """`OutputSpec`s from a stored metadata record; ArtifactError if the record lacks them."""
+    try:
+        return [OutputSpec(str(out["name"]), tuple(int(d) for d in out["shape"])) for out in record["outputs"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ArtifactError(f"{path}: metadata has no valid 'outputs' list; not a faceptor-edge artifact") from err
+
+
+def parse_metadata(text: str, path: Path) -> dict[str, Any]:
+    """Decode a stored metadata JSON string; ArtifactError when it is not a JSON object."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ArtifactError(f"{path}: stored metadata is not valid JSON ({err})") from err
+    if not isinstance(record, dict):
+        raise ArtifactError(f"{path}: stored metadata is not a JSON object")
+    return record
+
+
+def check_input(x: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    """Validate N×3×S×S crops for `Runner.run`; returns a C-contiguous float32 array."""
+    if not isinstance(x, np.ndarray) or x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape[1:]):
+        got = getattr(x, "shape", type(x).__name__)
+        raise UserError(f"expected an N×{'×'.join(map(str, input_shape[1:]))} float32 array, got {got}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise UserError(f"expected float32 crops, got dtype {x.dtype}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def run_in_batches(
+    x: np.ndarray, batch_size: int, outputs: list[OutputSpec], run_batch: Callable[[np.ndarray], list[np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Run N crops through a static-batch artifact in chunks, zero-padding the last one.
+
+    Args:
+        x: N×3×S×S float32 crops (already checked).
+        batch_size: The artifact's static batch size.
+        outputs: Output specs, in the order `run_batch` returns them.
+        run_batch: Runs one batch_size×3×S×S chunk, returns arrays in `outputs` order.
+    """
+    parts: list[list[np.ndarray]] = [[] for _ in outputs]
+    for start in range(0, len(x), batch_size):
+        chunk = x[start : start + batch_size]
+        real = len(chunk)
+        if real < batch_size:
+            chunk = np.concatenate([chunk, np.zeros((batch_size - real, *chunk.shape[1:]), np.float32)])
+        for i, out in enumerate(run_batch(chunk)):
+            parts[i].append(np.asarray(out, dtype=np.float32)[:real])
+    return {
+        spec.name: np.concatenate(chunks) if chunks else np.zeros((0, *spec.shape[1:]), np.float32)
+        for spec, chunks in zip(outputs, parts)
+    }
+
+
+def check_outputs(got: list[tuple[str, tuple[int, ...]]], expected: list[OutputSpec], path: Path) -> None:
+    """Raise ArtifactError when an artifact's outputs differ from its metadata."""
+    want = [(spec.name, tuple(spec.shape)) for spec in expected]
+    if [(name, tuple(shape)) for name, shape in got] != want:
+        raise ArtifactError(f"{path}: the model's outputs {got} do not match its metadata {want}")

@@ -1,0 +1,120 @@
+"""ExecuTorch runtime: a `.pte` written by `targets.executorch`, run with `executorch.runtime`.
+
+The metadata record lives inside the `.pte` as a constant method (`METADATA_METHOD`,
+returning one JSON string), so the artifact is one self-describing file; any ExecuTorch
+runtime reads it with `Module::execute("faceptor_edge_metadata")`. The runner loads the
+`forward` method once (XNNPACK initialises then) and executes it on every call, as an app
+would; `threads` sizes the XNNPACK thread pool where this build lets Python set it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from faceptor_edge.backends.artifact import (
+    ArtifactError,
+    OutputSpec,
+    check_input,
+    check_outputs,
+    output_specs_from_metadata,
+    parse_metadata,
+    run_in_batches,
+)
+
+METADATA_METHOD = "faceptor_edge_metadata"
+
+
+def load_program(path: Path) -> Any:
+    """The program of a `.pte`; ArtifactError unless it is one of ours."""
+    from executorch.runtime import Runtime
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such ExecuTorch program")
+    try:
+        program = Runtime.get().load_program(path)
+    except Exception as err:  # the runtime raises bare RuntimeError/ValueError for bad bytes
+        raise ArtifactError(f"{path}: not a readable ExecuTorch program ({err})") from err
+    if "forward" not in program.method_names or METADATA_METHOD not in program.method_names:
+        raise ArtifactError(
+            f"{path}: ExecuTorch program lacks 'forward' or '{METADATA_METHOD}'; not a faceptor-edge export"
+        )
+    return program
+
+
+def _program_metadata(program: Any, path: Path) -> dict[str, Any]:
+    try:
+        (text,) = program.load_method(METADATA_METHOD).execute([])
+    except Exception as err:
+        raise ArtifactError(f"{path}: cannot read the metadata method ({err})") from err
+    return parse_metadata(str(text), path)
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The metadata record of a `.pte`."""
+    return _program_metadata(load_program(path), Path(path))
+
+
+def set_threads(threads: int | None) -> dict[str, Any]:
+    """Size ExecuTorch's XNNPACK thread pool (process-wide); what it now is."""
+    try:
+        from executorch.extension.pybindings.portable_lib import (
+            _threadpool_get_thread_count,
+            _unsafe_reset_threadpool,
+        )
+    except ImportError:
+        return {"executorch": "not settable from Python in this build"}
+    if threads:
+        _unsafe_reset_threadpool(threads)
+    return {"executorch_xnnpack": int(_threadpool_get_thread_count())}
+
+
+@dataclass
+class ExecuTorchRunner:
+    """A loaded `.pte`: `run` takes N×3×S×S float32 crops, returns raw outputs by name."""
+
+    path: Path
+    program: Any
+    outputs: list[OutputSpec]
+    batch_size: int
+    input_shape: tuple[int, ...]
+    metadata: dict[str, Any] = field(repr=False)
+    threads: dict[str, Any] = field(default_factory=dict)
+    _method: Any = field(default=None, repr=False)
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        x = check_input(x, self.input_shape)
+        if self._method is None:
+            self._method = self.program.load_method("forward")
+
+        def run_batch(batch: np.ndarray) -> list[np.ndarray]:
+            return [out.numpy().copy() for out in self._method.execute([torch.from_numpy(batch)])]
+
+        return run_in_batches(x, self.batch_size, self.outputs, run_batch)
+
+
+def load(path: Path, *, threads: int | None = None) -> ExecuTorchRunner:
+    """Load a `.pte`, check its `forward` signature against its metadata, size the thread pool."""
+    path = Path(path)
+    program = load_program(path)
+    record = _program_metadata(program, path)
+    outputs = output_specs_from_metadata(record, path)
+    check_method(program, outputs, path)
+    shape = tuple(record["input"]["shape"])
+    thread_facts = set_threads(threads)
+    return ExecuTorchRunner(path, program, outputs, int(record["batch_size"]), shape, record, thread_facts)
+
+
+def check_method(program: Any, outputs: list[OutputSpec], path: Path) -> None:
+    """Load 'forward' (initialising the XNNPACK delegate) and compare its outputs to `outputs`."""
+    try:
+        meta = program.load_method("forward").metadata
+        shapes = [tuple(meta.output_tensor_meta(i).sizes()) for i in range(meta.num_outputs())]
+    except Exception as err:
+        raise ArtifactError(f"{path}: cannot read the 'forward' signature ({err})") from err
+    check_outputs(list(zip([spec.name for spec in outputs], shapes)), outputs, path)

@@ -1,0 +1,122 @@
+"""OpenVINO runtime: an IR `.xml` + `.bin` written by `targets.openvino`, run on `openvino.Core`.
+
+Metadata lives in the IR's `rt_info` under `faceptor_edge/metadata`. The runner compiles
+for CPU with `INFERENCE_PRECISION_HINT=f32` by default (on CPUs with bf16/AMX support
+OpenVINO otherwise runs float layers in bf16, errors ~1e-2) and `INFERENCE_NUM_THREADS`
+when `threads` is given, and reuses one infer request on every call, as an app would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from faceptor_edge.backends.artifact import (
+    ArtifactError,
+    OutputSpec,
+    check_input,
+    check_outputs,
+    output_specs_from_metadata,
+    parse_metadata,
+    run_in_batches,
+)
+
+METADATA_KEY = ["faceptor_edge", "metadata"]
+InferencePrecision = Literal["f32", "bf16", "f16"]
+
+
+def read_model(path: Path) -> Any:
+    """The `openvino.Model` of an IR; ArtifactError when either file is missing or unreadable."""
+    import openvino as ov
+
+    path = Path(path)
+    if not path.is_file() or not path.with_suffix(".bin").is_file():
+        raise ArtifactError(f"{path}: OpenVINO IR needs both {path.name} and {path.with_suffix('.bin').name}")
+    try:
+        return ov.Core().read_model(path)
+    except Exception as err:  # OpenVINO raises RuntimeError with its own parser message
+        raise ArtifactError(f"{path}: not a readable OpenVINO IR ({str(err).strip().splitlines()[-1]})") from err
+
+
+def model_metadata(model: Any, path: Path) -> dict[str, Any]:
+    """The metadata record in a model's `rt_info`."""
+    if not model.has_rt_info(METADATA_KEY):
+        raise ArtifactError(f"{path}: OpenVINO IR has no faceptor_edge metadata in rt_info")
+    return parse_metadata(model.get_rt_info(METADATA_KEY).astype(str), path)
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The metadata record of an IR."""
+    return model_metadata(read_model(Path(path)), Path(path))
+
+
+def _model_outputs(model: Any) -> list[tuple[str, tuple[int, ...]]]:
+    return [(out.get_any_name(), tuple(int(d) for d in out.get_partial_shape().to_shape())) for out in model.outputs]
+
+
+def load_checked(path: Path) -> tuple[Any, dict[str, Any], list[OutputSpec]]:
+    """Read an IR and check its static outputs against its metadata."""
+    model = read_model(path)
+    record = model_metadata(model, Path(path))
+    outputs = output_specs_from_metadata(record, Path(path))
+    if any(out.get_partial_shape().is_dynamic for out in model.outputs):
+        raise ArtifactError(f"{path}: OpenVINO IR has dynamic output shapes; not a faceptor-edge export")
+    check_outputs(_model_outputs(model), outputs, Path(path))
+    return model, record, outputs
+
+
+@dataclass
+class OpenVINORunner:
+    """A compiled IR: `run` takes N×3×S×S float32 crops, returns raw outputs by name."""
+
+    path: Path
+    compiled: Any
+    outputs: list[OutputSpec]
+    batch_size: int
+    input_shape: tuple[int, ...]
+    metadata: dict[str, Any] = field(repr=False)
+    threads: dict[str, Any] = field(default_factory=dict)
+    _request: Any = field(default=None, repr=False)
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        x = check_input(x, self.input_shape)
+        if self._request is None:
+            self._request = self.compiled.create_infer_request()
+        ports = [self.compiled.output(spec.name) for spec in self.outputs]
+
+        def run_batch(batch: np.ndarray) -> list[np.ndarray]:
+            result = self._request.infer({0: batch})
+            return [result[port].copy() for port in ports]
+
+        return run_in_batches(x, self.batch_size, self.outputs, run_batch)
+
+
+def load(
+    path: Path,
+    *,
+    threads: int | None = None,
+    device: str = "CPU",
+    inference_precision: InferencePrecision | None = "f32",
+) -> OpenVINORunner:
+    """Read, check and compile an IR for `device`.
+
+    Args:
+        threads: `INFERENCE_NUM_THREADS` (default: the plugin's choice).
+        inference_precision: CPU `INFERENCE_PRECISION_HINT`; None keeps the plugin default.
+    """
+    import openvino as ov
+
+    model, record, outputs = load_checked(Path(path))
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": inference_precision} if inference_precision else {}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    try:
+        compiled = ov.Core().compile_model(model, device, config)
+    except Exception as err:
+        raise ArtifactError(f"{path}: OpenVINO cannot compile the model for {device} ({err})") from err
+    shape = tuple(record["input"]["shape"])
+    thread_facts = {"openvino": int(compiled.get_property("INFERENCE_NUM_THREADS"))}
+    return OpenVINORunner(Path(path), compiled, outputs, int(record["batch_size"]), shape, record, thread_facts)

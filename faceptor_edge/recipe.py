@@ -1,0 +1,151 @@
+"""The input recipe that travels with a model's weights (as timm's `PretrainedCfg` does).
+
+An `InputRecipe` says how a face becomes the model's input: the crop's side, the crop
+scale about the face box, the normalisation, and how the faces the model learnt from
+were framed. The student card and every artifact's metadata store it; every consumer
+(`predict`, `bench`, parity, calibration, the teacher checks) reads it from there, so
+nothing hard-codes or guesses a framing or a mean.
+
+Framing:
+- `given`: each training face's own box or 5 points, else the whole pre-cropped image
+  (synthetic faces, folders without a sidecar);
+- `detected`: each training face framed on RetinaFace's 5 points (specialist teachers,
+  which label the student's own crop of a detected face).
+On a photo, every backend frames a face the same way: the square 300W-tight box fitted
+to its 5 points, scaled by `crop_scale`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from faceptor_edge.errors import UserError
+from faceptor_edge.preprocess import (
+    CLIP_MEAN,
+    CLIP_STD,
+    Box,
+    Crop,
+    box_from_points,
+    box_to_crop,
+    normalise_pixels,
+    prepare_face,
+)
+
+Framing = Literal["given", "detected"]
+Pixels = Literal["normalised", "uint8"]
+FRAMINGS: tuple[Framing, ...] = ("given", "detected")
+
+
+@dataclass(frozen=True)
+class InputRecipe:
+    """How one face becomes a model input.
+
+    Attributes:
+        size: Side of the square dense crop, in pixels.
+        mean, std: Per-channel RGB normalisation of [0, 1] pixels.
+        crop_scale: `scale` of the dense `preprocess.box_crop` about the face box (SPEC §6.2).
+        framing: How the model's training faces were framed (module doc).
+        pixels: `normalised` (N×3×S×S float32) or `uint8` (N×S×S×3 crops plus the face
+            box in crop pixels; the specialist models take those).
+        face112: Also the 112-px 5-point-aligned group (the Faceptor teacher).
+    """
+
+    size: int
+    mean: tuple[float, ...] = CLIP_MEAN
+    std: tuple[float, ...] = CLIP_STD
+    crop_scale: float = 0.8
+    framing: Framing = "given"
+    pixels: Pixels = "normalised"
+    face112: bool = field(default=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record stored in student cards and artifact metadata."""
+        record = asdict(self)
+        record["mean"], record["std"] = list(self.mean), list(self.std)
+        return record
+
+    @classmethod
+    def from_json(cls, record: Any, where: str) -> InputRecipe:
+        """The recipe of a stored record; `UserError` naming `where` when it is malformed."""
+        if not isinstance(record, dict):
+            raise UserError(f"{where}: no input recipe (expected a JSON object, got {type(record).__name__})")
+        try:
+            recipe = cls(
+                size=int(record["size"]),
+                mean=tuple(float(v) for v in record["mean"]),
+                std=tuple(float(v) for v in record["std"]),
+                crop_scale=float(record["crop_scale"]),
+                framing=record["framing"],
+                pixels=record.get("pixels", "normalised"),
+                face112=bool(record.get("face112", False)),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise UserError(f"{where}: malformed input recipe {record!r} ({type(error).__name__}: {error})") from None
+        recipe.check(where)
+        return recipe
+
+    def check(self, where: str = "input recipe") -> None:
+        """Raise `UserError` unless every field is in range."""
+        problems = []
+        if self.size <= 0 or self.size % 16:
+            problems.append(f"size {self.size} is not a positive multiple of 16")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            problems.append("mean and std need 3 values each, std > 0")
+        if not 0 < self.crop_scale <= 2:
+            problems.append(f"crop_scale {self.crop_scale} is outside (0, 2]")
+        if self.framing not in FRAMINGS:
+            problems.append(f"framing {self.framing!r} is not one of {', '.join(FRAMINGS)}")
+        if self.pixels not in ("normalised", "uint8"):
+            problems.append(f"pixels {self.pixels!r} is not 'normalised' or 'uint8'")
+        if problems:
+            raise UserError(f"{where}: " + "; ".join(problems))
+
+    def normalise(self, crops: np.ndarray) -> np.ndarray:
+        """N×S×S×3 uint8 crops -> N×3×S×S float32 with this recipe's mean and std."""
+        x = normalise_pixels(np.asarray(crops).astype(np.float32) / 255.0, self.mean, self.std)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # N×S×S×3 -> N×3×S×S
+
+    def crop(self, image: np.ndarray, *, box: Box | None = None, points5: np.ndarray | None = None) -> Crop:
+        """The dense crop of one face: `box`, else the box fitted to `points5`, scaled by
+        `crop_scale`; the whole image (a pre-cropped face) when neither is given."""
+        if box is None and points5 is not None:
+            box = box_from_points(points5)
+        return prepare_face(image, box=box, dense_size=self.size, dense_scale=self.crop_scale).crop512
+
+    def prepare(
+        self, image: np.ndarray, *, box: Box | None = None, points5: np.ndarray | None = None
+    ) -> tuple[dict[str, np.ndarray], Crop]:
+        """One face's model inputs (batch of 1, keyed as `Backend.run` takes them) and its dense crop.
+
+        Keys: `image` (1×3×S×S float32, or 1×S×S×3 uint8 for `pixels="uint8"`), `box`
+        (1×4 face box in crop pixels, uint8 recipes), `face112` (1×3×112×112, `face112`).
+        """
+        if self.face112:
+            crops = prepare_face(image, box=box, points5=points5, dense_size=self.size, dense_scale=self.crop_scale)
+            return {"face112": crops.x112[None], "image": crops.x512[None]}, crops.crop512
+        crop = self.crop(image, box=box, points5=points5)
+        if self.pixels == "uint8":
+            face_box = box if box is not None else (box_from_points(points5) if points5 is not None else None)
+            inside = box_to_crop(face_box, crop.matrix) if face_box is not None else _central_box(self)
+            return {"image": crop.uint8()[None], "box": np.asarray([inside], np.float32)}, crop
+        return {"image": self.normalise(crop.uint8()[None])}, crop
+
+    def prepare_many(
+        self, image_faces: Sequence[tuple[np.ndarray, Box | None, np.ndarray | None]]
+    ) -> tuple[dict[str, np.ndarray], list[Crop]]:
+        """`prepare` for several (image, box, points5) faces, stacked along the batch."""
+        parts = [self.prepare(image, box=box, points5=points5) for image, box, points5 in image_faces]
+        if not parts:
+            raise UserError("no faces to prepare")
+        arrays = {key: np.concatenate([inputs[key] for inputs, _ in parts]) for key in parts[0][0]}
+        return arrays, [crop for _, crop in parts]
+
+
+def _central_box(recipe: InputRecipe) -> Box:
+    """The face box a whole pre-cropped image implies: the crop's centre at `crop_scale`."""
+    margin = 0.5 * recipe.size * (1.0 - recipe.crop_scale)
+    return (margin, margin, recipe.size - margin, recipe.size - margin)
