@@ -15,15 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from faceptor_edge.data import FaceSample
-from faceptor_edge.distill.losses import FEATURE_KEYS
+from faceptor_edge.distill.keys import FEATURE_KEYS, STUDENT_IMAGE_KEY, mask_key
 from faceptor_edge.preprocess import Box, FaceCrops, box_from_points, box_to_crop, prepare_face
 from faceptor_edge.recipe import InputRecipe
 from faceptor_edge.specialists.teacher import SpecialistTeacher
 from faceptor_edge.student.inputs import student_crop
-from faceptor_edge.tasks import heatmap_key
+from faceptor_edge.tasks import FULL_TASKS, heatmap_key
 from faceptor_edge.teacher import FaceptorTeacher
-
-STUDENT_IMAGE_KEY = "student/image"
 
 
 @dataclass(frozen=True)
@@ -109,12 +107,13 @@ def specialist_outputs(
     arrays. A face with no known box or points (no face detected) gets all-zero masks."""
     framed = [recipe.framed_face(sample) for sample in samples]
     out: dict[str, list[np.ndarray]] = {}
+    masks = {mask_key(task.name) for task in FULL_TASKS}
     for image, box in framed:
         size = recipe.student_size
         margin = 0.5 * size * (1.0 - recipe.dense_scale)  # undetected: label a central box, then mask it all out
         labels = teacher.label(image, box or (margin, margin, size - margin, size - margin),
                                map_grid=recipe.map_grid, heatmap_grid=recipe.heatmap_grid)  # fmt: skip
         for key, value in labels.items():
-            out.setdefault(key, []).append(value * 0 if box is None and key.endswith("/mask") else value)
+            out.setdefault(key, []).append(value * 0 if box is None and key in masks else value)
     images = np.stack([image for image, _ in framed])
     return {STUDENT_IMAGE_KEY: images, **{key: np.stack(values) for key, values in out.items()}}

@@ -25,11 +25,11 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from faceptor_edge.distill.keys import FEATURE_KEYS, mask_key
 from faceptor_edge.tasks import AGE, ATTRIBUTES, EXPRESSION, PARSING, RECOGNITION, TaskSpec, heatmap_key
 
 # Teacher tokens the optional feature hints match: layer 11 of the dense group, which feeds
 # parsing and landmarks, and of the 112 group, which feeds every value head.
-FEATURE_KEYS = ("encoder/face512/layer11", "encoder/face112/layer11")
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,6 @@ class LossWeights:
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
-
-
-def mask_key(task_name: str) -> str:
-    """Label key of a head's validity mask: B (one flag per face) or B×K (per output, e.g. the
-    one attribute a specialist covers). 1 = the teacher labelled it; absent = all valid."""
-    return f"{task_name}/mask"
 
 
 def age_distribution(logits: torch.Tensor) -> torch.Tensor:

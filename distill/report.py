@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceptor_edge.distill.labels import STUDENT_IMAGE_KEY
-from faceptor_edge.distill.losses import mask_key
+from faceptor_edge.distill.keys import STUDENT_IMAGE_KEY, mask_key
 from faceptor_edge.distill.trainer import parsing_channels_last, predict
 from faceptor_edge.metrics import fidelity_table, format_table, mean_output
 from faceptor_edge.student.model import FaceptorStudent, count_flops

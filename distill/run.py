@@ -35,8 +35,9 @@ from faceptor_edge.backends.teachers import DEMO_DENSE_SIZE
 from faceptor_edge.data import open_source
 from faceptor_edge.detection import DetectedSource, detector_available
 from faceptor_edge.distill.cache import ShardCache, cache_key
+from faceptor_edge.distill.keys import FEATURE_KEYS
 from faceptor_edge.distill.labels import CropRecipe, specialist_outputs, teacher_outputs
-from faceptor_edge.distill.losses import FEATURE_KEYS, LossWeights
+from faceptor_edge.distill.losses import LossWeights
 from faceptor_edge.distill.report import fidelity_report, plot_loss_curve
 from faceptor_edge.distill.trainer import DistillModel, TrainConfig, train
 from faceptor_edge.errors import UserError

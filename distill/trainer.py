@@ -15,7 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from faceptor_edge.distill.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
-from faceptor_edge.distill.labels import STUDENT_IMAGE_KEY
+from faceptor_edge.distill.keys import STUDENT_IMAGE_KEY
 from faceptor_edge.distill.losses import (
     FEATURE_KEYS,
     LossWeights,

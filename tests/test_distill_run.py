@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 
 from faceptor_edge.distill import run as distill_run
 from faceptor_edge.distill import trainer
-from faceptor_edge.distill.losses import FEATURE_KEYS
+from faceptor_edge.distill.keys import FEATURE_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("gan_face_generate", reason="synthetic faces need: pip install --no-deps gan-face-generate==1.1.1")

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from faceptor_edge import decode
-from faceptor_edge.distill.losses import LossWeights, distillation_loss, head_loss, mask_key
+from faceptor_edge.distill.keys import mask_key
+from faceptor_edge.distill.losses import LossWeights, distillation_loss, head_loss
 from faceptor_edge.landmarks import soft_argmax
 from faceptor_edge.specialists import teacher as specialists
 from faceptor_edge.specialists.mesh_parsing import LAPA, soft_logits

@@ -217,7 +217,13 @@ def _check(options: BenchOptions) -> None:
         raise UserError(f"unknown targets or precisions {sorted(unknown)}")
     if options.teacher_dense_size <= 0 or options.teacher_dense_size % 16:
         raise UserError(f"--teacher-dense-size must be a positive multiple of 16, got {options.teacher_dense_size}")
-    if options.teacher != "demo" and not Path(options.teacher).is_file():
+    from faceptor_edge.backends import source_kind
+
+    try:
+        kind = source_kind(options.teacher)
+    except UserError:
+        kind = "missing"
+    if kind not in ("demo", "checkpoint"):
         raise UserError(f"{options.teacher}: no such teacher checkpoint (or pass 'demo')")
 
 
