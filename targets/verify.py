@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from faceptor_edge.backends import load_backend
-from faceptor_edge.backends.formats import artifact_size
+from faceptor_edge.backends.formats import artifact_size, format_for_path
 from faceptor_edge.data import CHECK_SEED, FaceSample, open_source
 from faceptor_edge.errors import UserError
 from faceptor_edge.recipe import InputRecipe
@@ -81,9 +81,10 @@ def run_parity(
         "faces": len(crops), "images": images, "student": card["weights_sha256"],
     }  # fmt: skip
     try:
-        artifact_raw = target.load(path).run(x.numpy())
+        backend = load_backend(path)
+        artifact_raw = backend.run({"image": x.numpy()})
     except UserError as error:
-        if target.name != "coreml" or sys.platform == "darwin":
+        if format_for_path(path).runs_on(sys.platform):
             raise
         report.update(heads={}, skipped=f"{error}", passed=None)
         return ParityRun(report, crops, student_raw, None, None)
