@@ -109,9 +109,8 @@ def specialist_outputs(
     out: dict[str, list[np.ndarray]] = {}
     masks = {mask_key(task.name) for task in FULL_TASKS}
     for image, box in framed:
-        size = recipe.student_size
-        margin = 0.5 * size * (1.0 - recipe.dense_scale)  # undetected: label a central box, then mask it all out
-        labels = teacher.label(image, box or (margin, margin, size - margin, size - margin),
+        # undetected: label a central box, then mask it all out
+        labels = teacher.label(image, box or recipe.student_input.central_box(),
                                map_grid=recipe.map_grid, heatmap_grid=recipe.heatmap_grid)  # fmt: skip
         for key, value in labels.items():
             out.setdefault(key, []).append(value * 0 if box is None and key in masks else value)

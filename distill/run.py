@@ -254,7 +254,6 @@ def _finish(
 
 def _overlay(out: Path, teacher: Teacher) -> None:
     """The student on a real photo: every face's parsing, landmarks and labels, as a PNG."""
-    from faceptor_edge.backends import load_backend
     from faceptor_edge.evaluation.realfaces import demo_photo
     from faceptor_edge.overlay import write_overlay
     from faceptor_edge.predictor import FacePredictor

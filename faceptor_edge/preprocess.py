@@ -232,7 +232,7 @@ def prepare_face(
         box: (x1, y1, x2, y2) square face box of 300W tightness.
         points5: 5×2 (x, y) points in ARCFACE_TEMPLATE_112 order.
         dense_size: Side of the dense crop; a positive multiple of 16 (the patch size).
-        dense_scale: `scale` of `box_crop` (use the task's `TaskSpec.crop_scale`).
+        dense_scale: `scale` of `box_crop` (a model's `InputRecipe.crop_scale`; SPEC §6.2).
 
     Returns:
         The normalised inputs and their crops.

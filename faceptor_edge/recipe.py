@@ -18,7 +18,7 @@ to its 5 points, scaled by `crop_scale`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -60,7 +60,7 @@ class InputRecipe:
     crop_scale: float = 0.8
     framing: Framing = "given"
     pixels: Pixels = "normalised"
-    face112: bool = field(default=False)
+    face112: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The record stored in student cards and artifact metadata."""
@@ -127,12 +127,19 @@ class InputRecipe:
         if self.face112:
             crops = prepare_face(image, box=box, points5=points5, dense_size=self.size, dense_scale=self.crop_scale)
             return {"face112": crops.x112[None], "image": crops.x512[None]}, crops.crop512
-        crop = self.crop(image, box=box, points5=points5)
+        if box is None and points5 is not None:
+            box = box_from_points(points5)
+        crop = self.crop(image, box=box)
         if self.pixels == "uint8":
-            face_box = box if box is not None else (box_from_points(points5) if points5 is not None else None)
-            inside = box_to_crop(face_box, crop.matrix) if face_box is not None else _central_box(self)
+            inside = box_to_crop(box, crop.matrix) if box is not None else self.central_box()
             return {"image": crop.uint8()[None], "box": np.asarray([inside], np.float32)}, crop
         return {"image": self.normalise(crop.uint8()[None])}, crop
+
+    def central_box(self) -> Box:
+        """The face box, in crop pixels, that a whole pre-cropped image implies: the crop's
+        centre at `crop_scale`."""
+        margin = 0.5 * self.size * (1.0 - self.crop_scale)
+        return (margin, margin, self.size - margin, self.size - margin)
 
     def prepare_many(
         self, image_faces: Sequence[tuple[np.ndarray, Box | None, np.ndarray | None]]
@@ -143,9 +150,3 @@ class InputRecipe:
             raise UserError("no faces to prepare")
         arrays = {key: np.concatenate([inputs[key] for inputs, _ in parts]) for key in parts[0][0]}
         return arrays, [crop for _, crop in parts]
-
-
-def _central_box(recipe: InputRecipe) -> Box:
-    """The face box a whole pre-cropped image implies: the crop's centre at `crop_scale`."""
-    margin = 0.5 * recipe.size * (1.0 - recipe.crop_scale)
-    return (margin, margin, recipe.size - margin, recipe.size - margin)

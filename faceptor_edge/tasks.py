@@ -140,7 +140,6 @@ class TaskSpec:
         num_queries: Decoder queries (the official count, also for recognition, which ignores them).
         input_group: Which teacher crop feeds it: the 112-px aligned face or the 512-px dense crop.
         labels: Output names (attributes, expressions, parsing classes); empty for other heads.
-        crop_scale: Face-box scale of the dense crop for landmark heads (SPEC §6.2).
         flip_perm: For heads whose outputs swap sides under a horizontal flip (`HeadType.flip`):
             the permutation of points or classes, flipped[i] = original[flip_perm[i]]; empty
             for the others.
@@ -151,7 +150,6 @@ class TaskSpec:
     num_queries: int
     input_group: InputGroup
     labels: tuple[str, ...] = ()
-    crop_scale: float = 0.8
     flip_perm: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
@@ -239,8 +237,10 @@ def _parsing(name: str, labels: tuple[str, ...], mirror: tuple[tuple[str, str], 
     return TaskSpec(name, "parsing", len(labels), "face512", labels, flip_perm=flip_perm)
 
 
-def _landmarks(name: str, points: int, mirror: tuple[tuple[int, int], ...], crop_scale: float = 0.8) -> TaskSpec:
-    return TaskSpec(name, "landmarks", points, "face512", crop_scale=crop_scale, flip_perm=_swapping(points, mirror))
+def _landmarks(name: str, points: int, mirror: tuple[tuple[int, int], ...]) -> TaskSpec:
+    # Every head reads the one dense crop of the input recipe (scale 0.8). The official
+    # per-benchmark crops (SPEC §6.2: scale_mu 1.0 for AFLW-19) are an evaluation protocol.
+    return TaskSpec(name, "landmarks", points, "face512", flip_perm=_swapping(points, mirror))
 
 
 RECOG_MS1MV3 = _recognition("recog_ms1mv3")
@@ -255,7 +255,7 @@ PARSING_LAPA = _parsing("parsing_lapa", LAPA_CLASSES, MIRROR_LAPA)
 ALIGN_300W = _landmarks("align_300w", 68, MIRROR_300W)
 ALIGN_COFW = _landmarks("align_cofw", 29, MIRROR_COFW)
 ALIGN_WFLW = _landmarks("align_wflw", 98, MIRROR_WFLW)
-ALIGN_AFLW = _landmarks("align_aflw", 19, MIRROR_AFLW, crop_scale=1.0)
+ALIGN_AFLW = _landmarks("align_aflw", 19, MIRROR_AFLW)
 
 # Official order (SPEC §1.1, §1.2); the stage-2 Layer-Attention variant uses FULL_TASKS.
 BASE_TASKS: tuple[TaskSpec, ...] = (

@@ -16,7 +16,6 @@ from faceptor_edge.backends.base import Backend
 from faceptor_edge.backends.formats import FORMATS, format_for_path, is_artifact_path
 from faceptor_edge.backends.models import load_artifact, load_student_backend
 from faceptor_edge.backends.teachers import (
-    TEACHER_KINDS,
     TeacherInfo,
     describe_teacher,
     load_checkpoint,
@@ -36,6 +35,7 @@ __all__ = [
     "source_kind",
 ]
 
+NAMED_SOURCES = ("demo", "specialists")  # sources that are names, not paths
 CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".safetensors")
 STUDENT_CARD = "student.json"
 
@@ -52,7 +52,7 @@ SOURCE_KINDS: dict[str, Callable[..., Backend]] = {
 def source_kind(source: str | Path) -> str:
     """What `source` is: `demo`, `specialists`, `checkpoint`, `student`, or an artifact format name."""
     text = str(source)
-    if text in TEACHER_KINDS and text != "checkpoint":
+    if text in NAMED_SOURCES:
         return text
     path = Path(text)
     if (path / STUDENT_CARD).is_file():

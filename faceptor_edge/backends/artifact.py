@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -35,18 +35,40 @@ class OutputSpec:
     shape: tuple[int, ...]
 
 
-class Runner(Protocol):
-    """A loaded artifact, ready to run; `run` reuses one loaded method or infer request."""
+@dataclass(kw_only=True)
+class Runner:
+    """A loaded artifact, ready to run: what every runtime's runner holds.
+
+    Attributes:
+        path: The artifact.
+        outputs: Its outputs, in the order the runtime returns them.
+        batch_size: Its static batch.
+        input_shape: Its static input shape (batch first).
+        metadata: The metadata record stored with it.
+        threads: The runtime's thread settings, as it reports them.
+    """
 
     path: Path
     outputs: list[OutputSpec]
     batch_size: int
     input_shape: tuple[int, ...]
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] = field(repr=False)
+    threads: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def fields_from(record: dict[str, Any], path: Path) -> dict[str, Any]:
+        """The shared fields of a runner for the artifact at `path` with metadata `record`."""
+        return {"path": Path(path), "outputs": output_specs_from_metadata(record, path),
+                "batch_size": int(record["batch_size"]), "input_shape": tuple(record["input"]["shape"]),
+                "metadata": record}  # fmt: skip
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Raw outputs for N×3×S×S float32 crops, keyed by output name."""
-        ...
+        return run_in_batches(check_input(x, self.input_shape), self.batch_size, self.outputs, self.run_batch)
+
+    def run_batch(self, batch: np.ndarray) -> list[np.ndarray]:
+        """One batch_size×3×S×S chunk -> arrays in `outputs` order (each runtime's own call)."""
+        raise NotImplementedError
 
 
 def output_specs_from_metadata(record: dict[str, Any], path: Path) -> list[OutputSpec]:

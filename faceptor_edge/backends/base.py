@@ -68,9 +68,8 @@ class Backend:
         batch = self.static_batch or batch
         side = self.recipe.size
         if self.recipe.pixels == "uint8":
-            margin = 0.5 * side * (1.0 - self.recipe.crop_scale)
             return {"image": rng.integers(0, 256, (batch, side, side, 3), dtype=np.uint8),
-                    "box": np.tile(np.float32([margin, margin, side - margin, side - margin]), (batch, 1))}  # fmt: skip
+                    "box": np.tile(np.float32(self.recipe.central_box()), (batch, 1))}  # fmt: skip
         inputs = {"image": rng.standard_normal((batch, 3, side, side), dtype=np.float32)}
         if self.recipe.face112:
             inputs["face112"] = rng.standard_normal((batch, 3, 112, 112), dtype=np.float32)

@@ -20,11 +20,10 @@ from faceptor_edge.backends.artifact import (
     INPUT_NAME,
     ArtifactError,
     OutputSpec,
-    check_input,
+    Runner,
     check_outputs,
     output_specs_from_metadata,
     parse_metadata,
-    run_in_batches,
 )
 from faceptor_edge.errors import UserError
 
@@ -131,17 +130,12 @@ def _package_metadata(info: MLPackageInfo, path: Path) -> dict[str, Any]:
     return parse_metadata(info.metadata[METADATA_KEY], path)
 
 
-@dataclass
-class CoreMLRunner:
+@dataclass(kw_only=True)
+class CoreMLRunner(Runner):
     """A checked `.mlpackage`. `run` predicts on macOS and raises elsewhere."""
 
-    path: Path
     info: MLPackageInfo
-    outputs: list[OutputSpec]
-    batch_size: int
-    input_shape: tuple[int, ...]
     compute_units: str
-    metadata: dict[str, Any] = field(repr=False)
     _model: Any = field(default=None, repr=False)
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -149,17 +143,15 @@ class CoreMLRunner:
             raise UnsupportedPlatformError(
                 f"{self.path}: Core ML prediction runs only on macOS (this is {sys.platform})"
             )
+        return super().run(x)
+
+    def run_batch(self, batch: np.ndarray) -> list[np.ndarray]:
         import coremltools as ct
 
-        x = check_input(x, self.input_shape)
         if self._model is None:
             self._model = ct.models.MLModel(str(self.path), compute_units=ct.ComputeUnit[self.compute_units])
-
-        def run_batch(batch: np.ndarray) -> list[np.ndarray]:
-            result = self._model.predict({INPUT_NAME: batch})
-            return [np.asarray(result[spec.name]) for spec in self.outputs]
-
-        return run_in_batches(x, self.batch_size, self.outputs, run_batch)
+        result = self._model.predict({INPUT_NAME: batch})
+        return [np.asarray(result[spec.name]) for spec in self.outputs]
 
 
 def load(path: Path, *, threads: int | None = None, compute_units: str = "CPU_ONLY") -> CoreMLRunner:
@@ -174,8 +166,7 @@ def load(path: Path, *, threads: int | None = None, compute_units: str = "CPU_ON
     record = _package_metadata(info, Path(path))
     outputs = output_specs_from_metadata(record, Path(path))
     check_outputs([(spec.name, spec.shape) for spec in info.outputs], outputs, Path(path))
-    shape = tuple(record["input"]["shape"])
-    return CoreMLRunner(Path(path), info, outputs, int(record["batch_size"]), shape, compute_units, record)
+    return CoreMLRunner(**Runner.fields_from(record, path), info=info, compute_units=compute_units)
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

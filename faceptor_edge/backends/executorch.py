@@ -19,11 +19,10 @@ import torch
 from faceptor_edge.backends.artifact import (
     ArtifactError,
     OutputSpec,
-    check_input,
+    Runner,
     check_outputs,
     output_specs_from_metadata,
     parse_metadata,
-    run_in_batches,
 )
 
 METADATA_METHOD = "faceptor_edge_metadata"
@@ -74,28 +73,17 @@ def set_threads(threads: int | None) -> dict[str, Any]:
     return {"executorch_xnnpack": int(_threadpool_get_thread_count())}
 
 
-@dataclass
-class ExecuTorchRunner:
+@dataclass(kw_only=True)
+class ExecuTorchRunner(Runner):
     """A loaded `.pte`: `run` takes N×3×S×S float32 crops, returns raw outputs by name."""
 
-    path: Path
     program: Any
-    outputs: list[OutputSpec]
-    batch_size: int
-    input_shape: tuple[int, ...]
-    metadata: dict[str, Any] = field(repr=False)
-    threads: dict[str, Any] = field(default_factory=dict)
     _method: Any = field(default=None, repr=False)
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        x = check_input(x, self.input_shape)
+    def run_batch(self, batch: np.ndarray) -> list[np.ndarray]:
         if self._method is None:
             self._method = self.program.load_method("forward")
-
-        def run_batch(batch: np.ndarray) -> list[np.ndarray]:
-            return [out.numpy().copy() for out in self._method.execute([torch.from_numpy(batch)])]
-
-        return run_in_batches(x, self.batch_size, self.outputs, run_batch)
+        return [out.numpy().copy() for out in self._method.execute([torch.from_numpy(batch)])]
 
 
 def load(path: Path, *, threads: int | None = None) -> ExecuTorchRunner:
@@ -103,11 +91,8 @@ def load(path: Path, *, threads: int | None = None) -> ExecuTorchRunner:
     path = Path(path)
     program = load_program(path)
     record = _program_metadata(program, path)
-    outputs = output_specs_from_metadata(record, path)
-    check_method(program, outputs, path)
-    shape = tuple(record["input"]["shape"])
-    thread_facts = set_threads(threads)
-    return ExecuTorchRunner(path, program, outputs, int(record["batch_size"]), shape, record, thread_facts)
+    check_method(program, output_specs_from_metadata(record, path), path)
+    return ExecuTorchRunner(**Runner.fields_from(record, path), program=program, threads=set_threads(threads))
 
 
 def check_method(program: Any, outputs: list[OutputSpec], path: Path) -> None:

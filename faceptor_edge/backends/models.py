@@ -36,9 +36,8 @@ def load_student_backend(source: str, **_: Any) -> Backend:
 
 def artifact_recipe(metadata: dict[str, Any], path: Path) -> InputRecipe:
     """The input recipe an artifact's metadata carries."""
-    recipe = (
-        metadata.get("preprocessing", {}).get("recipe") if isinstance(metadata.get("preprocessing"), dict) else None
-    )
+    preprocessing = metadata.get("preprocessing")
+    recipe = preprocessing.get("recipe") if isinstance(preprocessing, dict) else None
     if recipe is None:
         raise UserError(
             f"{path}: its metadata has no input recipe (exported by an older faceptor-edge); export it again"

@@ -17,11 +17,10 @@ import numpy as np
 from faceptor_edge.backends.artifact import (
     ArtifactError,
     OutputSpec,
-    check_input,
+    Runner,
     check_outputs,
     output_specs_from_metadata,
     parse_metadata,
-    run_in_batches,
 )
 
 METADATA_KEY = ["faceptor_edge", "metadata"]
@@ -68,30 +67,20 @@ def load_checked(path: Path) -> tuple[Any, dict[str, Any], list[OutputSpec]]:
     return model, record, outputs
 
 
-@dataclass
-class OpenVINORunner:
+@dataclass(kw_only=True)
+class OpenVINORunner(Runner):
     """A compiled IR: `run` takes N×3×S×S float32 crops, returns raw outputs by name."""
 
-    path: Path
     compiled: Any
-    outputs: list[OutputSpec]
-    batch_size: int
-    input_shape: tuple[int, ...]
-    metadata: dict[str, Any] = field(repr=False)
-    threads: dict[str, Any] = field(default_factory=dict)
     _request: Any = field(default=None, repr=False)
+    _ports: list[Any] = field(default_factory=list, repr=False)
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        x = check_input(x, self.input_shape)
+    def run_batch(self, batch: np.ndarray) -> list[np.ndarray]:
         if self._request is None:
             self._request = self.compiled.create_infer_request()
-        ports = [self.compiled.output(spec.name) for spec in self.outputs]
-
-        def run_batch(batch: np.ndarray) -> list[np.ndarray]:
-            result = self._request.infer({0: batch})
-            return [result[port].copy() for port in ports]
-
-        return run_in_batches(x, self.batch_size, self.outputs, run_batch)
+            self._ports = [self.compiled.output(spec.name) for spec in self.outputs]
+        result = self._request.infer({0: batch})
+        return [result[port].copy() for port in self._ports]
 
 
 def load(
@@ -109,7 +98,7 @@ def load(
     """
     import openvino as ov
 
-    model, record, outputs = load_checked(Path(path))
+    model, record, _ = load_checked(Path(path))
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": inference_precision} if inference_precision else {}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
@@ -117,6 +106,5 @@ def load(
         compiled = ov.Core().compile_model(model, device, config)
     except Exception as err:
         raise ArtifactError(f"{path}: OpenVINO cannot compile the model for {device} ({err})") from err
-    shape = tuple(record["input"]["shape"])
     thread_facts = {"openvino": int(compiled.get_property("INFERENCE_NUM_THREADS"))}
-    return OpenVINORunner(Path(path), compiled, outputs, int(record["batch_size"]), shape, record, thread_facts)
+    return OpenVINORunner(**Runner.fields_from(record, path), compiled=compiled, threads=thread_facts)

@@ -17,7 +17,6 @@ from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD
 from faceptor_edge.recipe import Framing, InputRecipe
 from faceptor_edge.tasks import FULL_TASKS, TaskSpec
 
-TEACHER_KINDS = ("demo", "specialists", "checkpoint", "auto")
 SPECIALIST_CROP = 256  # the specialists label the student's own crop at this side
 SPECIALIST_GRIDS = {"map_grid": 64, "heatmap_grid": 32}
 DEMO_DENSE_SIZE = (

@@ -71,7 +71,7 @@ def peer_specs(runs: int, warmup: int, threads: int, image: Path) -> list[Any]:
 
 @dataclass
 class PeerModel:
-    """A peer behind `bench_models.BenchModel`: its input is the whole RGB face image."""
+    """A peer behind `bench.rows.BenchModel`: its input is the whole RGB face image."""
 
     run: Callable[[np.ndarray], Any]
     facts: dict[str, Any]

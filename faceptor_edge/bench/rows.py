@@ -1,4 +1,4 @@
-"""One benchmark row, measured inside its own process (`faceptor_edge.bench` starts it).
+"""One benchmark row, measured inside its own process (`faceptor_edge.bench.run` starts it).
 
 Each model sits behind the same small interface, `BenchModel`: a synthetic input of a
 given batch, one inference call, and the end-to-end steps for one face (crop, infer,

@@ -2,7 +2,7 @@
 and the peer specialists, one after another on this machine.
 
 Each row runs in a fresh `python -m faceptor_edge.bench.run --row SPEC --out RESULT` process
-(`bench_models.measure_row`), so its peak resident memory is its own and no runtime's
+(`bench.rows.measure_row`), so its peak resident memory is its own and no runtime's
 thread pool or caches leak into the next row. Missing artifacts are exported first
 (`<artifacts>/student-<precision>.<suffix>`). Artifacts have a static batch of 1, so
 their throughput is 1000 / median latency; exporting batch-B variants would double the
