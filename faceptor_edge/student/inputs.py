@@ -29,5 +29,6 @@ def student_crops(samples: Sequence[FaceSample], recipe: InputRecipe) -> np.ndar
 
 
 def normalise(images: np.ndarray, recipe: InputRecipe) -> torch.Tensor:
-    """B×S×S×3 uint8 crops -> B×3×S×S float32 with the recipe's mean and std."""
-    return torch.from_numpy(recipe.normalise(images))
+    """B×S×S×3 uint8 crops -> B×3×S×S float32 with the recipe's mean and std, in channels-last
+    memory: the student's convolutions run about a quarter faster on it on CPU."""
+    return torch.from_numpy(recipe.normalise_channels_last(images)).permute(0, 3, 1, 2)  # B×S×S×3 -> B×3×S×S
