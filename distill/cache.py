@@ -4,7 +4,9 @@ Layout: `ROOT/<key>/shard-00012.safetensors` plus `shard-00012.sha256`. `key` ha
 everything that changes the outputs (teacher weights, crop recipe, images), so a
 change lands in a fresh directory. A shard counts only once its checksum file exists
 and matches: both are written to a temporary name, fsynced and renamed, so a run
-killed mid-write leaves either a complete shard or nothing that is trusted.
+killed mid-write leaves either a complete shard or nothing that is trusted. The checksum
+file also records the shard's size: starting a run only checks sizes (`missing(verify=False)`),
+and training verifies each shard's checksum when it first reads it (`distill.dataset`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from faceptor_edge.files import atomic_write_bytes, file_sha256
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def cache_key(**identity: object) -> str:
@@ -61,16 +64,38 @@ class ShardCache:
         stem = self.dir / f"shard-{shard:05d}"
         return stem.with_suffix(".safetensors"), stem.with_suffix(".sha256")
 
-    def is_complete(self, shard: int) -> bool:
+    def shard_path(self, shard: int) -> Path:
+        return self._paths(shard)[0]
+
+    def _recorded(self, shard: int) -> tuple[str, int] | None:
+        """(sha256, size) the checksum file records, or None when the shard is absent."""
         data, checksum = self._paths(shard)
-        return data.exists() and checksum.exists() and checksum.read_text().strip() == file_sha256(data)
+        try:
+            digest, size = checksum.read_text().split()
+            return (digest, int(size)) if data.stat().st_size == int(size) else None
+        except (OSError, ValueError):
+            return None
 
-    def missing(self, shards: Iterable[int] | None = None) -> list[int]:
-        """Shards (of `shards`, default all) that are absent or fail their checksum."""
-        return [s for s in (range(self.num_shards) if shards is None else shards) if not self.is_complete(s)]
+    def is_complete(self, shard: int, *, verify: bool = True) -> bool:
+        """The shard and its checksum file exist, and the data has the recorded size and
+        (with `verify`) checksum."""
+        recorded = self._recorded(shard)
+        return recorded is not None and (not verify or recorded[0] == file_sha256(self._paths(shard)[0]))
 
-    def write(self, shard: int, arrays: dict[str, np.ndarray]) -> None:
-        """Store one shard atomically; every array's first axis indexes the shard's items."""
+    def missing(self, shards: Iterable[int] | None = None, *, verify: bool = True) -> list[int]:
+        """Shards (of `shards`, default all) that are absent or fail their size (and with `verify`,
+        checksum) check."""
+        chosen = range(self.num_shards) if shards is None else shards
+        return [s for s in chosen if not self.is_complete(s, verify=verify)]
+
+    def discard(self, shard: int) -> None:
+        """Delete a shard (a corrupt one), so that the next build computes it again."""
+        for path in self._paths(shard):
+            path.unlink(missing_ok=True)
+
+    def write(self, shard: int, arrays: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+        """Store one shard atomically; every array's first axis indexes the shard's items.
+        `metadata` (strings) goes into the safetensors header (`metadata`)."""
         expected = len(self.shard_items(shard))
         wrong = {k: v.shape for k, v in arrays.items() if v.shape[0] != expected}
         if wrong:
@@ -79,44 +104,50 @@ class ShardCache:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{data.name}.", suffix=".tmp")
         os.close(fd)
         try:
-            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp)
+            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata=metadata)
             with open(tmp, "rb+") as file:
                 os.fsync(file.fileno())
-            digest = file_sha256(Path(tmp))
+            digest, size = file_sha256(Path(tmp)), Path(tmp).stat().st_size
             os.replace(tmp, data)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        atomic_write_bytes(checksum, digest.encode())
+        atomic_write_bytes(checksum, f"{digest} {size}".encode())
 
     def read(self, shard: int) -> dict[str, np.ndarray]:
         """Load a verified shard; a corrupt one is deleted and reported."""
         if not self.is_complete(shard):
-            for path in self._paths(shard):
-                path.unlink(missing_ok=True)
+            self.discard(shard)
             raise FileNotFoundError(f"teacher-output shard {shard} in {self.dir} is missing or corrupt; rebuild it")
         return load_file(str(self._paths(shard)[0]))
 
+    def metadata(self, shard: int) -> dict[str, str]:
+        """The header metadata a shard was written with (reads the header only)."""
+        with safe_open(str(self._paths(shard)[0]), framework="numpy") as handle:
+            return handle.metadata() or {}
+
     def build(
         self,
-        compute: Callable[[range], dict[str, np.ndarray]],
+        compute: Callable[[range], tuple[dict[str, np.ndarray], dict[str, str] | None]],
         *,
         shards: Iterable[int] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Compute and store every missing shard of `shards`; returns how many were built."""
-        todo = self.missing(shards)
+        """Compute (arrays and header metadata) and store every missing shard of `shards` (by the
+        size check); returns how many were built."""
+        todo = self.missing(shards, verify=False)
         for shard in todo:
             # Temporary files of this shard left by a killed writer. Only the process that
             # builds a shard touches them, so ranks building other shards are not disturbed.
             for stale in self.dir.glob(f".shard-{shard:05d}.*.tmp"):
                 stale.unlink(missing_ok=True)
-            self.write(shard, compute(self.shard_items(shard)))
+            self.write(shard, *compute(self.shard_items(shard)))
             if progress is not None:
                 progress(len(self.shard_items(shard)))
         return len(todo)
 
     def load_all(self) -> dict[str, np.ndarray]:
-        """All shards concatenated along the item axis."""
+        """All shards concatenated along the item axis (small caches only: the held-out faces;
+        training streams through `distill.dataset.CachedFaces`)."""
         parts = [self.read(shard) for shard in range(self.num_shards)]
         return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}

@@ -2,7 +2,7 @@
 
 `OUT/checkpoints/step-000500/` holds `model.safetensors` (student and adapter),
 `optimizer.safetensors` (AdamW moments), and `state.json` (step, param groups, RNG,
-run identity). The directory is assembled under a temporary name and renamed, so a
+fp16 loss-scaler state, run identity). The directory is assembled under a temporary name and renamed, so a
 checkpoint either exists whole or not at all.
 """
 
@@ -45,7 +45,13 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 
 
 def save_checkpoint(
-    out: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, identity: dict
+    out: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    identity: dict,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
     """Write `out/checkpoints/step-XXXXXX` atomically and prune all but the newest KEEP."""
     root = out / "checkpoints"
@@ -53,10 +59,12 @@ def save_checkpoint(
     tmp = root / f".step-{step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
     tensors, meta = _flatten_optimizer(optimizer.state_dict())
+    tensors = {k: v.cpu() for k, v in tensors.items()}
     save_file(tensors, str(tmp / "optimizer.safetensors"))
-    state = {"step": step, "identity": identity, "optimizer": meta, "rng": torch.get_rng_state().tolist()}
+    state = {"step": step, "identity": identity, "optimizer": meta, "rng": torch.get_rng_state().tolist(),
+             "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None}  # fmt: skip
     (tmp / "state.json").write_text(json.dumps(state))
     for path in tmp.iterdir():
         with path.open("rb") as file:
@@ -73,8 +81,15 @@ def latest_checkpoint(out: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, identity: dict) -> int:
-    """Restore model, optimizer and RNG; returns the step to continue from.
+def load_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    identity: dict,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+) -> int:
+    """Restore model, optimizer, RNG and loss scaler; returns the step to continue from.
 
     Raises:
         UserError: the checkpoint belongs to a run with another teacher, student or data.
@@ -87,4 +102,6 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
     optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), state["optimizer"]))
     torch.set_rng_state(torch.tensor(state["rng"], dtype=torch.uint8))
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     return int(state["step"])

@@ -6,6 +6,9 @@ from __future__ import annotations
 STUDENT_IMAGE_KEY = "student/image"  # B×S×S×3 uint8: the student's input crop of each face
 # The teacher's layer-11 tokens of each input group, for feature distillation.
 FEATURE_KEYS = ("encoder/face512/layer11", "encoder/face112/layer11")
+# B float32: 1 where the feature targets hold (0: geometric augmentation, which ViT tokens do
+# not follow, or an unreadable image).
+FEATURE_MASK_KEY = "features/mask"
 
 
 def mask_key(task_name: str) -> str:

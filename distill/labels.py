@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from faceptor_edge.data import FaceSample
-from faceptor_edge.distill.keys import FEATURE_KEYS, STUDENT_IMAGE_KEY, mask_key
+from faceptor_edge.distill.devices import Precision, autocast
+from faceptor_edge.distill.keys import FEATURE_KEYS, FEATURE_MASK_KEY, STUDENT_IMAGE_KEY, mask_key
 from faceptor_edge.preprocess import Box, FaceCrops, box_from_points, box_to_crop, prepare_face
 from faceptor_edge.recipe import InputRecipe
 from faceptor_edge.specialists.teacher import SpecialistTeacher
@@ -50,13 +51,15 @@ class CropRecipe:
         return student_crop(sample, self.student_input)
 
     def framed_face(self, sample: FaceSample) -> tuple[np.ndarray, Box | None]:
-        """The student's input (as `student_crop`) and the face box (given, or from the 5
-        points) in its pixels; the box is None when neither is known."""
-        box = sample.box if sample.box is not None else None
-        if box is None and sample.points5 is not None:
-            box = box_from_points(sample.points5)
-        crop = self.student_input.crop(sample.image, box=box)
-        return crop.uint8(), None if box is None else box_to_crop(box, crop.matrix)
+        """The student's input (as `student_crop`) and where the face is in its pixels: the box
+        fitted to the 5 points when known (they follow the face through augmentation, while
+        the framing box stays), else the given box; None when neither is known."""
+        frame = sample.box if sample.box is not None else None
+        if frame is None and sample.points5 is not None:
+            frame = box_from_points(sample.points5)
+        crop = self.student_input.crop(sample.image, box=frame)
+        face = box_from_points(sample.points5) if sample.points5 is not None else frame
+        return crop.uint8(), None if face is None else box_to_crop(face, crop.matrix)
 
 
 def _resize(maps: torch.Tensor, size: int) -> torch.Tensor:
@@ -67,22 +70,35 @@ def _resize(maps: torch.Tensor, size: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def teacher_outputs(
-    teacher: FaceptorTeacher, samples: Sequence[FaceSample], recipe: CropRecipe, *, features: bool = False
+    teacher: FaceptorTeacher,
+    samples: Sequence[FaceSample],
+    recipe: CropRecipe,
+    *,
+    features: bool = False,
+    device: torch.device | None = None,
+    precision: Precision = "fp32",
 ) -> dict[str, np.ndarray]:
-    """Run the teacher on a batch of faces.
+    """Run the teacher on a batch of faces (on `device`, autocast to `precision`).
 
     Returns:
         `student/image` B×S×S×3 uint8; value and embedding heads float32 as in
         `forward_raw`; `parsing_*` B×C×M×M float16 logits (M = map_grid, channels first);
         `align_*` B×N×2 float32; `align_*/heatmap` B×N×H×H float16 (H = heatmap_grid);
         with `features`, the layer-11 tokens of both groups (`FEATURE_KEYS`) as float16:
-        the dense group's B×768×s×s (s = student_size / 16), the 112 group's B×768×7×7.
+        the dense group's B×768×s×s (s = student_size / 16), the 112 group's B×768×7×7; and
+        per head (and `FEATURE_MASK_KEY`) a B float32 mask: 0 for a sample whose image could
+        not be read (`FaceSample.problem`), 1 otherwise.
     """
+    device = device or torch.device("cpu")
     crops = [recipe.teacher_crops(sample) for sample in samples]
-    x112 = torch.from_numpy(np.stack([c.x112 for c in crops]))
-    x512 = torch.from_numpy(np.stack([c.x512 for c in crops]))
-    raw = teacher.forward_raw(x112, x512, with_features=features, parsing_size=recipe.map_grid)
+    x112 = torch.from_numpy(np.stack([c.x112 for c in crops])).to(device)
+    x512 = torch.from_numpy(np.stack([c.x512 for c in crops])).to(device)
+    with autocast(device, precision):
+        raw = teacher.forward_raw(x112, x512, with_features=features, parsing_size=recipe.map_grid)
+    raw = {key: value.float().cpu() for key, value in raw.items()}
+    valid = np.array([sample.problem is None for sample in samples], np.float32)
     out = {STUDENT_IMAGE_KEY: np.stack([recipe.student_crop(sample) for sample in samples])}
+    out.update({mask_key(task.name): valid for task in teacher.config.tasks})
     for task in teacher.config.tasks:
         value = raw[task.name]
         if task.head.is_channels_last:
@@ -97,6 +113,7 @@ def teacher_outputs(
         dense, value = FEATURE_KEYS
         out[dense] = _resize(raw[dense], recipe.student_size // 16).numpy().astype(np.float16)
         out[value] = raw[value].numpy().astype(np.float16)
+        out[FEATURE_MASK_KEY] = valid
     return out
 
 

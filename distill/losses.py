@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from faceptor_edge.distill.keys import FEATURE_KEYS, mask_key
+from faceptor_edge.distill.keys import FEATURE_KEYS, FEATURE_MASK_KEY, mask_key
 from faceptor_edge.tasks import AGE, ATTRIBUTES, EXPRESSION, PARSING, RECOGNITION, TaskSpec, heatmap_key
 
 # Teacher tokens the optional feature hints match: layer 11 of the dense group, which feeds
@@ -213,7 +213,9 @@ def distillation_loss(
         if covered(task, teacher)
     }
     if features and weights.features > 0:
+        mask = teacher.get(FEATURE_MASK_KEY)  # faces whose tokens still hold (see FEATURE_MASK_KEY)
         for key, projected in features.items():
-            terms[key] = weights.features * F.mse_loss(projected, teacher[key]) / (scales[key] if scales else 1.0)
+            per_face = (projected - teacher[key]).square().flatten(1).mean(1)
+            terms[key] = weights.features * _masked_mean(per_face, mask) / (scales[key] if scales else 1.0)
     total = torch.stack(list(terms.values())).sum()
     return total, {name: float(value.detach()) for name, value in terms.items()}

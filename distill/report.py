@@ -27,7 +27,8 @@ def _columns(values: np.ndarray, outputs: np.ndarray | None) -> np.ndarray:
 
 def fidelity_report(student: FaceptorStudent, train_cache: dict, holdout_cache: dict) -> dict:
     """Held-out fidelity per head the teacher covers, on the faces (and outputs) it labelled,
-    beside the teacher's-mean-output baseline fitted on the training faces it labelled."""
+    beside the teacher's-mean-output baseline fitted on the training faces it labelled
+    (`train_cache`: teacher outputs of a sample of them)."""
     tasks = tuple(t for t in student.config.tasks if t.name in holdout_cache)
     reference = parsing_channels_last(holdout_cache, tasks)
     train = parsing_channels_last(train_cache, tasks)
@@ -64,7 +65,7 @@ def plot_loss_curve(records: list[dict], path: Path) -> None:
     steps = np.array([r["step"] for r in records])
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     ax.plot(steps, [r["loss"] for r in records], color="black", linewidth=1.5, label="total")
-    heads = [k for k in records[0] if k not in ("step", "lr", "loss", "grad_norm")]
+    heads = [k for k in records[0] if k not in ("step", "lr", "loss", "grad_norm", "seconds")]
     for head in heads:
         ax.plot(steps, [r[head] for r in records], linewidth=0.8, alpha=0.8, label=head)
     ax.set(xlabel="step", ylabel="loss", yscale="log", title="Distillation loss")

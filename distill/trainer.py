@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +14,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from faceptor_edge.data import FaceSample
 from faceptor_edge.distill.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from faceptor_edge.distill.dataset import CachedFaces, OnlineFaces, StepBatches, collate_samples, collate_tensors
+from faceptor_edge.distill.devices import Precision, autocast
 from faceptor_edge.distill.keys import STUDENT_IMAGE_KEY
 from faceptor_edge.distill.losses import (
     FEATURE_KEYS,
@@ -26,7 +32,7 @@ from faceptor_edge.distill.losses import (
     mean_student,
 )
 from faceptor_edge.files import atomic_write_bytes
-from faceptor_edge.student.inputs import normalise, student_recipe
+from faceptor_edge.student.inputs import normalise, normalise_tensor, student_recipe
 from faceptor_edge.student.model import FaceptorStudent
 from faceptor_edge.tasks import EXPRESSION, heatmap_key
 
@@ -41,6 +47,8 @@ class TrainConfig:
     clip: float = 1.0
     checkpoint_every: int = 100
     seed: int = 0
+    precision: Precision = "fp32"
+    workers: int = 2  # data-loader processes (0: load in the training process)
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -49,15 +57,6 @@ def lr_at(step: int, config: TrainConfig) -> float:
         return config.lr * (step + 1) / config.warmup
     progress = (step - config.warmup) / max(1, config.steps - config.warmup)
     return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def batch_indices(step: int, config: TrainConfig, num_items: int, rank: int = 0, world: int = 1) -> np.ndarray:
-    """This rank's share of the global batch at `step`: a pure function of the step, for exact resume."""
-    start = step * config.batch_size
-    epochs = range(start // num_items, (start + config.batch_size - 1) // num_items + 1)
-    stream = np.concatenate([np.random.default_rng([config.seed, e]).permutation(num_items) for e in epochs])
-    offset = start - epochs[0] * num_items
-    return stream[offset : offset + config.batch_size][rank::world]
 
 
 class DistillModel(nn.Module):
@@ -73,8 +72,8 @@ class DistillModel(nn.Module):
         channels = student.config.widths[3]
         self.adapters = nn.ModuleList(nn.Conv2d(channels, feature_shapes[key][0], 1) for key in self.feature_keys)
         self._tokens: list[torch.Tensor] = []
-        if self.feature_keys:
-            student.encoder.stages[2].register_forward_hook(lambda _m, _i, out: self._tokens.append(out))
+        if self.feature_keys:  # the stride-16 map the decoder's tokens come from
+            student.token_proj.register_forward_pre_hook(lambda _m, args: self._tokens.append(args[0]))
 
     def forward(self, image: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         self._tokens.clear()
@@ -150,73 +149,113 @@ def _param_groups(model: DistillModel) -> list[dict]:
     ]
 
 
-def _to_torch(cache: dict[str, np.ndarray], indices: np.ndarray) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v[indices].astype(np.float32)) for k, v in cache.items() if k != STUDENT_IMAGE_KEY}
+# Online labelling: a batch of face samples -> teacher outputs as the cache stores them.
+Labeller = Callable[[list[FaceSample]], dict[str, np.ndarray]]
+
+
+def _statistics(data: CachedFaces | OnlineFaces, labeller: Labeller | None) -> dict[str, torch.Tensor]:
+    """Teacher outputs of (at most) the first STATISTICS_FACES faces, unaugmented, for the loss
+    scales, temperatures and the start at the teacher's mean."""
+    if labeller is None:
+        arrays = data.sample(STATISTICS_FACES)
+    else:
+        arrays = labeller(data.source.batch(range(min(STATISTICS_FACES, len(data)))))
+    return {k: torch.from_numpy(v.astype(np.float32)) for k, v in arrays.items() if k != STUDENT_IMAGE_KEY}
+
+
+STATISTICS_FACES = 256
 
 
 def train(
     model: DistillModel,
-    cache: dict[str, np.ndarray],
+    data: CachedFaces | OnlineFaces,
     config: TrainConfig,
     weights: LossWeights,
     out: Path,
     *,
     identity: dict,
     resume: bool,
+    device: torch.device,
+    labeller: Labeller | None = None,
 ) -> list[dict]:
-    """Train on cached teacher outputs; returns the JSONL log records (rank 0)."""
+    """Train on streamed teacher outputs: cached (`CachedFaces`) or, with `labeller`, computed
+    for every batch of augmented samples (`OnlineFaces`). Returns the JSONL log records (rank 0).
+
+    Batches are a pure function of the step (`StepBatches`), augmentation of (seed, step, item):
+    a resumed run continues exactly where the checkpoint left off.
+    """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     torch.manual_seed(config.seed)
     tasks = model.student.config.tasks
     recipe = student_recipe(model.student.config)
-    num_items = len(cache[STUDENT_IMAGE_KEY])
-    sample = _to_torch(cache, np.arange(min(num_items, 256)))
+    sample = _statistics(data, labeller)
     temperatures = head_temperatures(tasks, sample, weights.temperature)
     scales = baseline_scales(tasks, sample, temperatures)
-    optimizer = torch.optim.AdamW(_param_groups(model), lr=config.lr, weight_decay=config.weight_decay)
     checkpoint = latest_checkpoint(out) if resume else None
-    if checkpoint is not None:
-        start = load_checkpoint(checkpoint, model, optimizer, identity)
-    else:
-        start = 0
+    if checkpoint is None:
         start_at_teacher_mean(model.student, sample)
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    model.to(device)
+    optimizer = torch.optim.AdamW(_param_groups(model), lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16" and device.type == "cuda")
+    start = load_checkpoint(checkpoint, model, optimizer, identity, scaler=scaler) if checkpoint else 0
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model  # fmt: skip
+    batches = StepBatches(start=start, steps=config.steps, batch_size=config.batch_size, num_items=len(data),
+                          seed=config.seed, rank=rank, world=world)  # fmt: skip
+    loader = DataLoader(
+        data, batch_sampler=batches, num_workers=config.workers, pin_memory=device.type == "cuda",
+        collate_fn=collate_samples if labeller else collate_tensors,
+        generator=torch.Generator().manual_seed(config.seed),  # leaves the global RNG (saved in checkpoints) alone
+        prefetch_factor=4 if config.workers else None,
+    )  # fmt: skip
     log_path = out / "train_log.jsonl"
     records = _read_log(log_path, upto=start) if rank == 0 else []
     bar = tqdm(total=config.steps, initial=start, desc="distil", unit="step", disable=rank != 0, dynamic_ncols=True)
-    step = start
     model.train()
     try:
-        for step in range(start, config.steps):
-            indices = batch_indices(step, config, num_items, rank, world)
-            teacher = _to_torch(cache, indices)
+        tick = time.perf_counter()
+        for step, batch in zip(range(start, config.steps), loader):
+            if labeller is not None:
+                batch = {k: torch.from_numpy(v) for k, v in labeller(batch).items()}
+            images = normalise_tensor(batch[STUDENT_IMAGE_KEY].to(device, non_blocking=True), recipe)
+            teacher = {k: v.to(device, non_blocking=True).float() for k, v in batch.items() if k != STUDENT_IMAGE_KEY}
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, config) * group["lr_scale"]
-            raw, projected = net(normalise(cache[STUDENT_IMAGE_KEY][indices], recipe))
+            with autocast(device, config.precision):
+                raw, projected = net(images)
             loss, terms = distillation_loss(
-                tasks, raw, teacher, weights, scales=scales, temperatures=temperatures, features=projected
-            )
+                tasks, _float(raw), teacher, weights, scales=scales, temperatures=temperatures,
+                features=_float(projected),
+            )  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.clip))
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             if rank == 0:
-                records.append(
-                    {"step": step + 1, "lr": lr_at(step, config), "loss": loss.item(), "grad_norm": grad_norm, **terms}
-                )
+                seconds, tick = time.perf_counter() - tick, time.perf_counter()  # the step, data wait included
+                records.append({"step": step + 1, "lr": lr_at(step, config), "loss": loss.item(), "grad_norm": grad_norm,
+                                "seconds": round(seconds, 4), **terms})  # fmt: skip
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 bar.update(1)
                 if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
                     _write_log(log_path, records)
-                    save_checkpoint(out, step + 1, model, optimizer, identity)
+                    save_checkpoint(out, step + 1, model, optimizer, identity, scaler=scaler)
     except KeyboardInterrupt:
         if rank == 0 and records and records[-1]["step"] > start:
             _write_log(log_path, records)
-            save_checkpoint(out, records[-1]["step"], model, optimizer, identity)
+            save_checkpoint(out, records[-1]["step"], model, optimizer, identity, scaler=scaler)
         raise
     finally:
         bar.close()
+    model.cpu()
     return records
+
+
+def _float(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Autocast outputs in float32: the losses (softmaxes, KLs, cosines) run in full precision."""
+    return {k: v.float() for k, v in outputs.items()}
 
 
 def _read_log(path: Path, upto: int) -> list[dict]:

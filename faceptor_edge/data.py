@@ -38,6 +38,7 @@ CHECK_SEED = 20_000  # parity checks after export and in `faceptor-edge parity`
 VALIDATION_SEED = 30_000  # OpenVINO accuracy control's validation faces
 BENCH_SEED = 40_000  # the benchmark's end-to-end face
 _PROGRESS_ABOVE = 50  # files; smaller folders scan without a progress bar
+_PLACEHOLDER_SIZE = 64  # side of the blank image that stands in for an unreadable one
 _GAN_BATCH = 16  # faces per generator call
 _GAN_SIZE = 64  # side of the DCGAN's output
 _GAN_LATENT = 100  # length of the DCGAN's noise vector
@@ -58,6 +59,8 @@ class FaceSample:
             image-left eye, the image-right eye, the nose tip, the image-left and the
             image-right mouth corner.
         name: Where the sample came from (relative path or synthetic id).
+        problem: Why the image could not be read, for a placeholder sample (a blank image
+            with no face) from an unvalidated folder; None for a real one.
     """
 
     index: int
@@ -65,6 +68,7 @@ class FaceSample:
     box: Box | None
     points5: np.ndarray | None
     name: str
+    problem: str | None = None
 
 
 class FaceSource(Protocol):
@@ -82,66 +86,72 @@ class FaceSource(Protocol):
 
 
 class FolderSource:
-    """Face photos in a directory tree, validated once when the source is opened.
+    """Face photos in a directory tree.
 
     Image files (by suffix, case-insensitive) are found recursively and sorted by
-    relative path; each is decoded once with `load_image`, and the ones that cannot be
-    used are listed in `skipped` instead of failing the whole folder. An optional
-    `faces.json` in the root gives annotations by relative path::
+    relative path, with their size and modification time (the listing, `manifest`).
+    With `validate` each is decoded once at opening, and the ones that cannot be used are
+    listed in `skipped` instead of failing the whole folder. Without it (distillation over
+    100k+ photos) nothing is decoded until it is used: an unusable image then reads as a
+    placeholder sample that names its `problem`. Either way a file that changed since the
+    listing is an error. An optional `faces.json` in the root gives annotations by
+    relative path::
 
         {"people/ann.jpg": {"box": [x1, y1, x2, y2], "points5": [[x, y], ...5]}}
 
     Attributes:
         root: The directory.
-        skipped: (relative path, reason) for every image file that was left out.
+        skipped: (relative path, reason) for every image file left out by validation.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, convert: bool = False) -> None:
-        """Scans and validates the folder.
+    def __init__(self, root: str | os.PathLike[str], *, convert: bool = False, validate: bool = True) -> None:
+        """Lists (and with `validate`, checks) the folder.
 
         Args:
             root: Directory of images.
             convert: Accept greyscale, alpha and 16-bit images by converting them
-                (see `load_image`); without it they are skipped.
+                (see `load_image`); without it they are unusable.
+            validate: Decode every image now and leave out the unusable ones.
 
         Raises:
             UserError: `root` is not a directory, the sidecar is malformed, or the
-                folder holds no readable image.
+                folder holds no (validated: no readable) image.
         """
         self.root = Path(root)
         if not self.root.is_dir():
             raise UserError(f"image folder '{self.root}' does not exist or is not a directory")
         self._convert = convert
         annotations = _read_sidecar(self.root / SIDECAR_NAME)
-        found = sorted(
-            path.relative_to(self.root).as_posix()
-            for path in self.root.rglob("*")
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-        )
-        if not found:
+        listing = _list_images(self.root)
+        if not listing:
             suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
             raise UserError(f"image folder '{self.root}' has no image files ({suffixes})")
-        unknown = sorted(set(annotations) - set(found))
+        unknown = sorted(set(annotations) - set(listing))
         if unknown:
             raise UserError(
                 f"{self.root / SIDECAR_NAME} annotates {len(unknown)} file(s) that are not images in the "
                 f"folder, e.g. '{unknown[0]}' (keys are paths relative to the folder, with '/')"
             )
         self.skipped: list[tuple[str, str]] = []
-        self._names: list[str] = []
-        progress = tqdm(found, desc="Checking images", unit="image", disable=len(found) <= _PROGRESS_ABOVE)
-        for name in progress:
-            try:
-                load_image(self.root / name, convert=convert)
-            except ImageError as error:
-                self.skipped.append((name, str(error)))
-            else:
-                self._names.append(name)
-        if not self._names:
-            raise UserError(
-                f"none of the {len(found)} image files in '{self.root}' can be used; "
-                f"first problem: {self.skipped[0][1]}"
-            )
+        names = list(listing)
+        if validate:
+            names = []
+            progress = tqdm(listing, desc="Checking images", unit="image", disable=len(listing) <= _PROGRESS_ABOVE)
+            for name in progress:
+                try:
+                    load_image(self.root / name, convert=convert)
+                except ImageError as error:
+                    self.skipped.append((name, str(error)))
+                else:
+                    names.append(name)
+            if not names:
+                raise UserError(
+                    f"none of the {len(listing)} image files in '{self.root}' can be used; "
+                    f"first problem: {self.skipped[0][1]}"
+                )
+        self._names = names
+        self._stats = {name: listing[name] for name in names}
+        self._validated = validate
         self._annotations = annotations
 
     def __len__(self) -> int:
@@ -150,11 +160,18 @@ class FolderSource:
     def __getitem__(self, index: int) -> FaceSample:
         index = _check_index(index, len(self))
         name = self._names[index]
-        try:
-            image = load_image(self.root / name, convert=self._convert)
-        except ImageError as error:
-            raise UserError(f"{error} (it was readable when the folder was scanned)") from error
+        path = self.root / name
+        if _stat(path) != self._stats[name]:
+            raise UserError(f"'{path}' changed or disappeared since the folder was listed; the run uses the "
+                            "folder as it was when it started: restore the file, or start again on the new folder")  # fmt: skip
         box, points5 = self._annotations.get(name, (None, None))
+        try:
+            image = load_image(path, convert=self._convert)
+        except ImageError as error:
+            if self._validated:
+                raise UserError(f"{error} (it was readable when the folder was scanned)") from error
+            blank = np.zeros((_PLACEHOLDER_SIZE, _PLACEHOLDER_SIZE, 3), np.uint8)
+            return FaceSample(index=index, image=blank, box=None, points5=None, name=name, problem=str(error))
         return FaceSample(index=index, image=image, box=box, points5=points5, name=name)
 
     def __iter__(self) -> Iterator[FaceSample]:
@@ -171,26 +188,44 @@ class FolderSource:
         """
         return [self[index] for index in indices]
 
+    @property
+    def manifest(self) -> list[dict]:
+        """The listing of the used files: relative path, size in bytes, mtime in ns."""
+        return [{"path": name, "size": size, "mtime_ns": mtime} for name, (size, mtime) in self._stats.items()]
+
     def fingerprint(self) -> str:
-        """Identifies the folder's current content for caching teacher outputs.
+        """Identifies the folder's content as listed, for caching teacher outputs.
 
         Returns:
             Hex sha256 over the used images' relative paths, sizes and modification
             times and the sidecar's bytes.
-
-        Raises:
-            UserError: A used image has disappeared since the scan.
         """
         digest = hashlib.sha256(b"faceptor-edge folder source v1\n")
-        for name in self._names:
-            try:
-                stat = (self.root / name).stat()
-            except OSError as error:
-                raise UserError(f"image '{self.root / name}' is gone since the folder was scanned") from error
-            digest.update(json.dumps([name, stat.st_size, stat.st_mtime_ns]).encode() + b"\n")
+        for name, stat in self._stats.items():
+            digest.update(json.dumps([name, *stat]).encode() + b"\n")
         sidecar = self.root / SIDECAR_NAME
         digest.update(sidecar.read_bytes() if sidecar.is_file() else b"no sidecar")
         return digest.hexdigest()
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    """(size, mtime in ns) of a file, or None when it is gone."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _list_images(root: Path) -> dict[str, tuple[int, int]]:
+    """Relative path -> (size, mtime in ns) of every image file under `root`, sorted by path."""
+    found = {}
+    for directory, _, files in os.walk(root):
+        for file in files:
+            path = Path(directory) / file
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                found[path.relative_to(root).as_posix()] = _stat(path)
+    return {name: found[name] for name in sorted(found) if found[name] is not None}
 
 
 class SyntheticSource:
@@ -309,7 +344,9 @@ class SyntheticSource:
         return self._generator
 
 
-def open_source(spec: str, *, count: int = 0, seed: int = 0, convert: bool = False) -> FolderSource | SyntheticSource:
+def open_source(
+    spec: str, *, count: int = 0, seed: int = 0, convert: bool = False, validate: bool = True
+) -> FolderSource | SyntheticSource:
     """Opens the image source a command line names.
 
     Args:
@@ -319,6 +356,7 @@ def open_source(spec: str, *, count: int = 0, seed: int = 0, convert: bool = Fal
         seed: Seed of the synthetic faces; unused for folders.
         convert: Convert greyscale, alpha and 16-bit folder images instead of
             skipping them; unused for synthetic faces.
+        validate: Decode every folder image at opening (`FolderSource`).
 
     Returns:
         A `SyntheticSource` or a `FolderSource`.
@@ -328,7 +366,7 @@ def open_source(spec: str, *, count: int = 0, seed: int = 0, convert: bool = Fal
     """
     if spec == "synthetic":
         return SyntheticSource(count, seed=seed)
-    return FolderSource(spec, convert=convert)
+    return FolderSource(spec, convert=convert, validate=validate)
 
 
 def _check_index(index: int, length: int) -> int:

@@ -106,14 +106,14 @@ class InputRecipe:
             raise UserError(f"{where}: " + "; ".join(problems))
 
     @cached_property
-    def _table(self) -> np.ndarray:
+    def table(self) -> np.ndarray:
         """256×3 float32: `normalise_pixels` of every uint8 level, per channel."""
         return normalise_pixels(np.arange(256, dtype=np.float32)[:, None] / 255.0, self.mean, self.std)
 
     def normalise_channels_last(self, crops: np.ndarray) -> np.ndarray:
         """N×S×S×3 uint8 crops -> N×S×S×3 float32 with this recipe's mean and std.
 
-        A per-channel lookup of `_table`: the same float32 values as normalising each
+        A per-channel lookup of `table`: the same float32 values as normalising each
         pixel, in one pass (a third of the time on a batch of 32 crops).
         """
         crops = np.asarray(crops)
@@ -121,7 +121,7 @@ class InputRecipe:
             raise UserError(f"expected N×S×S×3 uint8 crops, got {crops.shape} {crops.dtype}")
         out = np.empty(crops.shape, np.float32)
         for channel in range(3):
-            np.take(self._table[:, channel], crops[..., channel], out=out[..., channel])
+            np.take(self.table[:, channel], crops[..., channel], out=out[..., channel])
         return out
 
     def normalise(self, crops: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ def _cache(tmp_path, key="k", items=10):
 
 
 def _compute(items):
-    return {"x": np.arange(items.start, items.stop, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)}
+    return {"x": np.arange(items.start, items.stop, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)}, None
 
 
 def test_build_then_reuse(tmp_path):

@@ -22,7 +22,7 @@ pytest.importorskip("gan_face_generate", reason="synthetic faces need: pip insta
 def _args(out, cache, *extra):
     return ["--teacher", "demo", "--student", "tiny", "--count", "24", "--holdout", "8", "--dense-size", "64", "--batch-size", "8",
             "--steps", "6", "--checkpoint-every", "2", "--shard-size", "8", "--out", str(out), "--cache", str(cache),
-            *extra]  # fmt: skip
+            "--workers", "0", *extra]  # fmt: skip
 
 
 def _weights(out):
@@ -97,6 +97,29 @@ def test_resume_with_another_student_fails_fast(finished, capsys):
     assert "differs in" in capsys.readouterr().err
 
 
+def test_online_teacher_labels_every_augmented_batch(tmp_path):
+    assert distill_run.main(_args(tmp_path / "out", tmp_path / "cache", "--teacher-outputs", "online", "--steps", "2",
+                                  "--checkpoint-every", "1")) == 0  # fmt: skip
+    profile = json.loads((tmp_path / "out" / "profile.json").read_text())
+    assert profile["teacher_outputs"] == "online" and "label_train" not in profile["stages"]
+    (held_out,) = [p for p in (tmp_path / "cache").iterdir()]  # only the held-out faces were cached
+    assert len(list(held_out.glob("shard-*.safetensors"))) == 1
+
+
+@pytest.mark.slow
+def test_labelling_in_worker_processes_matches_one_process(finished, tmp_path):
+    args = _args(tmp_path / "out", tmp_path / "cache", "--steps", "1", "--workers", "2")
+    assert distill_run.main(args) == 0
+    ours = {p.name: p for p in (tmp_path / "cache").rglob("shard-*.safetensors")}
+    theirs = {p.name: p for p in (finished / "cache").rglob("shard-*.safetensors")
+              if p.parent.name in {q.parent.name for q in (tmp_path / "cache").rglob("shard-*")}}  # fmt: skip
+    assert ours.keys() == theirs.keys() and len(ours) == 4
+    for name, path in ours.items():
+        mine, reference = load_file(str(path)), load_file(str(theirs[name]))
+        for key, value in reference.items():
+            assert abs(mine[key].astype("float32") - value.astype("float32")).max() <= 1e-3, (name, key)
+
+
 def test_empty_folder_and_wrong_teacher_fail_with_one_message(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert distill_run.main(_args(tmp_path / "o", tmp_path / "c", "--images", str(tmp_path / "empty"))) == 2
@@ -107,14 +130,18 @@ def test_empty_folder_and_wrong_teacher_fail_with_one_message(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes(finished, tmp_path):
+def test_torchrun_two_processes_stream_augmented_faces_in_bf16(finished, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(ROOT / "distill" / "run.py"), *_args(tmp_path / "out", tmp_path / "cache")]  # fmt: skip
+               str(ROOT / "distill" / "run.py"), *_args(tmp_path / "out", tmp_path / "cache"),
+               "--precision", "bf16", "--workers", "1"]  # fmt: skip
     result = subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "fidelity.json").read_text())["heads"]
+    profile = json.loads((tmp_path / "out" / "profile.json").read_text())
+    assert (profile["world"], profile["precision"], profile["device"]) == (2, "bf16", "cpu")
+    assert "augmentation on" in result.stdout
     # The two ranks built disjoint halves of the cache; together they hold every shard.
     (cache_dir,) = [p for p in (tmp_path / "cache").iterdir() if len(list(p.glob("shard-*.safetensors"))) == 3]
     assert len(list(cache_dir.glob("shard-*.sha256"))) == 3

@@ -32,3 +32,10 @@ def normalise(images: np.ndarray, recipe: InputRecipe) -> torch.Tensor:
     """B×S×S×3 uint8 crops -> B×3×S×S float32 with the recipe's mean and std, in channels-last
     memory: the student's convolutions run about a quarter faster on it on CPU."""
     return torch.from_numpy(recipe.normalise_channels_last(images)).permute(0, 3, 1, 2)  # B×S×S×3 -> B×3×S×S
+
+
+def normalise_tensor(images: torch.Tensor, recipe: InputRecipe) -> torch.Tensor:
+    """B×S×S×3 uint8 crops on any device -> B×3×S×S float32 in channels-last memory, on that
+    device: the same per-channel lookup (and values) as `normalise`."""
+    table = torch.from_numpy(recipe.table).to(images.device)  # 256×3
+    return table[images.long(), torch.arange(3, device=images.device)].permute(0, 3, 1, 2)  # B×S×S×3 -> B×3×S×S

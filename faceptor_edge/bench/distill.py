@@ -1,0 +1,150 @@
+"""`faceptor-edge bench-distill`: what distillation costs, measured by running it.
+
+Each row runs `distill/run.py` in a fresh process and samples the resident memory of its
+whole process tree (trainer and loader workers) ten times a second:
+
+- per cached-face count (default 1,024 and 8,192): a first run labels the faces into a
+  fresh cache (labelling faces/s), a second trains from that cache (training samples/s and
+  peak RSS, which must not grow with the count);
+- one online row: the teacher labels every augmented batch as training runs.
+
+Prints a table and writes `OUT/bench-distill.json`. Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import psutil
+
+from faceptor_edge.files import atomic_write_text
+
+
+def _tree_rss(process: psutil.Process) -> int:
+    """Bytes resident in a process and all its descendants now."""
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def run_sampled(command: Sequence[str]) -> dict:
+    """Run a command; its wall time and the peak RSS of its process tree (MiB)."""
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = 0
+    process = psutil.Process(child.pid)
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(child.stdout), daemon=True)
+    reader.start()
+    while child.poll() is None:
+        peak = max(peak, _tree_rss(process))
+        time.sleep(0.1)
+    reader.join()
+    if child.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed ({child.returncode}):\n{''.join(output)[-3000:]}")
+    return {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": round(peak / 2**20, 1)}
+
+
+def _distill(out: Path, cache: Path, count: int, steps: int, args, *extra: str) -> dict:
+    command = [sys.executable, "-m", "faceptor_edge.distill.run", "--teacher", args.teacher, "--student", args.student, "--count", str(count),
+               "--holdout", str(args.holdout), "--steps", str(steps), "--batch-size", str(args.batch_size),
+               "--workers", str(args.workers), "--out", str(out), "--cache", str(cache),
+               "--checkpoint-every", str(max(steps, 1)), *(["--dense-size", str(args.dense_size)] if args.dense_size else []),
+               *extra]  # fmt: skip
+    measured = run_sampled(command)
+    return {**measured, "profile": json.loads((out / "profile.json").read_text())}
+
+
+def bench(args: argparse.Namespace) -> dict:
+    rows = []
+    for count in args.counts:
+        cache = args.out / f"cache-{count}"
+        for stale in (cache, args.out / f"label-{count}", args.out / f"train-{count}"):
+            shutil.rmtree(stale, ignore_errors=True)  # every row labels into a fresh cache
+        labelled = _distill(args.out / f"label-{count}", cache, count, 1, args)
+        trained = _distill(args.out / f"train-{count}", cache, count, args.steps, args)
+        label = labelled["profile"]["stages"]["label_train"]
+        train = trained["profile"]["stages"]["train"]
+        rows.append({"faces": count, "teacher_outputs": "cache", "label_faces_per_s": round(label["faces"] / label["seconds"], 2),
+                     "label_s": label["seconds"], "train_samples_per_s": train.get("samples_per_s"),
+                     "train_s": train["seconds"], "train_peak_rss_mb": trained["peak_rss_mb"],
+                     "label_peak_rss_mb": labelled["peak_rss_mb"]})  # fmt: skip
+    if args.online:
+        count = args.counts[0]
+        online = _distill(args.out / "online", args.out / f"cache-{count}", count, args.online_steps, args,
+                          "--teacher-outputs", "online")  # fmt: skip
+        train = online["profile"]["stages"]["train"]
+        rows.append({"faces": count, "teacher_outputs": "online", "label_faces_per_s": None, "label_s": None,
+                     "train_samples_per_s": train.get("samples_per_s"), "train_s": train["seconds"],
+                     "train_peak_rss_mb": online["peak_rss_mb"], "label_peak_rss_mb": None})  # fmt: skip
+    cached = [r for r in rows if r["teacher_outputs"] == "cache"]
+    growth = cached[-1]["train_peak_rss_mb"] / cached[0]["train_peak_rss_mb"] - 1 if len(cached) > 1 else None
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    return {"rows": rows, "rss_growth": growth, "settings": settings, "machine": _machine()}
+
+
+def _machine() -> dict:
+    import platform
+
+    import torch
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": psutil.cpu_count(logical=True),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}  # fmt: skip
+
+
+def format_report(report: dict) -> str:
+    def cell(value, digits=1):
+        return "–" if value is None else f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
+
+    lines = ["| cached faces | teacher outputs | labelling faces/s | training samples/s | training peak RSS (MiB) |",
+             "|---:|---|---:|---:|---:|"]  # fmt: skip
+    for row in report["rows"]:
+        lines.append(f"| {cell(row['faces'])} | {row['teacher_outputs']} | {cell(row['label_faces_per_s'])} | "
+                     f"{cell(row['train_samples_per_s'])} | {cell(row['train_peak_rss_mb'])} |")  # fmt: skip
+    if report["rss_growth"] is not None:
+        lines.append(f"\ntraining peak RSS, most vs fewest cached faces: {report['rss_growth']:+.1%}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="faceptor-edge bench-distill", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--counts", type=int, nargs="+", default=[1024, 8192], help="cached-face counts (default: 1024 8192)")
+    p.add_argument("--steps", type=int, default=40, help="training steps per row (default: 40)")
+    p.add_argument("--online-steps", type=int, default=10, help="training steps of the online row (default: 10)")
+    p.add_argument("--no-online", dest="online", action="store_false", help="leave out the online-teacher row")
+    p.add_argument("--teacher", default="demo", help="teacher (default: demo)")
+    p.add_argument("--dense-size", type=int, default=64, help="the teacher's dense input (default: 64, the cheap demo)")
+    p.add_argument("--student", default="lite0", help="student size (default: lite0)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    p.add_argument("--holdout", type=int, default=32, help="held-out faces per run (default: 32)")
+    p.add_argument("--workers", type=int, default=2, help="labelling and loader processes (default: 2)")
+    p.add_argument("--out", type=Path, default=Path("runs/bench-distill"), help="output folder (default: runs/bench-distill)")
+    return p  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = bench(args)
+    atomic_write_text(args.out / "bench-distill.json", json.dumps(report, indent=2))
+    print(format_report(report))
+    print(f"report: {args.out / 'bench-distill.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
