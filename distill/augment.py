@@ -17,6 +17,9 @@ What a warp brings in from outside the crop:
 
 ViT tokens (`FEATURE_KEYS`) do not follow a flip or a warp: a geometric augmentation zeroes
 them and sets `FEATURE_MASK_KEY` to 0. The keys stay so that items still collate.
+
+Photometric changes are mild, but cached labels of colour and sharpness (CelebA's Blurry, hair
+colours, Pale_Skin) still describe the unaugmented face.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 
 from faceptor_edge.distill.keys import FEATURE_KEYS, FEATURE_MASK_KEY, STUDENT_IMAGE_KEY, mask_key
 from faceptor_edge.tasks import FULL_TASKS, TaskSpec, heatmap_key
@@ -49,7 +53,6 @@ NOISE_SIGMA = (2.0, 8.0)  # grey levels, one luminance noise field for all three
 JPEG_P = 0.3
 JPEG_QUALITY = (40, 95)
 
-CV_MAX_CHANNELS = 128  # channels one cv2.warpAffine call takes
 MAP_TASKS = frozenset(task.name for task in FULL_TASKS if task.kind == "map")
 
 
@@ -62,8 +65,8 @@ class AugmentParams:
         angle: Rotation about the crop centre, degrees, counter-clockwise as seen.
         scale: Zoom about the crop centre (> 1 enlarges the face).
         shift: (dx, dy) translation, fractions of the crop side.
-        brightness: Factor on every channel.
-        contrast: Blend factor with the mean grey level.
+        brightness: Factor on HSV value (on every channel).
+        contrast: Factor on the spread of HSV value about its mean.
         saturation: Factor on HSV saturation.
         hue: HSV hue rotation, turns of the colour wheel.
         grey: Make the image greyscale (still 3 channels).
@@ -88,9 +91,14 @@ class AugmentParams:
     jpeg_quality: int | None = None
 
     @property
+    def warped(self) -> bool:
+        """Whether the crop rotates, scales or shifts."""
+        return self.angle != 0.0 or self.scale != 1.0 or self.shift != (0.0, 0.0)
+
+    @property
     def geometric(self) -> bool:
-        """Whether the crop moves (labels follow, encoder tokens no longer hold)."""
-        return self.flip or self.angle != 0.0 or self.scale != 1.0 or self.shift != (0.0, 0.0)
+        """Whether the crop moves at all (labels follow, encoder tokens no longer hold)."""
+        return self.flip or self.warped
 
 
 def augment_rng(seed: int, step: int, item: int) -> np.random.Generator:
@@ -143,20 +151,32 @@ def apply_to_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def _warp_maps(maps: np.ndarray, params: AugmentParams, *, floor: bool) -> np.ndarray:
-    """C×m×m maps over the crop, warped on their grid (bilinear, dtype kept); the area from
-    outside is mirrored, or with `floor` each channel's minimum."""
-    size = maps.shape[-1]
-    hwc = np.ascontiguousarray(maps.transpose(1, 2, 0), dtype=np.float32)  # C×m×m -> m×m×C
-    low = hwc.min(axis=(0, 1)) if floor else np.zeros(hwc.shape[-1], np.float32)
-    border = cv2.BORDER_CONSTANT if floor else cv2.BORDER_REFLECT
-    matrix = warp_matrix(params, size)
-    chunks = [
-        cv2.warpAffine(hwc[..., i : i + CV_MAX_CHANNELS] - low[i : i + CV_MAX_CHANNELS], matrix, (size, size),
-                       flags=cv2.INTER_LINEAR, borderMode=border).reshape(size, size, -1)
-        for i in range(0, hwc.shape[-1], CV_MAX_CHANNELS)
-    ]  # fmt: skip
-    return (np.concatenate(chunks, axis=-1) + low).transpose(2, 0, 1).astype(maps.dtype)  # m×m×C -> C×m×m
+def _warp(hwc: np.ndarray, params: AugmentParams, border: int) -> np.ndarray:
+    """An m×m(×C) array over the crop through `warp_matrix` on its own grid; bilinear, C ≤ 128."""
+    size = hwc.shape[0]
+    return cv2.warpAffine(hwc, warp_matrix(params, size), (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
+
+
+def _cast(array: np.ndarray, dtype: np.typing.DTypeLike) -> np.ndarray:
+    """A contiguous array in another float dtype, through torch: numpy's float16 casts are ~10× slower."""
+    return torch.from_numpy(array).to(getattr(torch, np.dtype(dtype).name)).numpy()
+
+
+def _move_maps(maps: np.ndarray, params: AugmentParams, *, floor: bool) -> np.ndarray:
+    """C×m×m maps over the crop through the geometry of `params` (dtype kept); the area from
+    outside the crop is mirrored, or with `floor` each channel's minimum."""
+    channels, size = maps.shape[0], maps.shape[-1]
+    if not params.warped:  # a flip alone: every row reversed, exact (as the warp would be) and fast
+        return cv2.flip(maps.reshape(channels * size, size), 1).reshape(maps.shape)
+    flat = _cast(cv2.transpose(maps.reshape(channels, -1)), np.float32)  # C×m² -> m²×C
+    if floor:  # warp each channel's excess over its minimum, zero outside the crop
+        low = flat.min(axis=0)
+        flat -= low
+        moved = _warp(flat.reshape(size, size, channels), params, cv2.BORDER_CONSTANT).reshape(-1, channels)
+        moved += low
+    else:
+        moved = _warp(flat.reshape(size, size, channels), params, cv2.BORDER_REFLECT)
+    return cv2.transpose(_cast(moved.reshape(-1, channels), maps.dtype)).reshape(channels, size, size)  # m²×C -> C×m×m
 
 
 def _follow(out: dict[str, np.ndarray], task: TaskSpec, params: AugmentParams, size: int) -> None:
@@ -167,26 +187,26 @@ def _follow(out: dict[str, np.ndarray], task: TaskSpec, params: AugmentParams, s
         moved = (apply_to_points(warp_matrix(params, size), points * size - 0.5) + 0.5) / size
         out[task.name] = moved.astype(points.dtype)[perm]
         if heatmap_key(task.name) in out:
-            out[heatmap_key(task.name)] = _warp_maps(out[heatmap_key(task.name)], params, floor=True)[perm]
+            out[heatmap_key(task.name)] = _move_maps(out[heatmap_key(task.name)], params, floor=True)[perm]
     elif task.head.is_channels_last and task.name in out:
-        out[task.name] = _warp_maps(out[task.name], params, floor=False)[perm]
+        out[task.name] = _move_maps(out[task.name], params, floor=False)[perm]
     mask = out.get(mask_key(task.name))
     if mask is not None and mask.ndim == 1:  # one flag per point or class moves with it
         out[mask_key(task.name)] = mask[perm]
 
 
 def augment_image(image: np.ndarray, params: AugmentParams) -> np.ndarray:
-    """The photometric part of `params` on an S×S×3 uint8 RGB image, in a fixed order: hue
-    and saturation, brightness and contrast, greyscale, blur, noise, JPEG."""
-    levels = np.arange(256, dtype=np.float32)
-    if params.hue != 0.0 or params.saturation != 1.0:  # the HSV round trip itself loses a little
-        hue = np.rint(levels + 180 * params.hue) % 180  # OpenCV's uint8 hue is degrees / 2
-        lut = np.stack([hue, np.clip(np.rint(levels * params.saturation), 0, 255), levels], axis=-1)
-        hsv = cv2.LUT(cv2.cvtColor(image, cv2.COLOR_RGB2HSV), lut.astype(np.uint8)[None])  # 1×256×3 table
-        image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    mean = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).mean()
-    lut = np.clip(np.rint(params.brightness * (params.contrast * levels + (1 - params.contrast) * mean)), 0, 255)
-    image = cv2.LUT(image, lut.astype(np.uint8))
+    """The photometric part of `params` on an S×S×3 uint8 RGB image, in a fixed order: colour
+    (one lookup table in HSV: hue, saturation, brightness, and contrast of V about its mean),
+    greyscale, blur, noise, JPEG."""
+    if (params.hue, params.saturation, params.brightness, params.contrast) != (0.0, 1.0, 1.0, 1.0):
+        hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)  # uint8 hue is degrees / 2; the round trip loses a little
+        levels = np.arange(256, dtype=np.float32)
+        hue = np.rint(levels + 180 * params.hue) % 180
+        mean = cv2.mean(hsv)[2]
+        value = params.brightness * (params.contrast * levels + (1 - params.contrast) * mean)
+        lut = np.clip(np.rint(np.stack([hue, levels * params.saturation, value], axis=-1)), 0, 255)
+        image = cv2.cvtColor(cv2.LUT(hsv, lut.astype(np.uint8)[None]), cv2.COLOR_HSV2RGB)  # 1×256×3 table
     if params.grey:
         image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
     if params.blur_sigma > 0:
@@ -230,11 +250,9 @@ def augment_item(
         unknown = {key.split("/")[0] for key in item} & (MAP_TASKS - {task.name for task in tasks})
         if unknown:
             raise ValueError(f"labels of {sorted(unknown)} cannot follow the warp: their TaskSpecs were not given")
-        size = image.shape[0]
-        image = cv2.warpAffine(image, warp_matrix(params, size), (size, size), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+        image = _warp(image, params, cv2.BORDER_REFLECT) if params.warped else cv2.flip(image, 1)
         for task in (task for task in tasks if task.kind == "map"):
-            _follow(out, task, params, size)
+            _follow(out, task, params, image.shape[0])
     features = [key for key in FEATURE_KEYS if key in item]
     if features:
         valid = np.asarray(item.get(FEATURE_MASK_KEY, 1.0), np.float32)

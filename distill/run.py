@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: specialists when installed, else demo)",
     )
     p.add_argument("--images", default="synthetic", help="folder of face images, or 'synthetic' DCGAN faces (default)")
-    p.add_argument("--student", default="small", choices=student_sizes, help="student size (default: small)")
+    p.add_argument("--student", default=student_sizes[0], choices=student_sizes,
+                   help=f"student size (default: {student_sizes[0]}, an EfficientNet-Lite0 encoder from ImageNet weights)")
     p.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
     p.add_argument("--out", type=Path, default=Path("runs/distill"), help="output directory (default: runs/distill)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
@@ -197,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
                                                           **caching)  # fmt: skip
         torch.manual_seed(args.seed)  # here, so the initialisation does not depend on whether the teacher ran
         student = build_student(args.student, teacher.tasks)
+        if rank == 0:
+            print(f"student {args.student}: encoder {student.config.encoder}, starts from {student.encoder_init} weights")
         if online:
             data = OnlineFaces(train_source, student_recipe(student.config), augment=args.augment, seed=args.seed)
             labeller = lambda samples: teacher.outputs(samples, recipe, features=features)

