@@ -74,8 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: specialists when installed, else demo)",
     )
     p.add_argument("--images", default="synthetic", help="folder of face images, or 'synthetic' DCGAN faces (default)")
-    p.add_argument("--student", default=student_sizes[0], choices=student_sizes,
-                   help=f"student size (default: {student_sizes[0]}, an EfficientNet-Lite0 encoder from ImageNet weights)")
+    p.add_argument(
+        "--student",
+        default=student_sizes[0],
+        choices=student_sizes,
+        help=f"student size (default: {student_sizes[0]}, an EfficientNet-Lite0 encoder from ImageNet weights)",
+    )
     p.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
     p.add_argument("--out", type=Path, default=Path("runs/distill"), help="output directory (default: runs/distill)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
@@ -96,19 +100,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"teacher-output cache (default: {DEFAULT_CACHE})")
     p.add_argument("--shard-size", type=int, default=32, help="faces per cache shard (default: 32)")
-    p.add_argument("--convert-images", action="store_true", help="convert grey/RGBA/16-bit images instead of masking them out")
-    p.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation and initialisation (default: 0)")
-    p.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="train on the faces as they are (default: label-true flips, warps and photometric changes)")
-    p.add_argument("--device", default="auto", choices=DEVICES,
-                   help="where teacher and student run; auto: CUDA, else MPS, else CPU (default: auto)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="autocast precision of teacher and student: bf16 on CPUs and recent GPUs, fp16 on GPUs (default: fp32)")
-    p.add_argument("--teacher-outputs", default="auto", choices=("auto", "cache", "online"),
-                   help="cache: label every face once into --cache; online: label every augmented batch as it trains "
-                        "(exact labels for every augmentation, no disk); auto: online on a GPU, cache on the CPU")
-    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                   help=f"processes that label faces (CPU teachers) and load batches (default: {DEFAULT_WORKERS})")
+    p.add_argument(
+        "--convert-images", action="store_true", help="convert grey/RGBA/16-bit images instead of masking them out"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of data order, augmentation and initialisation (default: 0)"
+    )
+    p.add_argument(
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        help="train on the faces as they are (default: label-true flips, warps and photometric changes)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICES,
+        help="where teacher and student run; auto: CUDA, else MPS, else CPU (default: auto)",
+    )
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="autocast precision of teacher and student: bf16 on CPUs and recent GPUs, fp16 on GPUs (default: fp32)",
+    )
+    p.add_argument(
+        "--teacher-outputs",
+        default="auto",
+        choices=("auto", "cache", "online"),
+        help="cache: label every face once into --cache; online: label every augmented batch as it trains "
+        "(exact labels for every augmentation, no disk); auto: online on a GPU, cache on the CPU",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"processes that label faces (CPU teachers) and load batches (default: {DEFAULT_WORKERS})",
+    )
     return p  # fmt: skip
 
 
@@ -180,8 +208,10 @@ def run(args: argparse.Namespace) -> int:
         print(teacher.info.choice or "", teacher.notice, sep="\n" if teacher.info.choice else "")
         if skipped:
             print(f"skipped {len(skipped)} unreadable images: " + "; ".join(f"{p}: {why}" for p, why in skipped[:5]))
-        print(f"device {device}, {args.precision}; teacher outputs {'online' if online else 'cached'}; "
-              f"augmentation {'on' if args.augment else 'off'}")
+        print(
+            f"device {device}, {args.precision}; teacher outputs {'online' if online else 'cached'}; "
+            f"augmentation {'on' if args.augment else 'off'}"
+        )
     recipe = CropRecipe(teacher_dense_size=teacher.info.dense_size, map_grid=student_config(args.student).map_size)
     features = weights.features > 0
     caching = dict(root=args.cache, shard_size=args.shard_size, workers=args.workers, rank=rank, world=world)
@@ -199,7 +229,9 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)  # here, so the initialisation does not depend on whether the teacher ran
         student = build_student(args.student, teacher.tasks)
         if rank == 0:
-            print(f"student {args.student}: encoder {student.config.encoder}, starts from {student.encoder_init} weights")
+            print(
+                f"student {args.student}: encoder {student.config.encoder}, starts from {student.encoder_init} weights"
+            )
         if online:
             data = OnlineFaces(train_source, student_recipe(student.config), augment=args.augment, seed=args.seed)
             labeller = lambda samples: teacher.outputs(samples, recipe, features=features)

@@ -60,7 +60,7 @@ def test_prepare_gives_each_kind_of_model_its_inputs():
     image = _photo()
     teacher, _ = InputRecipe(64, face112=True).prepare(image, points5=POINTS5)
     assert teacher["face112"].shape == (1, 3, 112, 112) and teacher["image"].shape == (1, 3, 64, 64)
-    specialists, crop = InputRecipe(64, pixels="uint8").prepare(image, points5=POINTS5)
+    specialists, _ = InputRecipe(64, pixels="uint8").prepare(image, points5=POINTS5)
     assert specialists["image"].dtype == np.uint8 and specialists["image"].shape == (1, 64, 64, 3)
     x1, y1, x2, y2 = specialists["box"][0]
     assert 0 < x1 < x2 < 64 and 0 < y1 < y2 < 64  # the face box, in crop pixels

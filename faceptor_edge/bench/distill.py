@@ -122,7 +122,9 @@ def format_report(report: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="faceptor-edge bench-distill", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--counts", type=int, nargs="+", default=[1024, 8192], help="cached-face counts (default: 1024 8192)")
+    p.add_argument(
+        "--counts", type=int, nargs="+", default=[1024, 8192], help="cached-face counts (default: 1024 8192)"
+    )
     p.add_argument("--steps", type=int, default=40, help="training steps per row (default: 40)")
     p.add_argument("--online-steps", type=int, default=10, help="training steps of the online row (default: 10)")
     p.add_argument("--no-online", dest="online", action="store_false", help="leave out the online-teacher row")
@@ -132,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
     p.add_argument("--holdout", type=int, default=32, help="held-out faces per run (default: 32)")
     p.add_argument("--workers", type=int, default=2, help="labelling and loader processes (default: 2)")
-    p.add_argument("--out", type=Path, default=Path("runs/bench-distill"), help="output folder (default: runs/bench-distill)")
+    p.add_argument(
+        "--out", type=Path, default=Path("runs/bench-distill"), help="output folder (default: runs/bench-distill)"
+    )
     return p  # fmt: skip
 
 
