@@ -118,11 +118,11 @@ class CachedFaces(Dataset):
             self._open.popitem(last=False)
         return handle
 
-    def item(self, index: int) -> dict[str, np.ndarray]:
-        """Face `index` as stored (no batch axis)."""
+    def item(self, index: int, without: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        """Face `index` as stored (no batch axis), less the keys `without`."""
         shard, offset = divmod(index, self.cache.shard_size)
         handle = self._shard(shard)
-        return {key: handle.get_slice(key)[offset] for key in handle.keys()}  # noqa: SIM118 (not iterable)
+        return {key: handle.get_slice(key)[offset] for key in handle.keys() if key not in without}  # noqa: SIM118 (not iterable)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, np.ndarray]:
         step, index = key
@@ -131,9 +131,10 @@ class CachedFaces(Dataset):
             return item
         return augment_item(item, self.tasks, sample_params(augment_rng(self.seed, step, index)))
 
-    def sample(self, count: int) -> dict[str, np.ndarray]:
-        """The first `count` faces, stacked, unaugmented (statistics of the teacher's outputs)."""
-        return collate_arrays([self.item(i) for i in range(min(count, len(self)))])
+    def sample(self, count: int, without: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        """The first `count` faces, stacked, unaugmented, less the keys `without` (statistics of
+        the teacher's outputs)."""
+        return collate_arrays([self.item(i, without) for i in range(min(count, len(self)))])
 
 
 class OnlineFaces(Dataset):

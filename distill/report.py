@@ -16,7 +16,7 @@ def _valid(cache: dict, task) -> tuple[np.ndarray, np.ndarray | None]:
     """Faces (B bool) and outputs (K bool, or None for all) the teacher labelled for a head."""
     mask = cache.get(mask_key(task.name))
     if mask is None:
-        return np.ones(len(cache[STUDENT_IMAGE_KEY]), bool), None
+        return np.ones(len(cache[task.name]), bool), None
     mask = np.asarray(mask) > 0
     return (mask.any(axis=1), mask.any(axis=0)) if mask.ndim == 2 else (mask, None)
 

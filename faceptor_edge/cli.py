@@ -242,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-peers", action="store_true", help="skip the peer specialists")
     bench.set_defaults(run=_bench)
 
+    from faceptor_edge.bench import distill as distill_bench
+
+    bench_distill = commands.add_parser(
+        "bench-distill", parents=[distill_bench.build_parser(add_help=False)], description=distill_bench.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="labelling faces/s, training samples/s and peak memory of distillation, for 1k and 8k cached faces",
+    )  # fmt: skip
+    bench_distill.set_defaults(run=distill_bench.run)
+
     predict = commands.add_parser("predict", help="every head on every face of photos, as JSON and overlay PNGs",
                                   epilog=PREDICT_EPILOG)  # fmt: skip
     predict.add_argument("images", nargs="+", type=Path, help="photos (any size; one or more faces each)")

@@ -119,19 +119,19 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="faceptor-edge bench-distill", description=__doc__,
+def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="faceptor-edge bench-distill", description=__doc__, add_help=add_help,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument(
         "--counts", type=int, nargs="+", default=[1024, 8192], help="cached-face counts (default: 1024 8192)"
     )
-    p.add_argument("--steps", type=int, default=40, help="training steps per row (default: 40)")
-    p.add_argument("--online-steps", type=int, default=10, help="training steps of the online row (default: 10)")
+    p.add_argument("--steps", type=int, default=20, help="training steps per row (default: 20)")
+    p.add_argument("--online-steps", type=int, default=5, help="training steps of the online row (default: 5)")
     p.add_argument("--no-online", dest="online", action="store_false", help="leave out the online-teacher row")
-    p.add_argument("--teacher", default="demo", help="teacher (default: demo)")
-    p.add_argument("--dense-size", type=int, default=64, help="the teacher's dense input (default: 64, the cheap demo)")
+    p.add_argument("--teacher", default="auto", help="teacher, as distill/run.py takes it (default: auto)")
+    p.add_argument("--dense-size", type=int, help="a Faceptor teacher's dense input (default: distill/run.py's)")
     p.add_argument("--student", default="lite0", help="student size (default: lite0)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    p.add_argument("--batch-size", type=int, default=16, help="batch size (default: 16)")
     p.add_argument("--holdout", type=int, default=32, help="held-out faces per run (default: 32)")
     p.add_argument("--workers", type=int, default=2, help="labelling and loader processes (default: 2)")
     p.add_argument(
@@ -141,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure every row, print the table and write the JSON report."""
     args.out.mkdir(parents=True, exist_ok=True)
     report = bench(args)
     atomic_write_text(args.out / "bench-distill.json", json.dumps(report, indent=2))

@@ -1,4 +1,10 @@
-"""A small student distilled from the demo teacher in seconds, and its six artifacts."""
+"""A small student distilled from the demo teacher in seconds, and its six artifacts.
+
+`FACEPTOR_EDGE_PARITY_STUDENT=lite0 pytest tests/parity` runs the suite on the default
+EfficientNet-Lite0 student instead of `tiny` (minutes longer).
+"""
+
+import os
 
 import pytest
 
@@ -15,7 +21,8 @@ def student_dir(tmp_path_factory):
     from faceptor_edge.distill import run as distill_run
 
     root = tmp_path_factory.mktemp("parity-student")
-    args = ["--teacher", "demo", "--student", "tiny", "--count", "48", "--holdout", "8", "--dense-size", "64", "--batch-size", "16",
+    size = os.environ.get("FACEPTOR_EDGE_PARITY_STUDENT", "tiny")
+    args = ["--teacher", "demo", "--student", size, "--workers", "0", "--count", "48", "--holdout", "8", "--dense-size", "64", "--batch-size", "16",
             "--steps", "40", "--checkpoint-every", "40", "--out", str(root / "run"), "--cache", str(root / "cache")]  # fmt: skip
     assert distill_run.main(args) == 0
     return root / "run" / "student"
