@@ -177,7 +177,7 @@ def augment_sample(sample: FaceSample, recipe: InputRecipe, params: AugmentParam
     image_warp = (np.linalg.inv(to_crop) @ warp @ to_crop)[:2]
     height, width = sample.image.shape[:2]
     image = cv2.warpAffine(sample.image, image_warp, (width, height), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REFLECT_101)  # fmt: skip
+                           borderMode=cv2.BORDER_REFLECT)  # fmt: skip
     points5 = None
     if sample.points5 is not None:
         points5 = (sample.points5 @ image_warp[:, :2].T + image_warp[:, 2]).astype(np.float32)

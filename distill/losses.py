@@ -119,7 +119,7 @@ def head_loss(
     if head is ATTRIBUTES:
         return _masked_mean(_bernoulli_kl(s, t), mask if mask is None or mask.dim() == 2 else mask[:, None])
     if head is RECOGNITION:
-        valid = torch.ones(len(s), dtype=s.dtype) if mask is None else mask.to(s.dtype)
+        valid = torch.ones(len(s), dtype=s.dtype, device=s.device) if mask is None else mask.to(s.dtype)
         return _masked_mean(_embedding_loss(s, t, valid), mask)
     if head is AGE:
         per_face = _age_loss(s, t)

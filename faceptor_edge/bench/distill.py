@@ -70,10 +70,14 @@ def _distill(out: Path, cache: Path, count: int, steps: int, args, *extra: str) 
 def bench(args: argparse.Namespace) -> dict:
     rows = []
     for count in args.counts:
-        cache = args.out / f"cache-{count}"
-        for stale in (cache, args.out / f"label-{count}", args.out / f"train-{count}"):
-            shutil.rmtree(stale, ignore_errors=True)  # every row labels into a fresh cache
-        labelled = _distill(args.out / f"label-{count}", cache, count, 1, args)
+        cache, label_out = args.out / f"cache-{count}", args.out / f"label-{count}"
+        if args.reuse_labels and (label_out / "profile.json").exists():
+            labelled = {"peak_rss_mb": None, "profile": json.loads((label_out / "profile.json").read_text())}
+        else:
+            for stale in (cache, label_out):
+                shutil.rmtree(stale, ignore_errors=True)  # every row labels into a fresh cache
+            labelled = _distill(label_out, cache, count, 1, args)
+        shutil.rmtree(args.out / f"train-{count}", ignore_errors=True)
         trained = _distill(args.out / f"train-{count}", cache, count, args.steps, args)
         label = labelled["profile"]["stages"]["label_train"]
         train = trained["profile"]["stages"]["train"]
@@ -83,6 +87,7 @@ def bench(args: argparse.Namespace) -> dict:
                      "label_peak_rss_mb": labelled["peak_rss_mb"]})  # fmt: skip
     if args.online:
         count = args.counts[0]
+        shutil.rmtree(args.out / "online", ignore_errors=True)
         online = _distill(args.out / "online", args.out / f"cache-{count}", count, args.online_steps, args,
                           "--teacher-outputs", "online")  # fmt: skip
         train = online["profile"]["stages"]["train"]
@@ -91,7 +96,7 @@ def bench(args: argparse.Namespace) -> dict:
                      "train_peak_rss_mb": online["peak_rss_mb"], "label_peak_rss_mb": None})  # fmt: skip
     cached = [r for r in rows if r["teacher_outputs"] == "cache"]
     growth = cached[-1]["train_peak_rss_mb"] / cached[0]["train_peak_rss_mb"] - 1 if len(cached) > 1 else None
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if not callable(v)}
     return {"rows": rows, "rss_growth": growth, "settings": settings, "machine": _machine()}
 
 
@@ -134,6 +139,11 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="batch size (default: 16)")
     p.add_argument("--holdout", type=int, default=32, help="held-out faces per run (default: 32)")
     p.add_argument("--workers", type=int, default=2, help="labelling and loader processes (default: 2)")
+    p.add_argument(
+        "--reuse-labels",
+        action="store_true",
+        help="keep each count's cache and labelling figures from an earlier bench in --out; measure training only",
+    )
     p.add_argument(
         "--out", type=Path, default=Path("runs/bench-distill"), help="output folder (default: runs/bench-distill)"
     )
