@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from faceptor_edge.student.encoder import StagedEncoder
+
 STEM_WIDTH = 32
 LITE0_WIDTHS = (24, 40, 112, 320)  # channels of the maps at strides 4, 8, 16 and 32
 LITE0_DEPTHS = (3, 2, 6, 5)  # MBConv blocks per stage
@@ -86,22 +88,13 @@ def _block_args() -> list[list[tuple[int, int, int, int, int]]]:
     return stages
 
 
-class EfficientNetLite0(nn.Module):
+class EfficientNetLite0(StagedEncoder):
     """Stem at stride 2, then four stages ending at strides 4, 8, 16 and 32 (`LITE0_WIDTHS`)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stem = conv_bn(3, STEM_WIDTH, 3, 2)
         self.stages = nn.ModuleList(nn.Sequential(*(MBConv(*args) for args in blocks)) for blocks in _block_args())
-
-    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """image: B×3×H×W -> maps at strides 4, 8, 16, 32 (B×C_i×H/s×W/s)."""
-        x = self.stem(image)
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
 
 
 class ImageNetHead(nn.Module):

@@ -37,7 +37,23 @@ class InvertedResidual(nn.Module):
         return x + self.block(x) if self.residual else self.block(x)
 
 
-class ConvEncoder(nn.Module):
+class StagedEncoder(nn.Module):
+    """An encoder made of `stem` and four `stages`; returns each stage's map."""
+
+    stem: nn.Module
+    stages: nn.ModuleList
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """image: B×3×H×W -> maps at strides 4, 8, 16, 32 (B×C_i×H/s×W/s)."""
+        x = self.stem(image)
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+class ConvEncoder(StagedEncoder):
     """Stem at stride 2, then four stages at strides 4, 8, 16 and 32.
 
     Args:
@@ -56,15 +72,6 @@ class ConvEncoder(nn.Module):
             blocks = [InvertedResidual(in_ch, out_ch, 2, expand)]
             blocks += [InvertedResidual(out_ch, out_ch, 1, expand) for _ in range(depth - 1)]
             self.stages.append(nn.Sequential(*blocks))
-
-    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """image: B×3×H×W -> maps at strides 4, 8, 16, 32 (B×C_i×H/s×W/s)."""
-        x = self.stem(image)
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
 
 
 class PixelDecoder(nn.Module):
