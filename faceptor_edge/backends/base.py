@@ -35,6 +35,8 @@ class Backend:
         untrained: Heads its teacher did not cover (a specialist-distilled student).
         covered_labels: Heads whose teacher covered only some outputs (name -> those labels).
         notice: The teacher notice the model carries ("" if none).
+        teacher: The teacher record of its student card or metadata (`describe_teacher`'s
+            identity: which teacher, its checkpoint hash); empty for teachers and peers.
         facts: Parameters, size on disk, threads and notes, for `bench`.
         static_batch: The artifact's fixed batch (None: any batch).
         runnable: False where this platform cannot run it (Core ML off macOS).
@@ -50,6 +52,7 @@ class Backend:
     untrained: frozenset[str] = frozenset()
     covered_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
     notice: str = ""
+    teacher: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
     static_batch: int | None = None
     runnable: bool = True
@@ -79,4 +82,9 @@ class Backend:
 def card_facts(teacher: dict[str, Any], notice: str) -> dict[str, Any]:
     """`Backend` fields from the teacher record a student card or artifact carries."""
     covered = {name: tuple(labels) for name, labels in teacher.get("covered_labels", {}).items()}
-    return {"untrained": frozenset(teacher.get("untrained_heads", ())), "covered_labels": covered, "notice": notice}
+    return {
+        "untrained": frozenset(teacher.get("untrained_heads", ())),
+        "covered_labels": covered,
+        "notice": notice,
+        "teacher": dict(teacher),
+    }

