@@ -9,7 +9,8 @@ Stages: teacher outputs into a sharded cache (computed once, reused across runs;
 with --teacher-outputs online, computed for every augmented batch as training runs) →
 training on streamed, augmented faces (resumable exactly, on --device, DDP under torchrun)
 → the student in OUT/student → fidelity on held-out faces in OUT/fidelity.json, with a
-loss-curve plot → OUT/overlay.png, the student's predictions on a real photo.
+loss-curve plot → OUT/overlay.png, the student's predictions on a real photo → OUT/evaluate.json,
+its scores on the real labelled photos and its agreement with the teacher on every real face.
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("runs/distill"), help="output directory (default: runs/distill)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--real-faces", action=argparse.BooleanOptionalAction, default=True,
+                   help="close with the student on real photos (default: on): OUT/evaluate.json, its scores on the "
+                   "labelled sets and its agreement with its teacher on every real face")  # fmt: skip
     p.add_argument("--count", type=int, default=768, help="generated training faces (default: 768)")
     p.add_argument("--holdout", type=int, default=256, help="held-out faces for fidelity (default: 256)")
     p.add_argument("--dense-size", type=int, help=f"teacher dense-group input (default: 512, demo {DEMO_DENSE_SIZE})")
@@ -325,6 +329,32 @@ def _finish(
           f"{report['student']['params']:,} parameters, {report['student']['flops'] / 1e9:.2f} GFLOPs at 256×256")  # fmt: skip
     print(f"fidelity: {args.out / 'fidelity.json'}; loss curve: {args.out / 'loss_curve.png'}")
     _overlay(args.out, teacher)
+    if args.real_faces:
+        _real_faces(args.out, teacher)
+
+
+def _real_faces(out: Path, teacher: Teacher) -> None:
+    """The student on every real face available: the labelled sets' scores and its agreement with
+    the teacher (`faceptor-edge evaluate`), printed and written to OUT/evaluate.json."""
+    from faceptor_edge.distill.agreement import TeacherAgreement
+    from faceptor_edge.evaluation.evaluate import evaluate, format_rows
+
+    if detector_available():
+        print(f"no real-face evaluation: {detector_available()}")
+        return
+    report = evaluate({"student": str(out / "student")}, json_path=out / "evaluate.json",
+                      agreement=TeacherAgreement(teacher.info.source))  # fmt: skip
+    print(format_rows(report["rows"]))
+    result = report["fidelity"]["student"]
+    if "skipped" in result:
+        print(f"agreement with the teacher on real faces skipped: {result['skipped']}")
+        return
+    print(f"agreement with the teacher on {result['faces']} real faces (gap closed: 1 = the teacher, "
+          f"0 = its mean output):")  # fmt: skip
+    for head, row in result["heads"].items():
+        print(f"  {head:18s} {row['metric']:16s} {row['student']:8.3f} (mean output {row['baseline']:.3f})  "
+              f"gap closed {row['closed']:+.2f}")  # fmt: skip
+    print(f"real faces: {out / 'evaluate.json'}")
 
 
 def _overlay(out: Path, teacher: Teacher) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from faceptor_edge.detection import detector_available
 from faceptor_edge.distill import run as distill_run
 from faceptor_edge.distill import trainer
 from faceptor_edge.distill.keys import FEATURE_KEYS
@@ -23,7 +24,7 @@ pytest.importorskip("gan_face_generate", reason="synthetic faces need: pip insta
 def _args(out, cache, *extra):
     return ["--teacher", "demo", "--student", "tiny", "--count", "24", "--holdout", "8", "--dense-size", "64", "--batch-size", "8",
             "--steps", "6", "--checkpoint-every", "2", "--shard-size", "8", "--out", str(out), "--cache", str(cache),
-            "--workers", "0", *extra]  # fmt: skip
+            "--workers", "0", "--no-real-faces", *extra]  # fmt: skip
 
 
 def _weights(out):
@@ -33,7 +34,7 @@ def _weights(out):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
-    assert distill_run.main(_args(root / "out", root / "cache")) == 0
+    assert distill_run.main(_args(root / "out", root / "cache", "--real-faces")) == 0
     return root
 
 
@@ -52,6 +53,9 @@ def test_run_writes_student_fidelity_log_and_plot(finished):
     assert set(FEATURE_KEYS) <= set(log[0]), "a Faceptor teacher hints both groups' layer-11 tokens by default"
     assert (out / "loss_curve.png").stat().st_size > 1000
     assert (out / "student" / "student.json").exists()
+    if not detector_available():  # the closing look at real photos needs the detector's weights
+        agreement = json.loads((out / "evaluate.json").read_text())["fidelity"]["student"]
+        assert agreement["teacher"] == "demo" and agreement["faces"] > 20 and len(agreement["heads"]) == 13
 
 
 def test_second_run_reuses_the_teacher_cache(finished, capsys):

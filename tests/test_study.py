@@ -39,8 +39,8 @@ def test_the_table_has_one_line_per_row_and_marks_reused_labels():
     table = study.markdown_table([_result(first, 24), _result(second, 0)], "2026-12-02")
     lines = [line for line in table.splitlines() if line.startswith("| tiny-")]
     assert len(lines) == 2
-    assert "| 1.5 | 10.0 | 11.79 | – | 0.867 | – | 0.25 |" in lines[0]
-    assert "| cached | 10.0 |" in lines[1] and lines[1].endswith("| -0.10 |")
+    assert "| 1.5 | 10.0 | 11.7 | 11.79 | – | 0.867 | – | 0.25 |" in lines[0]
+    assert "| cached | 10.0 | 11.7 |" in lines[1] and lines[1].endswith("| -0.10 |")
     assert table.startswith(study.MARK_START) and table.rstrip().endswith(study.MARK_END)
 
 

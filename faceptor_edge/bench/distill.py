@@ -60,7 +60,7 @@ def run_sampled(command: Sequence[str]) -> dict:
 def _distill(out: Path, cache: Path, count: int, steps: int, args, *extra: str) -> dict:
     command = [sys.executable, "-m", "faceptor_edge.distill.run", "--teacher", args.teacher, "--student", args.student, "--count", str(count),
                "--holdout", str(args.holdout), "--steps", str(steps), "--batch-size", str(args.batch_size),
-               "--workers", str(args.workers), "--out", str(out), "--cache", str(cache),
+               "--workers", str(args.workers), "--no-real-faces", "--out", str(out), "--cache", str(cache),
                "--checkpoint-every", str(max(steps, 1)), *(["--dense-size", str(args.dense_size)] if args.dense_size else []),
                *extra]  # fmt: skip
     measured = run_sampled(command)

@@ -23,7 +23,7 @@ def student_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("parity-student")
     size = os.environ.get("FACEPTOR_EDGE_PARITY_STUDENT", "tiny")
     args = ["--teacher", "demo", "--student", size, "--workers", "0", "--count", "48", "--holdout", "8", "--dense-size", "64", "--batch-size", "16",
-            "--steps", "40", "--checkpoint-every", "40", "--out", str(root / "run"), "--cache", str(root / "cache")]  # fmt: skip
+            "--steps", "40", "--checkpoint-every", "40", "--no-real-faces", "--out", str(root / "run"), "--cache", str(root / "cache")]  # fmt: skip
     assert distill_run.main(args) == 0
     return root / "run" / "student"
 
