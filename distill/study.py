@@ -51,16 +51,16 @@ class Row:
 PLANS = {
     # The study behind the README's defaults: about 2 hours here on 2 cores, plus evaluation.
     "default": (
-        Row("random-768x200", "random-init encoder, DCGAN 768 faces, 200 steps",
-            ("--count", "768", "--steps", "200", "--encoder-init", "random")),
         Row("imagenet-768x200", "ImageNet encoder, DCGAN 768 faces, 200 steps (README main command)",
             ("--count", "768", "--steps", "200")),
-        Row("imagenet-768x200-noaug", "as above, augmentation off", ("--count", "768", "--steps", "200",
+        Row("stylegan-384x200", "ImageNet encoder, StyleGAN 384 faces, 200 steps",
+            ("--images", "stylegan", "--count", "384", "--holdout", "128", "--steps", "200")),
+        Row("random-768x200", "random-init encoder, DCGAN 768 faces, 200 steps",
+            ("--count", "768", "--steps", "200", "--encoder-init", "random")),
+        Row("imagenet-768x200-noaug", "ImageNet encoder, DCGAN 768 faces, 200 steps, augmentation off", ("--count", "768", "--steps", "200",
             "--no-augment")),
         Row("small-768x200", "the old 'small' student (random init), DCGAN 768 faces, 200 steps",
             ("--count", "768", "--steps", "200", "--student", "small")),
-        Row("stylegan-384x200", "ImageNet encoder, StyleGAN 384 faces, 200 steps",
-            ("--images", "stylegan", "--count", "384", "--holdout", "128", "--steps", "200")),
         Row("imagenet-10240x600", "ImageNet encoder, DCGAN 10,240 faces, 600 steps",
             ("--count", "10240", "--steps", "600")),
     ),

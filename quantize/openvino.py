@@ -102,18 +102,24 @@ def quantize_with_accuracy_control(
 
 
 def ignored_scope_for_modules(program: ExportedProgram, model: Any, module_paths: Sequence[str]) -> Any:
-    """An `nncf.IgnoredScope` keeping the Linear layers under `module_paths` float.
+    """An `nncf.IgnoredScope` keeping the layers (Linear, Conv) under `module_paths` float.
 
-    OpenVINO names converted ops `<torch node>/<aten op>/<OV op>`, so a module's layers
-    are found through the exported program's module stack. Convolutions lose their names
-    when BatchNorm is folded into them, so only Linear layers can be matched this way.
+    OpenVINO names converted ops `<torch node>/<aten op>/<OV op>`, so Linear layers are found
+    by name through the exported program's module stack. Convolutions lose their names when
+    BatchNorm is folded into them, so they are matched by position instead: the k-th
+    convolution of the exported program is the k-th (Group)Convolution of the OpenVINO
+    model in topological order, checked by count and by kernel shape.
 
     Raises:
-        UserError: a module path has no Linear layer left to match in `model`.
+        UserError: a module path has no layer to match in `model`, or the convolutions of the
+            two graphs do not line up.
     """
     import nncf
 
     names = {op.get_friendly_name() for op in model.get_ops() if op.get_type_name() in _LAYER_TYPES}
+    torch_convs = [node for node in program.graph.nodes
+                   if node.op == "call_function" and node.target == torch.ops.aten.conv2d.default]  # fmt: skip
+    ov_convs = [op for op in model.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
     matched: list[str] = []
     for module in module_paths:
         nodes = [
@@ -122,12 +128,29 @@ def ignored_scope_for_modules(program: ExportedProgram, model: Any, module_paths
             if node.op == "call_function" and node.target in _TORCH_LAYER_OPS and _inside(node, module)
         ]
         found = sorted(name for name in names if name.split("/", 1)[0] in nodes)
+        convs = [i for i, node in enumerate(torch_convs) if _inside(node, module)]
+        if convs:
+            found += _convs_by_position(torch_convs, ov_convs, convs, module)
         if not found:
-            raise UserError(
-                f"no OpenVINO layer of module {module!r} is left to keep float (only Linear layers keep their names)"
-            )
+            raise UserError(f"no OpenVINO layer of module {module!r} is left to keep float")
         matched += found
-    return nncf.IgnoredScope(names=matched)
+    return nncf.IgnoredScope(names=sorted(set(matched)))
+
+
+def _convs_by_position(torch_convs: list, ov_convs: list, positions: list[int], module: str) -> list[str]:
+    """OpenVINO names of the convolutions at `positions` of the exported program (docstring above)."""
+    if len(torch_convs) != len(ov_convs):
+        raise UserError(f"cannot keep {module!r} float: the exported program has {len(torch_convs)} "
+                        f"convolutions, the OpenVINO model {len(ov_convs)}")  # fmt: skip
+    out = []
+    for i in positions:
+        weight = tuple(torch_convs[i].args[1].meta["val"].shape)  # O×I/g×kH×kW
+        kernel = tuple(int(d) for d in ov_convs[i].input(1).get_partial_shape().to_shape())
+        if kernel[-2:] != weight[-2:] or int(np.prod(kernel)) != int(np.prod(weight)):
+            raise UserError(f"cannot keep {module!r} float: convolution {i} is {weight} in the exported program "
+                            f"but {kernel} in the OpenVINO model")  # fmt: skip
+        out.append(ov_convs[i].get_friendly_name())
+    return out
 
 
 def _inside(node: torch.fx.Node, module: str) -> bool:
