@@ -51,9 +51,9 @@ class Row:
 PLANS = {
     # The study behind the README's defaults: about 2 hours here on 2 cores, plus evaluation.
     "default": (
-        Row("imagenet-768x200", "ImageNet encoder, DCGAN 768 faces, 200 steps (README main command)",
+        Row("imagenet-768x200", "ImageNet encoder, DCGAN 768 faces, 200 steps (the previous main command)",
             ("--count", "768", "--steps", "200")),
-        Row("stylegan-384x200", "ImageNet encoder, StyleGAN 384 faces, 200 steps",
+        Row("stylegan-384x200", "ImageNet encoder, StyleGAN 384 faces, 200 steps (README main command)",
             ("--images", "stylegan", "--count", "384", "--holdout", "128", "--steps", "200")),
         Row("random-768x200", "random-init encoder, DCGAN 768 faces, 200 steps",
             ("--count", "768", "--steps", "200", "--encoder-init", "random")),
@@ -109,7 +109,7 @@ def run_row(row: Row, out: Path, cache: Path | None) -> dict:
     if done.exists():
         result = json.loads(done.read_text())
         if result.get("args") == list(row.args):
-            return result
+            return {**result, "about": row.about}
     command = _command(row, out, cache)
     if (folder / "run" / "checkpoints").is_dir() and not (folder / "run" / "student").is_dir():
         command.append("--resume")  # an interrupted row continues where it stopped
