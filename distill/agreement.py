@@ -130,11 +130,13 @@ def teacher_spec(model: Backend, given: str | None) -> tuple[str | None, str]:
     return None, "it records no teacher (not a distilled student)"
 
 
-def closed_gap(row: dict) -> float:
-    """How far from the baseline to perfect agreement a `fidelity_table` row goes (module doc)."""
+def closed_gap(row: dict) -> float | None:
+    """How far from the baseline to perfect agreement a `fidelity_table` row goes (module doc);
+    None where the metric it reads is undefined on these faces."""
     metric = GAP_METRICS.get(row["metric"])
     if metric is not None:
-        return float(row["all"][metric]["student"])
+        value = row["all"][metric]["student"]
+        return None if value is None else float(value)
     value, base = row["student"], row["baseline"]
     if row["higher_is_better"]:
         return float((value - base) / (1.0 - base)) if base < 1.0 else 0.0
@@ -232,7 +234,8 @@ def format_agreement(name: str, result: dict) -> str:
         return f"{name}: agreement with its teacher skipped: {result['skipped']}"
     lines = [(f"{name}: agreement with its teacher ({result['teacher']}) on {result['faces']} real faces "
              "(gap closed: 1 = the teacher, 0 = its mean output)"), result["table"]]  # fmt: skip
-    lines.append("gap closed: " + ", ".join(f"{head} {row['closed']:+.2f}" for head, row in result["heads"].items()))
+    lines.append("gap closed: " + ", ".join(f"{head} " + ("n/a" if row["closed"] is None else f"{row['closed']:+.2f}")
+                                            for head, row in result["heads"].items()))  # fmt: skip
     return "\n".join(lines)
 
 

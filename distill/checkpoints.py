@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from faceptor_edge.errors import UserError
@@ -94,13 +95,21 @@ def load_checkpoint(
     Raises:
         UserError: the checkpoint belongs to a run with another teacher, student or data.
     """
-    state = json.loads((path / "state.json").read_text())
+    try:
+        state = json.loads((path / "state.json").read_text())
+        state["identity"], state["step"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise UserError(f"cannot resume from {path}: its state.json is missing or corrupt ({error})") from error
     if state["identity"] != identity:
         changed = sorted(k for k in identity.keys() | state["identity"].keys()
                          if identity.get(k) != state["identity"].get(k))  # fmt: skip
         raise UserError(f"cannot resume from {path}: the run differs in {', '.join(changed)}; use a new --out")
-    model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
-    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), state["optimizer"]))
+    try:
+        weights, moments = (load_file(str(path / name)) for name in ("model.safetensors", "optimizer.safetensors"))
+    except (SafetensorError, OSError) as error:
+        raise UserError(f"cannot resume from {path}: a checkpoint file is missing or corrupt ({error})") from error
+    model.load_state_dict(weights, strict=True)
+    optimizer.load_state_dict(_unflatten_optimizer(moments, state["optimizer"]))
     torch.set_rng_state(torch.tensor(state["rng"], dtype=torch.uint8))
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import json
+import math
 import os
 import resource
 import sys
@@ -33,6 +33,7 @@ import torch.distributed as dist
 if __package__ in (None, ""):  # `python distill/run.py` from a checkout: the script's folder is sys.path[0]
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from faceptor_edge.arguments import add_debug, non_negative, number, output_dir, positive, run_command
 from faceptor_edge.backends import load_backend
 from faceptor_edge.backends.teachers import DEMO_DENSE_SIZE
 from faceptor_edge.data import SyntheticSource, open_source
@@ -53,7 +54,7 @@ from faceptor_edge.distill.losses import LossWeights
 from faceptor_edge.distill.report import fidelity_report, plot_loss_curve
 from faceptor_edge.distill.trainer import DistillModel, TrainConfig, train
 from faceptor_edge.errors import UserError
-from faceptor_edge.files import atomic_write_bytes
+from faceptor_edge.files import atomic_write_json, locked_directory
 from faceptor_edge.student.inputs import student_recipe
 from faceptor_edge.student.io import save_student
 from faceptor_edge.student.model import FaceptorStudent, build_student, student_config, student_sizes
@@ -93,21 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
         "starts random and says so) or random",
     )
     p.add_argument(
-        "--steps", type=int, default=200, help="training steps (default: 200, a CPU demo; thousands at scale)"
+        "--steps", type=positive, default=200, help="training steps (default: 200, a CPU demo; thousands at scale)"
     )
-    p.add_argument("--out", type=Path, default=Path("runs/distill"), help="output directory (default: runs/distill)")
+    p.add_argument("--out", type=output_dir, default="runs/distill", help="output directory (default: runs/distill)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--real-faces", action=argparse.BooleanOptionalAction, default=True,
                    help="close with the student on real photos (default: on): OUT/evaluate.json, its scores on the "
                    "labelled sets and its agreement with its teacher on every real face")  # fmt: skip
-    p.add_argument("--count", type=int, default=768, help="generated training faces (default: 768)")
-    p.add_argument("--holdout", type=int, default=256, help="held-out faces for fidelity (default: 256)")
-    p.add_argument("--dense-size", type=int, help=f"teacher dense-group input (default: 512, demo {DEMO_DENSE_SIZE})")
+    p.add_argument("--count", type=positive, default=768, help="generated training faces (default: 768)")
+    p.add_argument("--holdout", type=positive, default=256, help="held-out faces for fidelity (default: 256)")
     p.add_argument(
-        "--batch-size", type=int, default=16, help="global batch size (default: 16, a CPU demo; 128+ on GPUs)"
+        "--dense-size", type=positive, help=f"teacher dense-group input (default: 512, demo {DEMO_DENSE_SIZE})"
     )
-    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default: 1e-3)")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
+    p.add_argument(
+        "--batch-size", type=positive, default=16, help="global batch size (default: 16, a CPU demo; 128+ on GPUs)"
+    )
+    p.add_argument("--lr", type=number(0), default=1e-3, help="peak AdamW learning rate (default: 1e-3)")
+    p.add_argument("--checkpoint-every", type=positive, default=100, help="steps between checkpoints (default: 100)")
     p.add_argument(
         "--loss-weight",
         action="append",
@@ -117,13 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
         "features 1, the layer-11 tokens of both teacher groups, with a Faceptor teacher; none with the specialists). "
         "temperature=T sets the expression softmax temperature in units of each head's teacher spread (default 1)",
     )
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"teacher-output cache (default: {DEFAULT_CACHE})")
-    p.add_argument("--shard-size", type=int, default=32, help="faces per cache shard (default: 32)")
+    p.add_argument(
+        "--cache", type=output_dir, default=str(DEFAULT_CACHE), help=f"teacher-output cache (default: {DEFAULT_CACHE})"
+    )
+    p.add_argument("--shard-size", type=positive, default=32, help="faces per cache shard (default: 32)")
     p.add_argument(
         "--convert-images", action="store_true", help="convert grey/RGBA/16-bit images instead of masking them out"
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of data order, augmentation and initialisation (default: 0)"
+        "--seed", type=non_negative, default=0, help="seed of data order, augmentation and initialisation (default: 0)"
     )
     p.add_argument(
         "--no-augment",
@@ -152,10 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=non_negative,
         default=DEFAULT_WORKERS,
         help=f"processes that label faces (CPU teachers) and load batches (default: {DEFAULT_WORKERS})",
     )
+    add_debug(p)
     return p  # fmt: skip
 
 
@@ -170,6 +176,8 @@ def parse_loss_weights(items: Sequence[str]) -> LossWeights:
             values[name] = float(value)
         except ValueError:
             raise UserError(f"--loss-weight {item!r}: {value!r} is not a number") from None
+        if not math.isfinite(values[name]) or values[name] < 0 or (name == "temperature" and values[name] == 0):
+            raise UserError(f"--loss-weight {item!r}: need a finite number ≥ 0 (> 0 for the temperature)")
     return LossWeights(**values)
 
 
@@ -205,14 +213,17 @@ class _Subset:
 
 
 def run(args: argparse.Namespace) -> int:
+    weights = parse_loss_weights(args.loss_weight)
     device = resolve_device(args.device)
     check_precision(device, args.precision)
-    if args.workers < 0:
-        raise UserError(f"--workers {args.workers}: need 0 or more")
     rank, world = join_process_group(device)
-    weights = parse_loss_weights(args.loss_weight)
     if args.batch_size % world:
         raise UserError(f"--batch-size {args.batch_size} must divide evenly over {world} processes")
+    with locked_directory(args.out, "distillation") if rank == 0 else contextlib.nullcontext():
+        return _run(args, weights, device, rank, world)
+
+
+def _run(args: argparse.Namespace, weights: LossWeights, device: torch.device, rank: int, world: int) -> int:
     online = args.teacher_outputs == "online" or (args.teacher_outputs == "auto" and device.type != "cpu")
     teacher = Teacher(args.teacher, args.dense_size, device, args.precision)
     if not teacher.info.encoder_features:
@@ -284,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
         _finish(args, teacher, student, identity, records, data, labeller, holdout_cache.load_all(),
                 time.time() - started)  # fmt: skip
         profile["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        atomic_write_bytes(args.out / "profile.json", json.dumps(profile, indent=2).encode())
+        atomic_write_json(args.out / "profile.json", profile)
     barrier()
     return 0
 
@@ -322,7 +333,7 @@ def _finish(
     heads_only = (STUDENT_IMAGE_KEY, *FEATURE_KEYS)  # the baseline needs the heads' outputs only
     train_sample = data.sample(count, heads_only) if labeller is None else labeller(data.source.batch(range(count)))
     report = fidelity_report(student, train_sample, holdout_cache)
-    atomic_write_bytes(args.out / "fidelity.json", json.dumps(report, indent=2).encode())
+    atomic_write_json(args.out / "fidelity.json", report)
     plot_loss_curve(records, args.out / "loss_curve.png")
     print(report["table"])
     print(f"trained {args.steps} steps in {seconds / 60:.1f} min; student: {args.out / 'student'}; "
@@ -367,13 +378,8 @@ def _overlay(out: Path, teacher: Teacher) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
-    except UserError as error:
-        print(f"distill: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with the same command plus --resume (state in {args.out})", file=sys.stderr)
-        return 130
+        return run_command("distill", run, args,
+                           interrupted=f"continue with the same command plus --resume (state in {args.out})")  # fmt: skip
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

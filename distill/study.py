@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # `python distill/study.py` from a checkout
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from faceptor_edge.errors import UserError
-from faceptor_edge.files import atomic_write_bytes, splice_section
+from faceptor_edge.files import atomic_write_bytes, atomic_write_json, splice_section
 
 MARK_START, MARK_END = "<!-- faceptor-edge study: start -->", "<!-- faceptor-edge study: end -->"
 RUN = Path(__file__).resolve().with_name("run.py")
@@ -124,7 +124,7 @@ def run_row(row: Row, out: Path, cache: Path | None) -> dict:
         raise UserError(f"row {row.name}: the run wrote no {real} (is the RetinaFace detector installed?)")
     result = {"name": row.name, "about": row.about, "args": list(row.args), "wall_s": round(seconds, 1),
               "profile": profile, "real": _real_scores(json.loads(real.read_text()), "student")}  # fmt: skip
-    atomic_write_bytes(done, (json.dumps(result, indent=1) + "\n").encode())
+    atomic_write_json(done, result, indent=1)
     return result
 
 
@@ -147,7 +147,7 @@ def _minutes(profile: dict) -> tuple[str, str]:
 
 
 def _cell(scores: dict, key: str, digits: int) -> str:
-    return f"{scores[key]:.{digits}f}" if key in scores else "–"
+    return "–" if scores.get(key) is None else f"{scores[key]:.{digits}f}"
 
 
 def markdown_table(results: Sequence[dict], date: str) -> str:
@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         date = datetime.date.today().isoformat()
         table = markdown_table(results, date)
         study = {"date": date, "plan": args.plan, "rows": results, "cpus": os.cpu_count()}
-        atomic_write_bytes(args.out / "study.json", (json.dumps(study, indent=1) + "\n").encode())
+        atomic_write_json(args.out / "study.json", study, indent=1)
         atomic_write_bytes(args.out / "study.md", table.encode())
         if args.markdown is not None:
             splice_section(args.markdown, table, MARK_START, MARK_END)

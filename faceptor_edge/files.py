@@ -1,15 +1,22 @@
-"""File helpers every floor shares: atomic writes, sha256, marked-section splicing, package lookup.
+"""File helpers every floor shares: atomic writes, sha256, marked-section splicing, package
+lookup, directory locks.
 
-Nothing here imports the rest of the package, so any module may use it.
+Nothing here imports the rest of the package but its error type, so any module may use it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.util
+import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+from faceptor_edge.errors import UserError
 
 
 def umask() -> int:
@@ -45,6 +52,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def atomic_write_json(path: Path, record: object, *, indent: int | None = 2) -> None:
+    """`atomic_write_text` of strict JSON: a NaN or infinity is a bug upstream (undefined
+    numbers are written as null, with the reason beside them), so it raises ValueError
+    instead of writing the bare `NaN` no JSON reader accepts."""
+    atomic_write_text(path, json.dumps(record, indent=indent, allow_nan=False) + "\n")
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
@@ -74,3 +88,25 @@ def package_dir(package: str, sub: str = "") -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations))) / sub
+
+
+@contextlib.contextmanager
+def locked_directory(directory: Path, what: str = "run") -> Iterator[None]:
+    """Hold `directory` for one process: a second process that asks for it while this one
+    holds it gets a UserError naming the holder's pid. The lock (an `flock` on
+    `directory/.lock`) goes with the process, so a killed run leaves nothing stale."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise UserError(f"{directory}: in use by another {what} (pid {holder}); wait for it or choose "
+                            "another directory") from None  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

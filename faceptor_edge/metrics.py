@@ -26,20 +26,28 @@ def _parsing_at(logits: np.ndarray, size: int) -> np.ndarray:
     return labels[:, index][:, :, index]
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    if a.std() == 0 or b.std() == 0:
-        return 0.0
+# Why a secondary metric is None (JSON null) where the faces cannot define it.
+UNDEFINED = {
+    "r2": "the reference's ages do not vary over these faces",
+    "similarity_correlation": "needs 3 or more faces whose similarities vary",
+}
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return None
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def head_metrics(task: TaskSpec, candidate: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+def head_metrics(task: TaskSpec, candidate: np.ndarray, reference: np.ndarray) -> dict[str, float | None]:
     """All metrics of one head: candidate vs reference raw outputs (batched); among them
-    the head type's primary `metric`."""
+    the head type's primary `metric`. A secondary metric the faces cannot define is None
+    (`UNDEFINED` says why)."""
     head = task.head
     if head is AGE:
         c, r = decode.age_years(candidate), decode.age_years(reference)
         sst = float(((r - r.mean()) ** 2).sum())
-        r2 = 1.0 - float(((c - r) ** 2).sum()) / sst if sst > 0 else float("nan")
+        r2 = 1.0 - float(((c - r) ** 2).sum()) / sst if sst > 0 else None
         return {"mae_years": float(np.abs(c - r).mean()), "r2": r2}
     if head is EXPRESSION:
         return {"top1_agreement": float((candidate.argmax(-1) == reference.argmax(-1)).mean())}
@@ -85,7 +93,10 @@ def fidelity_table(
             "student": ours[metric],
             "baseline": theirs[metric],
             "higher_is_better": task.head.higher_is_better,
-            "all": {name: {"student": value, "baseline": theirs[name]} for name, value in ours.items()},
+            "all": {
+                name: {"student": value, "baseline": theirs[name]} | ({"why": UNDEFINED[name]} if value is None else {})
+                for name, value in ours.items()
+            },
         }
     return heads
 

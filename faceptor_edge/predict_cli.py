@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from faceptor_edge.backends import load_backend
 from faceptor_edge.errors import UserError
-from faceptor_edge.images import load_image
+from faceptor_edge.images import load_photo
 from faceptor_edge.overlay import draw, write_png
 from faceptor_edge.predictor import FacePredictor, FaceResult, NoFaceFound
 
@@ -35,14 +36,30 @@ def _summary(result: FaceResult) -> str:
     return ", ".join(parts)
 
 
-def _maps(result: FaceResult, json_path: Path, image: Path, index: int) -> dict[str, str]:
+def _maps(result: FaceResult, json_path: Path, name: str, index: int) -> dict[str, str]:
     folder = json_path.with_name(f"{json_path.stem}-maps")
     files = {}
-    for name, labels in result.parsing.items():
-        path = folder / f"{image.stem}-face{index}-{name}.png"
+    for head, labels in result.parsing.items():
+        path = folder / f"{name}-face{index}-{head}.png"
         write_png(path, labels)
-        files[name] = str(path)
+        files[head] = str(path)
     return files
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """A distinct file-name stem per photo for its overlay and label maps: the photo's own
+    stem, with -2, -3, ... added for later photos whose stem is taken (a/face.jpg and
+    b/face.jpg become face and face-2)."""
+    taken: set[str] = set()
+    names = []
+    for path in paths:
+        name, k = path.stem, 1
+        while name in taken:
+            k += 1
+            name = f"{path.stem}-{k}"
+        taken.add(name)
+        names.append(name)
+    return names
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -57,29 +74,31 @@ def _predict_all(args: argparse.Namespace, predictor: FacePredictor) -> int:
     if backend.notice:
         print(f"note: {backend.notice}")
     records: list[dict[str, Any]] = []
-    for path in args.images:
-        record: dict[str, Any] = {"image": str(path), "error": None, "faces": []}
+    for path, name in zip(args.images, output_names(args.images)):
+        record: dict[str, Any] = {"image": str(path), "name": name, "error": None, "faces": []}
         records.append(record)
         try:
-            image = load_image(path, convert=args.convert_images)
-            results = predictor.predict(image)
-        except (NoFaceFound, UserError) as error:
+            photo = load_photo(path, convert=args.convert_images, max_pixels=args.max_pixels)
+            results = predictor.predict(photo.pixels)
+        except UserError as error:  # a bad photo, no face, a broken output: this photo only
             record["error"] = str(error)
             print(f"{path}: {error}")
             continue
-        print(f"{path}: {len(results)} face(s)")
+        record.update(photo.to_json())
+        shrunk = f"; analysed at {photo.scale:.0%} of its size" if photo.scale < 1 else ""
+        print(f"{path}: {len(results)} face(s){shrunk}")
         for k, result in enumerate(results, 1):
             print(f"  face {k}: {_summary(result)}")
-            maps = _maps(result, args.json, path, k) if args.json else None
-            record["faces"].append(result.to_json(maps))
+            maps = _maps(result, args.json, name, k) if args.json else None
+            record["faces"].append(result.to_json(maps, scale=photo.scale))
         if args.draw:
-            write_png(args.draw / f"{path.stem}.png", draw(image, results, title=backend.name), rgb=True)
+            overlay = args.draw / f"{name}.png"
+            write_png(overlay, draw(photo.pixels, results, title=backend.name), rgb=True)
+            record["overlay"] = str(overlay)
     if args.json:
-        from faceptor_edge.files import atomic_write_bytes
+        from faceptor_edge.files import atomic_write_json
 
-        report = {"model": backend.name, "notice": backend.notice, "images": records}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(args.json, json.dumps(report, indent=1).encode())
+        atomic_write_json(args.json, {"model": backend.name, "notice": backend.notice, "images": records}, indent=1)
         print(f"wrote {args.json}")
     if args.draw:
         print(f"overlays in {args.draw}")
@@ -91,8 +110,7 @@ def run_compare(args: argparse.Namespace) -> int:
     with _predictor(args) as predictor:
         if "recog_ms1mv3" in predictor.backend.untrained:
             raise UserError(f"{args.model}: its recognition head was not trained")
-        a = predictor.embed(load_image(args.image_a, convert=args.convert_images))
-        b = predictor.embed(load_image(args.image_b, convert=args.convert_images))
+        a, b = (_embed(predictor, path, args) for path in (args.image_a, args.image_b))
     similarity = float(a @ b)
     verdict = ""
     if args.threshold is not None:
@@ -101,3 +119,10 @@ def run_compare(args: argparse.Namespace) -> int:
         )
     print(f"cosine similarity {similarity:.4f}{verdict}")
     return 0
+
+
+def _embed(predictor: FacePredictor, path: Path, args: argparse.Namespace) -> np.ndarray:
+    try:
+        return predictor.embed(load_photo(path, convert=args.convert_images, max_pixels=args.max_pixels).pixels)
+    except NoFaceFound as error:
+        raise NoFaceFound(f"{path}: {error}") from error

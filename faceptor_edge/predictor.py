@@ -19,12 +19,16 @@ from faceptor_edge.backends import Backend
 from faceptor_edge.detection import DetectedFace, FaceDetector, RetinaFaceDetector
 from faceptor_edge.errors import UserError
 from faceptor_edge.images import check_image
-from faceptor_edge.preprocess import map_to_image
+from faceptor_edge.preprocess import crop_footprint, map_to_image
 from faceptor_edge.tasks import RECOGNITION
 
 
 class NoFaceFound(UserError):
     """The detector found no face in an image."""
+
+
+class NonFiniteOutput(UserError):
+    """A model gave NaN or infinite outputs for a face: a broken model or artifact."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,18 +51,19 @@ class FaceResult:
     untrained: frozenset[str] = frozenset()
     covered_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def to_json(self, parsing_files: dict[str, str] | None = None) -> dict[str, Any]:
-        """The documented JSON record of one face (see `faceptor-edge predict --help`)."""
+    def to_json(self, parsing_files: dict[str, str] | None = None, *, scale: float = 1.0) -> dict[str, Any]:
+        """The documented JSON record of one face (see `faceptor-edge predict --help`);
+        coordinates are divided by `scale`, a downscaled photo's size over its original's."""
         out: dict[str, Any] = {
-            "box": [round(v, 2) for v in self.face.box],
+            "box": [round(v / scale, 2) for v in self.face.box],
             "score": round(self.face.score, 4),
-            "points5": np.round(self.face.points5, 2).tolist(),
+            "points5": np.round(np.asarray(self.face.points5) / scale, 2).tolist(),
             "untrained_heads": sorted(self.untrained),
             "covered_labels": {name: list(labels) for name, labels in self.covered_labels.items()},
         }
         for name, prediction in self.heads.items():
             if isinstance(prediction, decode.LandmarksPrediction):
-                out[name] = {"points": np.round(prediction.image_points, 2).tolist()}
+                out[name] = {"points": np.round(prediction.image_points / scale, 2).tolist()}
             elif isinstance(prediction, decode.ParsingPrediction):
                 labels = self.parsing[name]
                 counts = np.bincount(labels.ravel(), minlength=len(prediction.class_names))
@@ -114,11 +119,15 @@ class FacePredictor:
         """One face, given its detection."""
         inputs, crop = self.backend.prepare(image, points5=face.points5)
         raw = self.backend.run(inputs)
+        broken = [name for name, value in raw.items() if not np.isfinite(value).all()]
+        if broken:
+            raise NonFiniteOutput(f"{self.backend.name}: non-finite (NaN or infinite) outputs from head(s) "
+                                  f"{', '.join(broken)} for the face at {np.round(face.box).astype(int).tolist()}; "
+                                  "the model or artifact is broken")  # fmt: skip
         heads = decode.decode(raw, self.backend.tasks, dense_crops=[crop])[0]
         parsing = {}
         for task in (t for t in self.backend.tasks if t.head.is_channels_last):
-            logits = map_to_image(raw[task.name][0], crop.matrix, image.shape[:2], crop_size=crop.size)
-            parsing[task.name] = decode.parsing_labels(logits[None])[0]
+            parsing[task.name] = _labels_in_image(raw[task.name][0], crop.matrix, crop.size, image.shape[:2])
         return FaceResult(face, heads, parsing, self.backend.untrained, self.backend.covered_labels)
 
     def embed(self, image: Any) -> np.ndarray:
@@ -126,3 +135,16 @@ class FacePredictor:
         result = self.predict(image, max_faces=1)[0]
         name = next(t.name for t in self.backend.tasks if t.head is RECOGNITION)
         return result.heads[name].vector
+
+
+def _labels_in_image(logits: np.ndarray, matrix: np.ndarray, crop_size: int, image_hw: tuple[int, int]) -> np.ndarray:
+    """A crop's parsing logits as an image-sized uint8 label map: warped (`map_to_image`) over
+    the crop's footprint only, so memory scales with the face, not the photo; background
+    (0) elsewhere, which is what a whole-image warp gives there (all-zero logits)."""
+    labels = np.zeros(image_hw, np.uint8)
+    x0, y0, x1, y1 = crop_footprint(matrix, crop_size, image_hw)
+    if x1 > x0 and y1 > y0:
+        shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
+        region = map_to_image(logits, np.asarray(matrix) @ shift, (y1 - y0, x1 - x0), crop_size=crop_size)
+        labels[y0:y1, x0:x1] = decode.parsing_labels(region[None])[0]
+    return labels

@@ -137,6 +137,25 @@ def ignored_scope_for_modules(program: ExportedProgram, model: Any, module_paths
     return nncf.IgnoredScope(names=sorted(set(matched)))
 
 
+def output_decoding_ops(model: Any) -> list[str]:
+    """The ops between each output and the last layer (Convolution, MatMul) that feeds it: the
+    graph's own decoding, such as the landmark heads' soft-argmax (sigmoid, sums, division).
+
+    They cost nothing next to the layers, and int8 breaks them: NNCF quantizes a heatmap's
+    weight sum like any activation, and where it rounds to 0 the division gives NaN (seen on
+    2 of 43 dlib faces). So they stay float (`quantize(..., ignored_scope=...)`)."""
+    names: set[str] = set()
+    stack = [result.input_value(0).get_node() for result in model.get_results()]
+    while stack:
+        op = stack.pop()
+        kind = op.get_type_name()
+        if kind in _LAYER_TYPES or kind in ("Constant", "Parameter") or op.get_friendly_name() in names:
+            continue
+        names.add(op.get_friendly_name())
+        stack += [value.get_node() for value in op.input_values()]
+    return sorted(names)
+
+
 def _convs_by_position(torch_convs: list, ov_convs: list, positions: list[int], module: str) -> list[str]:
     """OpenVINO names of the convolutions at `positions` of the exported program (docstring above)."""
     if len(torch_convs) != len(ov_convs):

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from faceptor_edge.backends import executorch as runtime
-from faceptor_edge.backends.artifact import output_specs_from_metadata
 from faceptor_edge.backends.executorch import METADATA_METHOD, ExecuTorchRunner
 from faceptor_edge.quantize.executorch import quantize_pt2e
 from faceptor_edge.targets.base import (
@@ -118,4 +117,4 @@ class ExecuTorchTarget:
 def _verify(path: Path, record: dict[str, Any]) -> None:
     """Right after writing: the runtime loads the program and its outputs match the record."""
     program = runtime.load_program(path)
-    runtime.check_method(program, output_specs_from_metadata(record, path), path)
+    runtime.check_method(program, record, path)

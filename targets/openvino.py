@@ -24,6 +24,7 @@ from faceptor_edge.metrics import fidelity_score
 from faceptor_edge.quantize.openvino import (
     float_layers,
     ignored_scope_for_modules,
+    output_decoding_ops,
     quantize,
     quantize_with_accuracy_control,
 )
@@ -112,7 +113,10 @@ class OpenVINOTarget:
         extra: dict[str, Any] = {}
         quantization = "none (float32)"
         if precision == "int8":
-            scope = ignored_scope_for_modules(program, model, self.keep_float) if self.keep_float else None
+            import nncf
+
+            layers = ignored_scope_for_modules(program, model, self.keep_float).names if self.keep_float else []
+            scope = nncf.IgnoredScope(names=sorted({*layers, *output_decoding_ops(model)}))
             if self.accuracy_control is None:
                 model = quantize(model, calibration, ignored_scope=scope)
                 quantization = INT8_DESCRIPTION
@@ -122,6 +126,7 @@ class OpenVINOTarget:
                                                        control.max_drop, ignored_scope=scope)  # fmt: skip
                 quantization = f"{INT8_DESCRIPTION}; accuracy control: teacher-fidelity drop ≤ {control.max_drop}"
             extra["float_layers"] = float_layers(model, program)
+            extra["float_decoding"] = "every output's ops after its last layer (the landmark soft-argmax)"
         model.inputs[0].get_tensor().set_names({INPUT_NAME})
         for port, name in zip(model.outputs, wrapper.output_names):
             port.get_tensor().set_names({name})

@@ -5,14 +5,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from faceptor_edge import decode
-from faceptor_edge.files import atomic_write_bytes
+from faceptor_edge.files import atomic_write_bytes, atomic_write_json
 from faceptor_edge.tasks import TaskSpec
 
 MAX_FACES = 6
@@ -104,7 +103,7 @@ def write_report(run, tasks: tuple[TaskSpec, ...], out: Path) -> Path:
     """Write `report.json` and `report.html` into `out`; returns the HTML path."""
     out.mkdir(parents=True, exist_ok=True)
     report = run.report
-    atomic_write_bytes(out / "report.json", json.dumps(report, indent=2).encode())
+    atomic_write_json(out / "report.json", report)
     parts = [
         f"<h1>Parity: {html.escape(report['target'])} {html.escape(report['precision'])}</h1>",
         (

@@ -59,8 +59,8 @@ class Runner:
     def fields_from(record: dict[str, Any], path: Path) -> dict[str, Any]:
         """The shared fields of a runner for the artifact at `path` with metadata `record`."""
         return {"path": Path(path), "outputs": output_specs_from_metadata(record, path),
-                "batch_size": int(record["batch_size"]), "input_shape": tuple(record["input"]["shape"]),
-                "metadata": record}  # fmt: skip
+                "batch_size": input_shape_from_metadata(record, path)[0],
+                "input_shape": input_shape_from_metadata(record, path), "metadata": record}  # fmt: skip
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Raw outputs for N×3×S×S float32 crops, keyed by output name."""
@@ -77,6 +77,26 @@ def output_specs_from_metadata(record: dict[str, Any], path: Path) -> list[Outpu
         return [OutputSpec(str(out["name"]), tuple(int(d) for d in out["shape"])) for out in record["outputs"]]
     except (KeyError, TypeError, ValueError) as err:
         raise ArtifactError(f"{path}: metadata has no valid 'outputs' list; not a faceptor-edge artifact") from err
+
+
+def input_shape_from_metadata(record: dict[str, Any], path: Path) -> tuple[int, ...]:
+    """The static N×3×S×S input shape a metadata record gives (and its batch size agrees
+    with); ArtifactError if it is missing or malformed."""
+    try:
+        shape = tuple(int(d) for d in record["input"]["shape"])
+        batch = int(record["batch_size"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ArtifactError(f"{path}: metadata has no valid 'input' shape and 'batch_size'") from err
+    if len(shape) != 4 or shape[1] != 3 or shape[2] != shape[3] or min(shape) < 1 or shape[0] != batch:
+        raise ArtifactError(f"{path}: metadata input shape {list(shape)} (batch {batch}) is not N×3×S×S")
+    return shape
+
+
+def check_input_shape(got: tuple[int, ...], record: dict[str, Any], path: Path) -> None:
+    """Raise ArtifactError when an artifact's graph input differs from its metadata."""
+    want = input_shape_from_metadata(record, path)
+    if tuple(got) != want:
+        raise ArtifactError(f"{path}: the model's input {list(got)} does not match its metadata {list(want)}")
 
 
 def parse_metadata(text: str, path: Path) -> dict[str, Any]:

@@ -18,8 +18,8 @@ import torch
 
 from faceptor_edge.backends.artifact import (
     ArtifactError,
-    OutputSpec,
     Runner,
+    check_input_shape,
     check_outputs,
     output_specs_from_metadata,
     parse_metadata,
@@ -91,15 +91,21 @@ def load(path: Path, *, threads: int | None = None) -> ExecuTorchRunner:
     path = Path(path)
     program = load_program(path)
     record = _program_metadata(program, path)
-    check_method(program, output_specs_from_metadata(record, path), path)
+    check_method(program, record, path)
     return ExecuTorchRunner(**Runner.fields_from(record, path), program=program, threads=set_threads(threads))
 
 
-def check_method(program: Any, outputs: list[OutputSpec], path: Path) -> None:
-    """Load 'forward' (initialising the XNNPACK delegate) and compare its outputs to `outputs`."""
+def check_method(program: Any, record: dict[str, Any], path: Path) -> None:
+    """Load 'forward' (initialising the XNNPACK delegate) and compare its input and outputs
+    with the metadata `record`."""
+    outputs = output_specs_from_metadata(record, path)
     try:
         meta = program.load_method("forward").metadata
         shapes = [tuple(meta.output_tensor_meta(i).sizes()) for i in range(meta.num_outputs())]
+        inputs = [tuple(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
     except Exception as err:
         raise ArtifactError(f"{path}: cannot read the 'forward' signature ({err})") from err
     check_outputs(list(zip([spec.name for spec in outputs], shapes)), outputs, path)
+    if len(inputs) != 1:
+        raise ArtifactError(f"{path}: 'forward' takes {len(inputs)} inputs; a faceptor-edge export takes one")
+    check_input_shape(inputs[0], record, path)

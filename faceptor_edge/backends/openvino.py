@@ -25,6 +25,7 @@ from faceptor_edge.backends.artifact import (
     ArtifactError,
     OutputSpec,
     Runner,
+    check_input_shape,
     check_outputs,
     output_specs_from_metadata,
     parse_metadata,
@@ -77,6 +78,9 @@ def load_checked(path: Path) -> tuple[Any, dict[str, Any], list[OutputSpec]]:
     if any(out.get_partial_shape().is_dynamic for out in model.outputs):
         raise ArtifactError(f"{path}: OpenVINO IR has dynamic output shapes; not a faceptor-edge export")
     check_outputs(_model_outputs(model), outputs, Path(path))
+    if len(model.inputs) != 1 or model.inputs[0].get_partial_shape().is_dynamic:
+        raise ArtifactError(f"{path}: OpenVINO IR needs one static input; not a faceptor-edge export")
+    check_input_shape(tuple(int(d) for d in model.inputs[0].get_partial_shape().to_shape()), record, Path(path))
     return model, record, outputs
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from faceptor_edge.files import atomic_write_text
+from faceptor_edge.files import atomic_write_json
 
 
 def _tree_rss(process: psutil.Process) -> int:
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     """Measure every row, print the table and write the JSON report."""
     args.out.mkdir(parents=True, exist_ok=True)
     report = bench(args)
-    atomic_write_text(args.out / "bench-distill.json", json.dumps(report, indent=2))
+    atomic_write_json(args.out / "bench-distill.json", report)
     print(format_report(report))
     print(f"report: {args.out / 'bench-distill.json'}")
     return 0

@@ -7,13 +7,12 @@ the fp32 PyTorch student. Values above 1 beat the reference.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from faceptor_edge.bench.hardware import PeakEstimate
-from faceptor_edge.files import atomic_write_text, splice_section
+from faceptor_edge.files import atomic_write_json, splice_section
 
 ROW_FIELDS = (
     "name", "kind", "target", "precision", "latency_ms_median", "latency_ms_p90", "latency_ms_min", "throughput_fps",
@@ -254,7 +253,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 def write_outputs(report: dict[str, Any], json_path: Path, markdown_path: Path | None) -> None:
     """JSON (atomically), the plot beside it, and the Markdown section if asked for."""
     json_path = Path(json_path)
-    atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
+    atomic_write_json(json_path, report)
     plot(report, json_path.with_suffix(".png"))
     if markdown_path is not None:
         write_markdown(report, markdown_path)

@@ -17,7 +17,6 @@ model's own teacher on every real face (`faceptor_edge.distill.agreement`).
 from __future__ import annotations
 
 import datetime
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -32,7 +31,7 @@ from faceptor_edge.backends import Backend, load_backend
 from faceptor_edge.detection import DetectedFace, FaceDetector, RetinaFaceDetector
 from faceptor_edge.errors import UserError
 from faceptor_edge.evaluation import accuracy, realfaces
-from faceptor_edge.files import atomic_write_bytes, splice_section
+from faceptor_edge.files import atomic_write_json, splice_section
 from faceptor_edge.images import load_image
 from faceptor_edge.predictor import FacePredictor
 
@@ -268,7 +267,7 @@ def evaluate(
     if agreement is not None:
         report["fidelity"] = agreed
     if json_path is not None:
-        atomic_write_bytes(Path(json_path), (json.dumps(report, indent=1) + "\n").encode())
+        atomic_write_json(Path(json_path), report, indent=1)
     if markdown is not None:
         splice_section(Path(markdown), markdown_table(report), MARK_START, MARK_END)
     return report

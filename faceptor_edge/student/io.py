@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from faceptor_edge import __version__
@@ -15,7 +16,7 @@ from faceptor_edge.errors import UserError
 from faceptor_edge.files import file_sha256
 from faceptor_edge.recipe import Framing, InputRecipe
 from faceptor_edge.student.inputs import student_recipe
-from faceptor_edge.student.model import FaceptorStudent, build_student
+from faceptor_edge.student.model import FaceptorStudent, build_student, student_sizes
 from faceptor_edge.tasks import TASKS_BY_NAME
 
 WEIGHTS = "model.safetensors"
@@ -58,11 +59,26 @@ def read_card(directory: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{directory}: not a student directory (no {CARD}); train one with `python distill/run.py`")
     try:
-        card = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}: corrupt student card ({error})") from error
+        card = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: corrupt student card, not UTF-8 JSON ({error})") from error
+    if not isinstance(card, dict):
+        raise UserError(f"{path}: corrupt student card: a JSON {type(card).__name__}, not an object")
     if card.get("format") != "faceptor-edge-student/1":
         raise UserError(f"{path}: unknown student format {card.get('format')!r}")
+    problems = []
+    if card.get("size") not in student_sizes:
+        problems.append(f"'size' {card.get('size')!r} is not one of {', '.join(student_sizes)}")
+    tasks = card.get("tasks")
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(name, str) for name in tasks):
+        problems.append("'tasks' is not a non-empty list of head names")
+    digest = card.get("weights_sha256")
+    if not isinstance(digest, str) or len(digest) != 64:
+        problems.append("'weights_sha256' is not a sha256 hex digest")
+    if not isinstance(card.get("encoder", {}), dict):
+        problems.append("'encoder' is not an object")
+    if problems:
+        raise UserError(f"{path}: corrupt student card: {'; '.join(problems)}")
     return card
 
 
@@ -84,7 +100,11 @@ def load_student(directory: str | Path) -> tuple[FaceptorStudent, dict[str, Any]
     # No ImageNet weights: the saved ones replace them.
     student = build_student(card["size"], tuple(TASKS_BY_NAME[name] for name in card["tasks"]), pretrained=False)
     try:
-        student.load_state_dict(load_file(str(weights)), strict=True)
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UserError(f"{weights}: not a readable safetensors file ({error})") from error
+    try:
+        student.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise UserError(f"{weights}: does not fit a {card['size']} student ({error})") from error
     recipe = card_recipe(card, directory)
