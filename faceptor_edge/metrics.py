@@ -29,14 +29,18 @@ def _parsing_at(logits: np.ndarray, size: int) -> np.ndarray:
 # Why a secondary metric is None (JSON null) where the faces cannot define it.
 UNDEFINED = {
     "r2": "the reference's ages do not vary over these faces",
-    "similarity_correlation": "needs 3 or more faces whose similarities vary",
+    "similarity_correlation": "needs 3 or more faces whose reference similarities vary",
 }
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+def _corr(candidate: np.ndarray, reference: np.ndarray) -> float | None:
+    """Pearson correlation; None where the reference does not vary (undefined), 0 where only
+    the candidate is constant (it carries none of the reference's structure)."""
+    if len(reference) < 2 or reference.std() == 0:
         return None
-    return float(np.corrcoef(a, b)[0, 1])
+    if candidate.std() == 0:
+        return 0.0
+    return float(np.corrcoef(candidate, reference)[0, 1])
 
 
 def head_metrics(task: TaskSpec, candidate: np.ndarray, reference: np.ndarray) -> dict[str, float | None]:

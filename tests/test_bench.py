@@ -143,7 +143,11 @@ def test_bad_input_fails_cleanly_and_writes_nothing(argv, message, tmp_path, cap
     student = _tiny_student(tmp_path / "student")
     argv = [a.format(tmp=tmp_path) for a in argv]
     out = tmp_path / "bench.json"
-    assert cli.main(["bench", "--student", str(student), "--json", str(out), *argv]) == 2
+    try:  # argparse rejects a bad value at the door (SystemExit 2); later checks return 2
+        code = cli.main(["bench", "--student", str(student), "--json", str(out), *argv])
+    except SystemExit as exit:
+        code = exit.code
+    assert code == 2
     assert message in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "artifacts").exists()
 

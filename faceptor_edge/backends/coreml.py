@@ -168,7 +168,9 @@ def load(path: Path, *, threads: int | None = None, compute_units: str = "CPU_ON
     outputs = output_specs_from_metadata(record, Path(path))
     check_outputs([(spec.name, spec.shape) for spec in info.outputs], outputs, Path(path))
     if len(info.inputs) != 1:
-        raise ArtifactError(f"{path}: Core ML package takes {len(info.inputs)} inputs; a faceptor-edge export takes one")
+        raise ArtifactError(
+            f"{path}: Core ML package takes {len(info.inputs)} inputs; a faceptor-edge export takes one"
+        )
     check_input_shape(info.inputs[0].shape, record, Path(path))
     return CoreMLRunner(**Runner.fields_from(record, path), info=info, compute_units=compute_units)
 
