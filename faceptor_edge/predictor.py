@@ -142,7 +142,7 @@ def _labels_in_image(logits: np.ndarray, matrix: np.ndarray, crop_size: int, ima
     the crop's footprint only, so memory scales with the face, not the photo; background
     (0) elsewhere, which is what a whole-image warp gives there (all-zero logits)."""
     labels = np.zeros(image_hw, np.uint8)
-    x0, y0, x1, y1 = crop_footprint(matrix, crop_size, image_hw)
+    x0, y0, x1, y1 = crop_footprint(matrix, crop_size, image_hw, cell=crop_size / logits.shape[1])
     if x1 > x0 and y1 > y0:
         shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
         region = map_to_image(logits, np.asarray(matrix) @ shift, (y1 - y0, x1 - x0), crop_size=crop_size)

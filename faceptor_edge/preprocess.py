@@ -332,11 +332,15 @@ def map_to_image(
     return np.concatenate(warped, axis=2).reshape(out_size[1], out_size[0], *values.shape[2:])
 
 
-def crop_footprint(matrix: np.ndarray, crop_size: int, image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+def crop_footprint(
+    matrix: np.ndarray, crop_size: int, image_hw: tuple[int, int], *, cell: float = 1.0
+) -> tuple[int, int, int, int]:
     """The image pixels (x0, y0, x1, y1; exclusive ends, clipped to the image) whose values
     `map_to_image` can take from inside a crop of side `crop_size` under the 3×3 matrix M:
-    the bounding box of the crop's corners mapped back by M⁻¹, plus 2 px for bilinear sampling."""
-    corners = np.array([[-1.0, -1.0, 1.0], [crop_size, -1.0, 1.0], [-1.0, crop_size, 1.0], [crop_size, crop_size, 1.0]])
+    the bounding box of the crop's corners, widened by one `cell` (a values-grid cell, in crop
+    pixels, for the bilinear ring), mapped back by M⁻¹, plus 2 px."""
+    lo, hi = -2.0 * cell, crop_size + 2.0 * cell
+    corners = np.array([[lo, lo, 1.0], [hi, lo, 1.0], [lo, hi, 1.0], [hi, hi, 1.0]])
     points = (np.linalg.inv(np.asarray(matrix, dtype=np.float64)) @ corners.T)[:2].T
     (x0, y0), (x1, y1) = np.floor(points.min(0)) - 2, np.ceil(points.max(0)) + 3
     height, width = image_hw

@@ -1,0 +1,122 @@
+"""Bad inputs get one clear error and lose nothing (issue: hardening)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from faceptor_edge import cli
+from faceptor_edge.arguments import number, output_file, positive
+from faceptor_edge.errors import UserError
+from faceptor_edge.files import atomic_write_json, locked_directory
+from faceptor_edge.images import load_photo
+from faceptor_edge.predict_cli import output_names
+from faceptor_edge.predictor import _labels_in_image
+from faceptor_edge.preprocess import map_to_image
+from faceptor_edge.student.io import read_card
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pillow_does(orientation, tmp_path):
+    pixels = np.random.default_rng(orientation).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "phone.png"
+    Image.fromarray(pixels).save(path, exif=exif)
+    photo = load_photo(path)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    assert photo.orientation == orientation and np.array_equal(photo.pixels, expected)
+    assert photo.original_size == (expected.shape[1], expected.shape[0]) and photo.scale == 1.0
+
+
+def test_large_photos_are_downscaled_to_the_pixel_limit(tmp_path):
+    path = tmp_path / "big.jpg"
+    cv2.imwrite(str(path), np.full((800, 1200, 3), 128, np.uint8))
+    photo = load_photo(path, max_pixels=100_000)
+    assert photo.pixels.shape[0] * photo.pixels.shape[1] <= 100_000
+    assert photo.original_size == (1200, 800) and photo.scale == pytest.approx(photo.pixels.shape[1] / 1200)
+    png = tmp_path / "big.png"
+    cv2.imwrite(str(png), np.zeros((800, 1200, 3), np.uint8))
+    with pytest.raises(UserError, match="--max-pixels"):
+        load_photo(png, max_pixels=10_000)
+
+
+def test_photos_sharing_a_stem_get_distinct_output_names():
+    assert output_names([Path("a/face.jpg"), Path("b/face.jpg"), Path("face-2.png"), Path("c/face.png")]) == [
+        "face", "face-2", "face-2-2", "face-3"]  # fmt: skip
+
+
+def test_parsing_maps_warped_over_the_footprint_equal_the_whole_image_warp():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((32, 32, 5)).astype(np.float32)
+    matrix = np.array([[0.4, 0.1, -20.0], [-0.1, 0.4, -10.0], [0, 0, 1]])
+    warped = map_to_image(logits, matrix, (300, 400), crop_size=64)
+    labels = _labels_in_image(logits, matrix, 64, (300, 400))
+    # Pixels whose bilinear weights on the crop are ~1e-8 (OpenCV's fixed-point ring) have no
+    # meaningful argmax; everywhere else the footprint warp is the whole-image warp.
+    meaningful = np.abs(warped).max(-1) > 1e-6
+    assert meaningful.sum() > 10_000
+    assert np.array_equal(labels[meaningful], np.argmax(warped, -1)[meaningful])
+    assert (labels[~meaningful] == 0).mean() > 0.99
+
+
+def test_argument_types_name_the_problem():
+    with pytest.raises(argparse.ArgumentTypeError, match="≥ 1"):
+        positive("0")
+    with pytest.raises(argparse.ArgumentTypeError, match="finite"):
+        number(0)("nan")
+    with pytest.raises(argparse.ArgumentTypeError, match="directory"):
+        output_file(".")
+
+
+@pytest.mark.parametrize("argv, argument", [
+    (["export", "--target", "openvino", "--out", "x.xml", "--check-count", "0"], "--check-count"),
+    (["predict", "p.jpg", "--model", "demo", "--threads", "-1"], "--threads"),
+    (["predict", "p.jpg", "--model", "demo", "--json", "."], "--json"),
+])  # fmt: skip
+def test_the_cli_rejects_bad_values_before_any_work(argv, argument, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit:
+        cli.main(argv)
+    assert exit.value.code == 2 and f"argument {argument}" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_distill_rejects_zero_steps_at_the_door(tmp_path):
+    run = subprocess.run([sys.executable, "distill/run.py", "--steps", "0", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, cwd=Path(__file__).parents[1])  # fmt: skip
+    assert run.returncode == 2 and "argument --steps" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("card, problem", [
+    (b"[1, 2]", "not an object"), (b"\xff\xfe", "not UTF-8"),
+    (json.dumps({"format": "faceptor-edge-student/1", "size": "huge"}).encode(), "'size'"),
+])  # fmt: skip
+def test_malformed_student_cards_get_one_clear_error(card, problem, tmp_path):
+    (tmp_path / "student.json").write_bytes(card)
+    with pytest.raises(UserError, match=problem):
+        read_card(tmp_path)
+
+
+def test_a_second_process_cannot_take_a_locked_run_directory(tmp_path):
+    code = "import sys; from faceptor_edge.files import locked_directory\nwith locked_directory(sys.argv[1]): pass"
+    with locked_directory(tmp_path):
+        other = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+        assert other.returncode != 0 and f"pid {os.getpid()}" in other.stderr
+    assert subprocess.run([sys.executable, "-c", code, str(tmp_path)]).returncode == 0
+
+
+def test_reports_never_hold_bare_nan(tmp_path):
+    with pytest.raises(ValueError):
+        atomic_write_json(tmp_path / "r.json", {"value": float("nan")})
+    assert not any(tmp_path.iterdir())
