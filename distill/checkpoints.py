@@ -97,9 +97,10 @@ def load_checkpoint(
     """
     try:
         state = json.loads((path / "state.json").read_text())
-        state["identity"], state["step"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserError(f"cannot resume from {path}: its state.json is missing or corrupt ({error})") from error
+    if not isinstance(state, dict) or not {"identity", "step", "optimizer", "rng"} <= state.keys():
+        raise UserError(f"cannot resume from {path}: its state.json lacks the run's identity, step or optimizer")
     if state["identity"] != identity:
         changed = sorted(k for k in identity.keys() | state["identity"].keys()
                          if identity.get(k) != state["identity"].get(k))  # fmt: skip

@@ -110,24 +110,21 @@ def run_command(
 ) -> int:
     """Run a parsed command under the one error policy (module doc); `interrupted` is what
     Ctrl-C's line says after "interrupted; "."""
+    debug = getattr(args, "debug", False)
     try:
         return run(args)
     except KeyboardInterrupt:
-        if getattr(args, "debug", False):
+        if debug:
             raise
         print(f"\n{prog}: interrupted; {interrupted}", file=sys.stderr)
         return 130
     except UserError as error:
-        return _fail(prog, args, str(error))
-    except OSError as error:
-        if error.errno not in EXPECTED_ERRNOS:
+        if debug:
             raise
-        where = f"{error.filename}: " if error.filename else ""
-        return _fail(prog, args, f"{where}{error.strerror or error}")
-
-
-def _fail(prog: str, args: argparse.Namespace, message: str) -> int:
-    if getattr(args, "debug", False):
-        raise  # noqa: PLE0704 - re-raises the exception being handled, with its traceback
+        message = str(error)
+    except OSError as error:
+        if debug or error.errno not in EXPECTED_ERRNOS:
+            raise
+        message = f"{error.filename}: {error.strerror or error}" if error.filename else str(error.strerror or error)
     print(f"{prog}: error: {message}", file=sys.stderr)
     return 2

@@ -137,6 +137,15 @@ def ignored_scope_for_modules(program: ExportedProgram, model: Any, module_paths
     return nncf.IgnoredScope(names=sorted(set(matched)))
 
 
+def int8_ignored_scope(program: ExportedProgram, model: Any, keep_float: Sequence[str]) -> Any:
+    """The `nncf.IgnoredScope` of an int8 export: the layers under the module paths
+    `keep_float` (`ignored_scope_for_modules`) and every output's decoding (`output_decoding_ops`)."""
+    import nncf
+
+    layers = ignored_scope_for_modules(program, model, keep_float).names if keep_float else []
+    return nncf.IgnoredScope(names=sorted({*layers, *output_decoding_ops(model)}))
+
+
 def output_decoding_ops(model: Any) -> list[str]:
     """The ops between each output and the last layer (Convolution, MatMul) that feeds it: the
     graph's own decoding, such as the landmark heads' soft-argmax (sigmoid, sums, division).

@@ -23,8 +23,7 @@ from faceptor_edge.backends.openvino import METADATA_KEY, InferencePrecision, Op
 from faceptor_edge.metrics import fidelity_score
 from faceptor_edge.quantize.openvino import (
     float_layers,
-    ignored_scope_for_modules,
-    output_decoding_ops,
+    int8_ignored_scope,
     quantize,
     quantize_with_accuracy_control,
 )
@@ -113,10 +112,7 @@ class OpenVINOTarget:
         extra: dict[str, Any] = {}
         quantization = "none (float32)"
         if precision == "int8":
-            import nncf
-
-            layers = ignored_scope_for_modules(program, model, self.keep_float).names if self.keep_float else []
-            scope = nncf.IgnoredScope(names=sorted({*layers, *output_decoding_ops(model)}))
+            scope = int8_ignored_scope(program, model, self.keep_float)
             if self.accuracy_control is None:
                 model = quantize(model, calibration, ignored_scope=scope)
                 quantization = INT8_DESCRIPTION
