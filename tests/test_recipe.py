@@ -25,7 +25,10 @@ def test_a_recipe_round_trips_through_its_json_record():
     "record, problem",
     [
         ([], "expected a JSON object"),
-        ({"size": 256}, "KeyError"),
+        ({"size": 256}, "lacks mean, std, crop_scale, framing"),
+        ({"size": float("inf"), "mean": [0, 0, 0], "std": [1, 1, 1], "crop_scale": 0.8, "framing": "given"}, "whole"),
+        ({"size": 256, "mean": "012", "std": [1, 1, 1], "crop_scale": 0.8, "framing": "given"}, "list of finite"),
+        ({"size": 2**20, "mean": [0, 0, 0], "std": [1, 1, 1], "crop_scale": 0.8, "framing": "given"}, "1024"),
         ({"size": 250, "mean": [0, 0, 0], "std": [1, 1, 1], "crop_scale": 0.8, "framing": "given"}, "multiple of 16"),
         ({"size": 256, "mean": [0, 0, 0], "std": [1, 1, 0], "crop_scale": 0.8, "framing": "given"}, "std > 0"),
         ({"size": 256, "mean": [0, 0, 0], "std": [1, 1, 1], "crop_scale": 0.8, "framing": "guessed"}, "framing"),
