@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def _student_info(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import time
 
-    from faceptor_edge.backends.formats import artifact_size
+    from faceptor_edge.backends.formats import artifact_size, format_for_path
     from faceptor_edge.targets.export import export_student
     from faceptor_edge.targets.verify import run_parity
 
@@ -71,8 +72,19 @@ def _export(args: argparse.Namespace) -> int:
     path = export_student(args.student, args.target, args.precision, args.out,
                           calibration_images=args.calib, calibration_count=args.calib_count,
                           max_drop=args.max_drop, teacher=args.teacher)  # fmt: skip
-    print(f"exported in {time.perf_counter() - started:.1f} s; checking parity with the float student …")
-    run = run_parity(path, args.student, images=args.check_images, count=args.check_count)
+    print(f"exported in {time.perf_counter() - started:.1f} s")
+    runtime = format_for_path(path).load_runtime()
+    if hasattr(runtime, "delegation_summary"):
+        print(runtime.delegation_summary(path).format())
+    print("checking parity with the float student …")
+    try:
+        run = run_parity(path, args.student, images=args.check_images, count=args.check_count)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"\nfaceptor-edge export: interrupted during the parity check; {path} is complete but unchecked: "
+              f"run `faceptor-edge parity --artifact {path} --student {args.student}`", file=sys.stderr)  # fmt: skip
+        return 130
     report = run.report
     print(f"\n{path}  {artifact_size(path) / 1e6:.2f} MB  {args.target} {args.precision}  ({report['quantization']})")
     print(f"heads: {len(report['heads']) or 'n/a'}; parity on {report['faces']} held-out faces:")
@@ -91,9 +103,12 @@ def _inspect(args: argparse.Namespace) -> int:
 
     from faceptor_edge.backends.formats import artifact_size, format_for_path
 
-    metadata = format_for_path(args.artifact).load_runtime().read_metadata(args.artifact)
+    runtime = format_for_path(args.artifact).load_runtime()
+    metadata = runtime.read_metadata(args.artifact)
     print(f"{args.artifact} ({artifact_size(args.artifact) / 1e6:.2f} MB)")
     print(json.dumps(metadata, indent=2))
+    if hasattr(runtime, "delegation_summary"):
+        print(runtime.delegation_summary(args.artifact).format())
     return 0
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -15,14 +18,17 @@ import pytest
 from PIL import Image, ImageOps
 
 from faceptor_edge import cli
-from faceptor_edge.arguments import number, output_file, positive
+from faceptor_edge.arguments import number, output_file, positive, run_command
 from faceptor_edge.errors import UserError
 from faceptor_edge.files import atomic_write_json, locked_directory
 from faceptor_edge.images import load_photo
 from faceptor_edge.predict_cli import output_names
 from faceptor_edge.predictor import _labels_in_image
 from faceptor_edge.preprocess import map_to_image
-from faceptor_edge.student.io import read_card
+from faceptor_edge.student.io import read_card, save_student
+from faceptor_edge.student.model import build_student
+
+ROOT = Path(__file__).parents[1]
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -93,7 +99,7 @@ def test_the_cli_rejects_bad_values_before_any_work(argv, argument, capsys, tmp_
 
 def test_distill_rejects_zero_steps_at_the_door(tmp_path):
     run = subprocess.run([sys.executable, "distill/run.py", "--steps", "0", "--out", str(tmp_path / "out")],
-                         check=False, capture_output=True, text=True, cwd=Path(__file__).parents[1])  # fmt: skip
+                         check=False, capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert run.returncode == 2 and "argument --steps" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "out").exists()
 
@@ -120,3 +126,81 @@ def test_reports_never_hold_bare_nan(tmp_path):
     with pytest.raises(ValueError):
         atomic_write_json(tmp_path / "r.json", {"value": float("nan")})
     assert not any(tmp_path.iterdir())
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("faceptor_edge.files.os.fsync", _no_space)
+    with pytest.raises(OSError, match="No space"):
+        atomic_write_json(tmp_path / "report.json", {"value": 1})
+    assert not any(tmp_path.iterdir())
+
+    def write(args):
+        atomic_write_json(tmp_path / "report.json", {"value": 1})
+        return 0
+
+    assert run_command("faceptor-edge predict", write, argparse.Namespace(debug=False)) == 2
+    assert capsys.readouterr().err.strip() == "faceptor-edge predict: error: No space left on device"
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(OSError):  # --debug keeps the traceback
+        run_command("faceptor-edge predict", write, argparse.Namespace(debug=True))
+
+
+def test_unexpected_errors_keep_their_traceback():
+    def bug(args):
+        raise ZeroDivisionError("a bug")
+
+    with pytest.raises(ZeroDivisionError):
+        run_command("faceptor-edge predict", bug, argparse.Namespace(debug=False))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_outputs_in_a_read_only_directory_are_refused_at_the_door(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(argparse.ArgumentTypeError, match="cannot write"):
+        output_file(str(locked / "out.json"))
+
+
+def test_a_permission_error_while_writing_is_one_line(tmp_path, capsys):
+    def write(args):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "out.json"))
+
+    assert run_command("faceptor-edge predict", write, argparse.Namespace(debug=False)) == 2
+    assert (
+        capsys.readouterr().err.strip() == f"faceptor-edge predict: error: {tmp_path / 'out.json'}: Permission denied"
+    )
+
+
+def test_a_second_distillation_into_a_busy_run_directory_fails_fast(tmp_path):
+    out = tmp_path / "out"
+    with locked_directory(out):
+        run = subprocess.run([sys.executable, "distill/run.py", "--teacher", "demo", "--student", "tiny", "--out", str(out),
+                              "--cache", str(tmp_path / "cache")], check=False, capture_output=True, text=True,
+                             cwd=ROOT, timeout=120)  # fmt: skip
+    assert run.returncode == 2 and f"pid {os.getpid()}" in run.stderr and "Traceback" not in run.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".lock"] and not (tmp_path / "cache").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory) -> Path:
+    return save_student(tmp_path_factory.mktemp("bad") / "student", build_student("tiny", pretrained=False), {})
+
+
+def test_ctrl_c_during_export_keeps_nothing_half_written(tiny_student, tmp_path):
+    pytest.importorskip("executorch")
+    out = tmp_path / "artifacts" / "tiny.pte"
+    command = [sys.executable, "-m", "faceptor_edge.cli", "export", "--target", "executorch", "--student",
+               str(tiny_student), "--out", str(out), "--check-count", "4"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    time.sleep(6)  # imports done, torch.export or lowering under way (a tiny export takes ~10 s here)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    if "exported in" in stdout:  # a fast machine: the interrupt landed in the parity check
+        assert "complete but unchecked" in stderr and out.is_file()
+    else:
+        assert "interrupted" in stderr and (not out.parent.exists() or not any(out.parent.iterdir()))

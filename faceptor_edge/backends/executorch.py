@@ -9,6 +9,7 @@ would; `threads` sizes the XNNPACK thread pool where this build lets Python set 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,65 @@ from faceptor_edge.backends.artifact import (
 )
 
 METADATA_METHOD = "faceptor_edge_metadata"
+# Kernels that only reshape or re-tag memory: outside a delegate they cost a copy, no arithmetic.
+LAYOUT_OPS = frozenset({"view_copy", "unsqueeze_copy", "squeeze_copy", "alias_copy", "_to_dim_order_copy",
+                        "_clone_dim_order", "clone"})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """How a `.pte`'s `forward` runs: delegate calls per backend and kernels left outside them.
+
+    Attributes:
+        subgraphs: Backend id (e.g. `XnnpackBackend`) -> number of delegated subgraphs.
+        outside: Operator name (e.g. `aten::upsample_nearest2d`) -> calls on portable kernels.
+    """
+
+    subgraphs: dict[str, int]
+    outside: dict[str, int]
+
+    @property
+    def compute_outside(self) -> dict[str, int]:
+        """`outside` without the layout-only kernels (`LAYOUT_OPS`)."""
+        return {op: n for op, n in self.outside.items() if op.split("::")[-1] not in LAYOUT_OPS}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"subgraphs": self.subgraphs, "outside": self.outside, "compute_outside": self.compute_outside}
+
+    def format(self) -> str:
+        """One line per fact, for `inspect`, `export` and `bench`."""
+        delegates = ", ".join(f"{n} {backend}" for backend, n in self.subgraphs.items()) or "none"
+        lines = [f"delegated subgraphs: {delegates}"]
+        for op, n in self.outside.items():
+            kind = "" if op in self.compute_outside else " (layout only)"
+            lines.append(f"  outside: {op} ×{n}{kind}")
+        if not self.outside:
+            lines.append("  outside: nothing (every op runs inside a delegate)")
+        return "\n".join(lines)
+
+
+def delegation_summary(path: Path) -> Delegation:
+    """The delegation of `forward` in a `.pte`, read from its serialised program (ExecuTorch's
+    own flatbuffer schema: each `DelegateCall` is one subgraph, each `KernelCall` one portable op)."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+    from executorch.exir.schema import DelegateCall, KernelCall
+
+    path = Path(path)
+    try:
+        program = deserialize_pte_binary(path.read_bytes()).program
+        (plan,) = [plan for plan in program.execution_plan if plan.name == "forward"]
+    except Exception as err:  # the deserialiser raises bare errors for bytes that are not a program
+        raise ArtifactError(f"{path}: cannot read the program's 'forward' plan ({err})") from err
+    subgraphs: Counter[str] = Counter()
+    outside: Counter[str] = Counter()
+    for chain in plan.chains:
+        for instruction in chain.instructions:
+            call = instruction.instr_args
+            if isinstance(call, DelegateCall):
+                subgraphs[plan.delegates[call.delegate_index].id] += 1
+            elif isinstance(call, KernelCall):
+                outside[plan.operators[call.op_index].name] += 1
+    return Delegation(dict(subgraphs), dict(sorted(outside.items())))
 
 
 def load_program(path: Path) -> Any:
@@ -75,9 +135,11 @@ def set_threads(threads: int | None) -> dict[str, Any]:
 
 @dataclass(kw_only=True)
 class ExecuTorchRunner(Runner):
-    """A loaded `.pte`: `run` takes N×3×S×S float32 crops, returns raw outputs by name."""
+    """A loaded `.pte`: `run` takes N×3×S×S float32 crops, returns raw outputs by name;
+    `delegation` says which of its ops XNNPACK runs."""
 
     program: Any
+    delegation: Delegation | None = None
     _method: Any = field(default=None, repr=False)
 
     def run_batch(self, batch: np.ndarray) -> list[np.ndarray]:
@@ -92,7 +154,8 @@ def load(path: Path, *, threads: int | None = None) -> ExecuTorchRunner:
     program = load_program(path)
     record = _program_metadata(program, path)
     check_method(program, record, path)
-    return ExecuTorchRunner(**Runner.fields_from(record, path), program=program, threads=set_threads(threads))
+    return ExecuTorchRunner(**Runner.fields_from(record, path), program=program, threads=set_threads(threads),
+                            delegation=delegation_summary(path))  # fmt: skip
 
 
 def check_method(program: Any, record: dict[str, Any], path: Path) -> None:

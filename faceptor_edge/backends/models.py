@@ -66,6 +66,8 @@ def load_artifact(source: str, *, threads: int | None = None, **_: Any) -> Backe
     notes = [] if runnable else [f"{fmt.name} predicts only on {', '.join(fmt.platforms)}: size and load only"]
     facts = {"size_bytes": artifact_size(path), "threads": getattr(runner, "threads", {}),
              "quantization": metadata.get("quantization"), "notes": notes}  # fmt: skip
+    if getattr(runner, "delegation", None) is not None:
+        facts["delegation"] = runner.delegation.to_json()
     tasks = tuple(TASKS_BY_NAME[spec.name] for spec in runner.outputs)
     return Backend(f"{path.suffix[1:]} {path.name}", tasks, run, recipe, kind=fmt.name, facts=facts,
                    static_batch=runner.batch_size, runnable=runnable, model=runner,
