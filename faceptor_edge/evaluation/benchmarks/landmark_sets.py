@@ -123,8 +123,8 @@ def read_wflw(root: Path) -> SampleSet:
         if len(fields) != 207:
             raise UserError(f"{annotation} line {line}: {len(fields)} fields, expected 207 "
                             "(196 coordinates, 4 box values, 6 attribute flags, image name)")  # fmt: skip
-        points = numbers(fields[:196], annotation, line, "points").reshape(98, 2)
-        flags = numbers(fields[200:206], annotation, line, "attribute flags")
+        values = numbers(fields[:206], annotation, line, "points, box and attribute flags")
+        points, flags = values[:196].reshape(98, 2), values[200:206]
         tags = ("test", *(name for name, flag in zip(WFLW_SUBSETS, flags) if flag == 1))
         image = existing(images / fields[206], annotation, line)
         samples.append(Sample(f"{fields[206]}#{line}", image, points, box=square_box(points), tags=tags))

@@ -14,6 +14,8 @@ image and shared by every model of a run.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import cv2
@@ -37,11 +39,12 @@ LISTED_FILES = 20  # corrupt or missed images named in a result
 
 
 class FaceFinder:
-    """RetinaFace detections, found once per (benchmark, image) for every model of a run."""
+    """RetinaFace detections, found once per image (file, or benchmark and key) and border, for
+    every model and every face of a run."""
 
     def __init__(self, detector: FaceDetector | None = None) -> None:
         self._detector = detector
-        self._found: dict[tuple[str, str], DetectedFace | None] = {}
+        self._found: dict[tuple[str, ...], list[DetectedFace]] = {}
 
     @property
     def detector(self) -> FaceDetector:
@@ -51,11 +54,17 @@ class FaceFinder:
             self._detector = RetinaFaceDetector.from_package()
         return self._detector
 
-    def find(self, bench: str, sample: Sample, image: np.ndarray) -> DetectedFace | None:
-        """The detection standing for the sample's face in `image` (already padded), or None."""
-        if (bench, sample.key) not in self._found:
-            self._found[bench, sample.key] = choose_face(self.detector.detect(image), reference_box(sample))
-        return self._found[bench, sample.key]
+    def find(self, bench: str, sample: Sample, image: np.ndarray, pad: int = 0) -> DetectedFace | None:
+        """The detection standing for the sample's face in `image` (already given `pad` px of
+        border): the one overlapping `reference_box` most, else the most confident; None if missed."""
+        where = (str(sample.image.resolve()),) if isinstance(sample.image, Path) else (bench, sample.key)
+        key = (*where, str(pad))
+        if key not in self._found:
+            self._found[key] = self.detector.detect(image)
+        box = reference_box(sample)
+        if box is not None and pad:
+            box = tuple(value + pad for value in box)
+        return choose_face(self._found[key], box)
 
 
 def reference_box(sample: Sample) -> Box | None:
@@ -143,8 +152,49 @@ def _framed(name: str, bench: Benchmark, data: SampleSet, sample: Sample, crops:
         return image, box, (sample.points5 if data.framing == "points" else None)
     if bench.pad:
         image = cv2.copyMakeBorder(image, bench.pad, bench.pad, bench.pad, bench.pad, cv2.BORDER_REPLICATE)
-    face = faces.find(name, sample, image)
+    face = faces.find(name, sample, image, bench.pad)
     return None if face is None else (image, None, face.points5)
+
+
+def paper_recipe(backend: Backend, name: str, crops: Crops) -> InputRecipe:
+    """The backend's recipe, with the benchmark's landmark crop scale under the paper's crops."""
+    scale = BENCHMARKS[name].crop_scale
+    if crops == "paper" and scale is not None:
+        return dataclasses.replace(backend.recipe, crop_scale=scale)
+    return backend.recipe
+
+
+def predictions(
+    backend: Backend, name: str, data: SampleSet, *, crops: Crops = "paper", faces: FaceFinder | None = None,
+    flip: bool | None = None, progress: str | None = None,
+) -> Iterator[tuple[int, Sample, Any, str]]:  # fmt: skip
+    """Streams one model's decoded outputs over a benchmark's faces, one image in memory at a time.
+
+    Args:
+        name: Key in `BENCHMARKS` (its head, crop scale, flip and border).
+        crops: `paper` (the dataset's framing) or `detector` (RetinaFace for every face).
+        faces: Detections shared between models (default: a new finder).
+        flip: Override the benchmark's flip (verification: orig + mirror).
+        progress: The progress bar's label (None: no bar).
+
+    Yields:
+        (index, sample, output, "") per scored face, or (index, sample, None, reason) with
+        reason `corrupt`, `missed` or `nonfinite`.
+    """
+    bench, faces = BENCHMARKS[name], faces or FaceFinder()
+    task = next(t for t in backend.tasks if t.name == bench.head)
+    recipe, flip = paper_recipe(backend, name, crops), bench.flip if flip is None else flip
+    for index, sample in enumerate(tqdm(data.samples, desc=progress, unit="face", disable=progress is None)):
+        try:
+            framed = _framed(name, bench, data, sample, crops, faces)
+        except ImageError:
+            yield index, sample, None, "corrupt"
+            continue
+        if framed is None:
+            yield index, sample, None, "missed"
+            continue
+        output = predict(backend, recipe, task, *framed, flip=flip)
+        yield index, sample, output, "" if output is not None else "nonfinite"
 
 
 def run_benchmark(
@@ -163,24 +213,11 @@ def run_benchmark(
         "listed": faces in the set, "corrupt"/"missed"/"nonfinite": counts, "files": the
         first names per reason}.
     """
-    bench, faces = BENCHMARKS[name], faces or FaceFinder()
-    task = next(t for t in backend.tasks if t.name == bench.head)
-    recipe = backend.recipe
-    if crops == "paper" and bench.crop_scale is not None:
-        recipe = dataclasses.replace(recipe, crop_scale=bench.crop_scale)
-    score, tally, scored = bench.score(), Tally(), 0
-    for index, sample in enumerate(tqdm(data.samples, desc=f"{model} {name}", unit="face", disable=not progress)):
-        try:
-            framed = _framed(name, bench, data, sample, crops, faces)
-        except ImageError:
-            tally.add("corrupt", sample.key)
-            continue
-        if framed is None:
-            tally.add("missed", sample.key)
-            continue
-        output = predict(backend, recipe, task, *framed, flip=bench.flip)
-        if output is None:
-            tally.add("nonfinite", sample.key)
+    score, tally, scored = BENCHMARKS[name].score(), Tally(), 0
+    label = f"{model} {name}" if progress else None
+    for index, sample, output, reason in predictions(backend, name, data, crops=crops, faces=faces, progress=label):
+        if reason:
+            tally.add(reason, sample.key)
             continue
         score.add(index, sample, output)
         scored += 1
