@@ -101,9 +101,7 @@ def read_utkface(root: Path) -> SampleSet:
         samples.append(Sample(image.name, image, float(match.group(1))))
     if not samples:
         raise UserError(f"{folder}: no UTKFace images and no label/test.csv")
-    notes = (
-        f"UTKFace: no label/test.csv in {root}, so every image of {folder.name}/ is scored (not the paper's split).",
-    )
+    notes = (f"UTKFace: no label/test.csv, so every image of {folder.name}/ is scored (not the paper's split).",)
     return SampleSet(samples, "whole", "UTKFace file names", notes)
 
 

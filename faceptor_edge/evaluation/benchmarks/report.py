@@ -87,7 +87,8 @@ def detail_lines(report: dict[str, Any]) -> list[str]:
         lines += ["", (f"**{info['title']}** ({info['layout']}, {info['listed']} faces"
                   f"{', a format check, not a result' if info['format_check'] else ''}): crops: {info['crops']}.")]  # fmt: skip
         lines += [f"- {note}" for note in info["notes"]]
-        metrics = list(dict.fromkeys(key for row in rows for key in row["metrics"]))
+        # Per-attribute accuracies stay in the JSON: 40 rows would bury the table.
+        metrics = list(dict.fromkeys(k for row in rows for k in row["metrics"] if not k.startswith("accuracy/")))
         if not rows or not metrics:
             continue
         lines += ["", "| metric | " + " | ".join(row["model"] for row in rows) + " |", "|---" * (len(rows) + 1) + "|"]
