@@ -67,13 +67,19 @@ def _keep_float_filter(
     return quantize_node
 
 
-def _layer_report(graph_module: torch.fx.GraphModule) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(quantized, float) module paths of Linear/Conv layers in a converted graph."""
+def _layer_report(
+    graph_module: torch.fx.GraphModule, float_ops_of: Sequence[type[nn.Module]]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(quantized, float) module paths of Linear/Conv layers in a converted graph; the own
+    ops of `float_ops_of` modules (the soft-argmax's constant-grid product) are no layers."""
+    own = {_type_name(t) for t in float_ops_of}
     quantized, floating = [], []
     for node in graph_module.graph.nodes:
         if node.op != "call_function" or node.target not in _LAYER_OPS:
             continue
         stack = _module_stack(node)
+        if stack and stack[-1][1] in own:
+            continue
         path = stack[-1][0] if stack else node.name
         weight = node.args[1]
         is_int8 = isinstance(weight, torch.fx.Node) and "dequantize" in str(weight.target)
@@ -133,6 +139,6 @@ def quantize_pt2e(
         for batch in calibration_batches(calibration, len(example)):
             prepared(batch)
         converted = convert_pt2e(prepared)
-        quantized, floating = _layer_report(converted)
+        quantized, floating = _layer_report(converted, float_ops_of)
         program = torch.export.export(converted, (example,))
     return QuantizedProgram(program, quantized, floating)

@@ -2,17 +2,16 @@
 
 The metadata record goes into the `.pte` as a constant method (`METADATA_METHOD`).
 
+The student is exported in its delegable form (`targets.xnnpack_graph.delegable_copy`)
+and lowered with ExecuTorch's recommended XNNPACK passes and configs, so that XNNPACK
+takes the whole graph; `backends.executorch.delegation_summary` reads back what it took.
 int8 programs come from `quantize.executorch.quantize_pt2e` (static per-channel
-symmetric int8, XNNPACK quantizer). Ops XNNPACK does not take (layer norm, nearest
-upsampling, reductions of the soft-argmax, …) stay in the portable CPU kernels; the
-counts are logged at INFO level (`non_delegated_ops`).
+symmetric int8, XNNPACK quantizer).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,23 +31,20 @@ from faceptor_edge.targets.base import (
     commit,
     staging_dir,
 )
+from faceptor_edge.targets.xnnpack_graph import delegable_copy
 
-_log = logging.getLogger(__name__)
 INT8_DESCRIPTION = "int8 weights and activations (torchao PT2E, XNNPACK quantizer, per-channel symmetric weights)"
 
 
-def non_delegated_ops(edge_program: Any) -> dict[str, int]:
-    """Operators left outside the XNNPACK delegate (they run on portable CPU kernels).
+def fold_constants(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """ExecuTorch's constant propagation over an exported program, quantize/dequantize ops
+    excepted: tensors the graph builds from constants alone (the soft-argmax grid, expanded
+    query embeddings) become constants XNNPACK takes, while int8 weights stay int8."""
+    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
-    Args:
-        edge_program: The `EdgeProgramManager` from `to_edge_transform_and_lower`.
-    """
-    counts: Counter[str] = Counter()
-    for node in edge_program.exported_program().graph.nodes:
-        name = str(getattr(node.target, "__name__", node.target))
-        if node.op == "call_function" and name not in ("getitem", "executorch_call_delegate"):
-            counts[name] += 1
-    return dict(sorted(counts.items()))
+    quantization = {node.target for node in program.graph.nodes
+                    if getattr(node.target, "namespace", None) in ("quantized_decomposed", "torchao")}  # fmt: skip
+    return constant_prop_pass(program, custom_skip_targets=quantization)
 
 
 @dataclass(frozen=True)
@@ -78,28 +74,34 @@ class ExecuTorchTarget:
     ) -> Path:
         """Export, lower to XNNPACK, check in the runtime, then move into place."""
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.backends.xnnpack.utils.configs import (
+            get_transform_passes,
+            get_xnnpack_edge_compile_config,
+            get_xnnpack_executorch_backend_config,
+        )
         from executorch.exir import to_edge_transform_and_lower
 
         path = check_export_args(wrapper, example, path, self.suffix, metadata, precision, calibration)
+        graph = delegable_copy(wrapper)
         extra: dict[str, Any] = {}
         if precision == "int8":
             quantized = quantize_pt2e(
-                wrapper, example, calibration, keep_float=self.keep_float, keep_float_types=self.keep_float_types
+                graph, example, calibration, keep_float=self.keep_float, keep_float_types=self.keep_float_types
             )
             program, quantization = quantized.program, INT8_DESCRIPTION
             extra["float_layers"] = list(quantized.float_layers)
         else:
             with torch.no_grad():
-                program = torch.export.export(wrapper, (example,))
+                program = torch.export.export(graph, (example,))
             quantization = "none (float32)"
         record = artifact_metadata(
             wrapper, example, metadata, target=self.name, precision=precision, quantization=quantization, **extra
         )
         edge = to_edge_transform_and_lower(
-            program, partitioner=[XnnpackPartitioner()], constant_methods={METADATA_METHOD: json.dumps(record)}
-        )
-        _log.info("%s: ops outside the XNNPACK delegate: %s", path.name, non_delegated_ops(edge))
-        buffer = edge.to_executorch().buffer
+            fold_constants(program), partitioner=[XnnpackPartitioner()], transform_passes=get_transform_passes(),
+            compile_config=get_xnnpack_edge_compile_config(), constant_methods={METADATA_METHOD: json.dumps(record)},
+        )  # fmt: skip
+        buffer = edge.to_executorch(config=get_xnnpack_executorch_backend_config()).buffer
         with staging_dir(path) as tmp:
             built = tmp / path.name
             built.write_bytes(buffer)

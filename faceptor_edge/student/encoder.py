@@ -83,6 +83,7 @@ class PixelDecoder(nn.Module):
         super().__init__()
         self.lateral = nn.ModuleList(conv_bn(width, dim, act=False) for width in in_widths)
         self.smooth = nn.Sequential(conv_bn(dim, dim, 3, groups=dim), conv_bn(dim, dim, act=False))
+        self.dim = dim
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
         self.position = nn.Parameter(torch.randn(1, dim, size, size) * 0.02)
 

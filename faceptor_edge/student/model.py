@@ -66,6 +66,12 @@ class ValueReadout(nn.Linear):
         return F.linear(pooled, self.weight) * self.scale + self.bias
 
 
+def _mean_of_queries(queries: torch.Tensor) -> torch.Tensor:
+    """B×q×D -> B×D, as the one mean XNNPACK delegates (a 4-D tensor's last two axes, kept)."""
+    b, q, d = queries.shape
+    return queries.transpose(1, 2).reshape(b, d, 1, q).mean(dim=(2, 3), keepdim=True).flatten(1)
+
+
 @dataclass(frozen=True)
 class StudentConfig:
     """Architecture of one student size (see `student_sizes`).
@@ -116,6 +122,7 @@ class FaceptorStudent(nn.Module):
         super().__init__()
         self.config = config
         self.encoder_init: EncoderInit = "random"
+        self.split_by_slices = False  # see `_split`; `targets.xnnpack_graph` sets it
         if config.encoder == "efficientnet-lite0":
             self.encoder: nn.Module = EfficientNetLite0()
         else:
@@ -153,6 +160,14 @@ class FaceptorStudent(nn.Module):
     def task_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.config.tasks)
 
+    def _split(self, x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+        """`x` cut along axis 1: one `split` (one gradient buffer in training), or slices
+        when `split_by_slices` is set (export graphs: XNNPACK delegates slices, not split)."""
+        if not self.split_by_slices:
+            return list(x.split(sizes, 1))
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        return [x[:, start : start + size] for start, size in zip(starts, sizes)]
+
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw outputs of every head.
 
@@ -168,20 +183,18 @@ class FaceptorStudent(nn.Module):
         pixels = self.pixel_decoder(features)  # B×P×M×M
         memory = self.token_proj(features[2]).flatten(2).transpose(1, 2)  # B×D×s×s -> B×T×D
         queries = self.decoder(memory)  # B×Q×D
-        value_queries, map_queries = queries.split(
-            [self.num_value_queries, queries.shape[1] - self.num_value_queries], 1
+        value_queries, map_queries = self._split(
+            queries, [self.num_value_queries, queries.shape[1] - self.num_value_queries]
         )
         maps = torch.einsum("bqc,bchw->bqhw", self.mask_embed(map_queries) + self.map_query_bias, pixels)
-        # One split per tensor (not one slice per task): slicing backward would allocate
-        # and zero a full-size gradient per task.
-        value_parts = dict(zip(self._value_tasks, value_queries.split(self._value_sizes, 1)))
-        map_parts = dict(zip(self._map_tasks, maps.split(self._map_sizes, 1)))
+        value_parts = dict(zip(self._value_tasks, self._split(value_queries, self._value_sizes)))
+        map_parts = dict(zip(self._map_tasks, self._split(maps, self._map_sizes)))
         outputs = {}
         for task in self.config.tasks:
             if task.kind == "embedding":
-                outputs[task.name] = self.embedding_head(features[3].mean(dim=(2, 3)))
+                outputs[task.name] = self.embedding_head(features[3].mean(dim=(2, 3), keepdim=True).flatten(1))
             elif task.kind == "value":
-                outputs[task.name] = self.value_heads[task.name](value_parts[task.name].mean(dim=1))
+                outputs[task.name] = self.value_heads[task.name](_mean_of_queries(value_parts[task.name]))
             elif task.head.is_points:
                 heatmap = map_parts[task.name]
                 outputs[task.name] = soft_argmax(heatmap)

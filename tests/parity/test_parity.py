@@ -94,6 +94,8 @@ def test_inspect_prints_metadata(artifact, capsys):
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
     assert f'"precision": "{precision}"' in out and '"weights_sha256"' in out and '"mean"' in out
+    if path.suffix == ".pte":
+        assert "delegated subgraphs: 1 XnnpackBackend" in out and "every op runs inside a delegate" in out
 
 
 @pytest.mark.slow

@@ -176,6 +176,17 @@ def test_int8_reports_layers_kept_float(exported):
     assert sorted(record["float_layers"]) == expected
 
 
+def test_executorch_programs_run_whole_in_one_xnnpack_delegate(exported):
+    if exported.name != "executorch":
+        pytest.skip("delegation is an ExecuTorch notion")
+    from faceptor_edge.backends.executorch import delegation_summary
+
+    for precision, path in exported.paths.items():
+        delegation = delegation_summary(path)
+        assert delegation.subgraphs == {"XnnpackBackend": 1} and not delegation.compute_outside, (precision, delegation)
+        assert exported.target.load(path).delegation == delegation
+
+
 def test_coreml_spec_shows_the_quantization(exported):
     if exported.name != "coreml":
         pytest.skip("Core ML only")
