@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 from faceptor_edge import decode
@@ -21,6 +22,8 @@ from faceptor_edge.errors import UserError
 from faceptor_edge.images import check_image
 from faceptor_edge.preprocess import crop_footprint, map_to_image
 from faceptor_edge.tasks import RECOGNITION
+
+MAX_FOOTPRINT_SIDE = 1024  # px; see `labels_in_image`
 
 
 class NoFaceFound(UserError):
@@ -66,7 +69,7 @@ class FaceResult:
                 out[name] = {"points": np.round(prediction.image_points / scale, 2).tolist()}
             elif isinstance(prediction, decode.ParsingPrediction):
                 labels = self.parsing[name]
-                counts = np.bincount(labels.ravel(), minlength=len(prediction.class_names))
+                counts = label_counts(labels, len(prediction.class_names))
                 out[name] = {"class_names": list(prediction.class_names),
                              "pixels": {c: int(n) for c, n in zip(prediction.class_names, counts) if n},
                              "label_map": (parsing_files or {}).get(name)}  # fmt: skip
@@ -144,10 +147,26 @@ def labels_in_image(logits: np.ndarray, matrix: np.ndarray, crop_size: int, imag
     labels = np.zeros(image_hw, np.uint8)
     x0, y0, x1, y1 = crop_footprint(matrix, crop_size, image_hw, cell=crop_size / logits.shape[1])
     if x1 > x0 and y1 > y0:
-        shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
-        region = map_to_image(logits, np.asarray(matrix) @ shift, (y1 - y0, x1 - x0), crop_size=crop_size)
-        labels[y0:y1, x0:x1] = decode.parsing_labels(region[None])[0]
+        # A footprint wider than MAX_FOOTPRINT_SIDE is warped at that side and its labels
+        # enlarged (nearest): the M×M logits hold no finer detail, and C float maps of a
+        # face filling a 40 MP photo would take gigabytes.
+        step = max(1.0, max(x1 - x0, y1 - y0) / MAX_FOOTPRINT_SIDE)
+        side = (max(1, round((y1 - y0) / step)), max(1, round((x1 - x0) / step)))
+        half = (step - 1) / 2  # region pixel centres on the centres of the image pixels they cover
+        shift = np.array([[step, 0.0, x0 + half], [0.0, step, y0 + half], [0.0, 0.0, 1.0]])
+        region = map_to_image(logits, np.asarray(matrix) @ shift, side, crop_size=crop_size)
+        region_labels = decode.parsing_labels(region[None])[0].astype(np.uint8)
+        if step > 1:
+            region_labels = cv2.resize(region_labels, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+        labels[y0:y1, x0:x1] = region_labels
     return labels
+
+
+def label_counts(labels: np.ndarray, classes: int) -> np.ndarray:
+    """Pixels per class of an H×W label map, counted in row blocks (bounded memory)."""
+    rows = max(1, (1 << 22) // max(1, labels.shape[1]))
+    return sum((np.bincount(labels[y : y + rows].ravel(), minlength=classes) for y in range(0, len(labels), rows)),
+               np.zeros(classes, np.int64))  # fmt: skip
 
 
 _labels_in_image = labels_in_image  # the name tests/test_bad_inputs.py imports

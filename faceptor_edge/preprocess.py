@@ -140,8 +140,7 @@ def box_crop(image: np.ndarray, box: Box, *, size: int = 512, scale: float = 0.8
     shift = (1.0 - scale) * centre
     zoom = np.array([[scale, 0.0, shift], [0.0, scale, shift], [0, 0, 1]])
     matrix = zoom @ crop_and_resize
-    pixels = _warp(_to_unit(image), matrix, size)
-    return _make_crop(pixels, matrix, size)
+    return _make_crop(_warp_unit(image, matrix, size), matrix, size)
 
 
 def whole_image_crop(image: np.ndarray, size: int) -> Crop:
@@ -386,6 +385,20 @@ def _warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
         image, matrix[:2], (size, size),
         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
     )  # fmt: skip
+
+
+def _warp_unit(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """`_warp(_to_unit(image), matrix, size)` computed over the image region the crop samples
+    (plus a 2-px margin for the bilinear neighbours), so memory scales with the face, not
+    the photo; the shifted matrix moves every sample by whole pixels, so values are the same."""
+    height, width = image.shape[:2]
+    corners = np.linalg.inv(matrix) @ np.array([[-1, size, -1, size], [-1, -1, size, size], [1, 1, 1, 1]], float)
+    x0, y0 = (max(0, int(np.floor(corners[i].min())) - 2) for i in (0, 1))
+    x1, y1 = min(width, int(np.ceil(corners[0].max())) + 3), min(height, int(np.ceil(corners[1].max())) + 3)
+    if x1 <= x0 or y1 <= y0:  # the crop lies wholly outside the image
+        return np.zeros((size, size, 3), np.float32)
+    shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
+    return _warp(_to_unit(image[y0:y1, x0:x1]), matrix @ shift, size)
 
 
 def _to_unit(image: np.ndarray) -> np.ndarray:
