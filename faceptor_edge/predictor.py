@@ -169,4 +169,3 @@ def label_counts(labels: np.ndarray, classes: int) -> np.ndarray:
                np.zeros(classes, np.int64))  # fmt: skip
 
 
-_labels_in_image = labels_in_image  # the name tests/test_bad_inputs.py imports

@@ -23,7 +23,7 @@ from faceptor_edge.errors import UserError
 from faceptor_edge.files import atomic_write_json, locked_directory
 from faceptor_edge.images import load_photo
 from faceptor_edge.predict_cli import output_names
-from faceptor_edge.predictor import _labels_in_image
+from faceptor_edge.predictor import labels_in_image
 from faceptor_edge.preprocess import map_to_image
 from faceptor_edge.student.io import read_card, save_student
 from faceptor_edge.student.model import build_student
@@ -66,7 +66,7 @@ def test_parsing_maps_warped_over_the_footprint_equal_the_whole_image_warp():
     logits = rng.standard_normal((32, 32, 5)).astype(np.float32)
     matrix = np.array([[0.4, 0.1, -20.0], [-0.1, 0.4, -10.0], [0, 0, 1]])
     warped = map_to_image(logits, matrix, (300, 400), crop_size=64)
-    labels = _labels_in_image(logits, matrix, 64, (300, 400))
+    labels = labels_in_image(logits, matrix, 64, (300, 400))
     # Pixels whose bilinear weights on the crop are ~1e-8 (OpenCV's fixed-point ring) have no
     # meaningful argmax; everywhere else the footprint warp is the whole-image warp.
     meaningful = np.abs(warped).max(-1) > 1e-6
