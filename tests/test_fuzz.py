@@ -34,6 +34,16 @@ def _listing(directory: Path) -> list[str]:
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
 
 
+def _refused_and_left_alone(load, name: str, data: bytes) -> None:
+    """`load` of a file holding `data` raises UserError and leaves only that file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        with pytest.raises(UserError):
+            load(path)
+        assert _listing(Path(tmp)) == [name]
+
+
 def _valid_photo(photo) -> bool:
     height, width = photo.pixels.shape[:2]
     return (photo.pixels.dtype == np.uint8 and photo.pixels.shape[2] == 3 and photo.pixels.flags.c_contiguous
@@ -153,12 +163,7 @@ def test_random_bytes_as_student_weights(saved_student, tmp_path, data):
 @given(data=st.binary(max_size=4096), prefix=st.sampled_from([b"", b"\x80\x02", b"PK\x03\x04"]),
        suffix=st.sampled_from([".pth", ".pth.tar", ".safetensors"]))  # fmt: skip
 def test_random_bytes_as_a_teacher_checkpoint(data, prefix, suffix):
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"faceptor{suffix}"
-        path.write_bytes(prefix + data)
-        with pytest.raises(UserError):
-            read_checkpoint(path)
-        assert _listing(Path(tmp)) == [path.name]
+    _refused_and_left_alone(read_checkpoint, f"faceptor{suffix}", prefix + data)
 
 
 @FUZZ
@@ -178,12 +183,7 @@ def test_random_artifact_metadata(record):
 def test_random_bytes_as_an_artifact(data, suffix, prefix):
     from faceptor_edge.backends import load_backend
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"student{suffix}"
-        path.write_bytes(prefix + data)
-        with pytest.raises(UserError):
-            load_backend(path)
-        assert _listing(Path(tmp)) == [path.name]
+    _refused_and_left_alone(load_backend, f"student{suffix}", prefix + data)
 
 
 RECIPE_KEYS = ["size", "mean", "std", "crop_scale", "framing", "pixels", "face112"]
