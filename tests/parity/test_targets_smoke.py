@@ -250,6 +250,30 @@ def test_corrupt_artifacts_raise_artifact_error(exported, tmp_path):
                 exported.target.read_metadata(bad)
 
 
+def test_openvino_metadata_that_disagrees_with_the_graph_is_refused(exported, tmp_path):
+    if exported.name != "openvino":
+        pytest.skip("rewrites an OpenVINO IR's rt_info")
+    import json
+
+    import openvino as ov
+
+    from faceptor_edge.backends.openvino import METADATA_KEY
+
+    core = ov.Core()
+    for change, problem in [("outputs", "outputs"), ("input", "input")]:
+        model = core.read_model(str(exported.paths["fp32"]))
+        record = json.loads(model.get_rt_info(METADATA_KEY).astype(str))
+        if change == "outputs":
+            record["outputs"][0]["shape"] = [1, 7]
+        else:
+            record["input"]["shape"] = [1, 3, 128, 128]
+        model.set_rt_info(json.dumps(record), METADATA_KEY)
+        bad = tmp_path / f"bad_{change}.xml"
+        ov.save_model(model, str(bad))
+        with pytest.raises(ArtifactError, match=problem):
+            exported.target.load(bad)
+
+
 def test_failed_export_leaves_no_partial_files(exported, wrapper, tmp_path, monkeypatch):
     module = sys.modules[type(exported.target).__module__]
     path = tmp_path / f"model{exported.target.suffix}"
