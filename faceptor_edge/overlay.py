@@ -68,11 +68,12 @@ def draw(image: np.ndarray, results: Sequence[FaceResult], *, title: str = "", a
         name = _first_trained(result, PARSING_ORDER)
         if name is None:
             continue
-        labels = result.parsing[name]
+        label_map = result.parsing[name]
+        labels, window = label_map.region, canvas[label_map.window]  # the face's footprint only
         classes = result.heads[name].class_names
         colours = np.array([CLASS_COLOURS.get(c, (255, 255, 255)) for c in classes], np.float32)
         mask = labels > 0
-        canvas[mask] = (1 - alpha) * canvas[mask] + alpha * colours[labels[mask]]
+        window[mask] = (1 - alpha) * window[mask] + alpha * colours[labels[mask]]
         used.update({classes[k]: CLASS_COLOURS.get(classes[k], (255, 255, 255)) for k in np.unique(labels) if k})
     out = np.clip(canvas, 0, 255).astype(np.uint8)
     for result in results:

@@ -41,7 +41,7 @@ def _maps(result: FaceResult, json_path: Path, name: str, index: int) -> dict[st
     files = {}
     for head, labels in result.parsing.items():
         path = folder / f"{name}-face{index}-{head}.png"
-        write_png(path, labels)
+        write_png(path, np.asarray(labels))  # one whole map at a time
         files[head] = str(path)
     return files
 

@@ -42,15 +42,15 @@ class FaceResult:
         face: The detection (box, 5 points, score).
         heads: Decoded prediction per head (`faceptor_edge.decode` types; landmarks carry
             `image_points`).
-        parsing: Per parsing head, an H×W uint8 label map over the whole image
-            (background outside the face's crop).
+        parsing: Per parsing head, the face's label map over the whole image (`LabelMap`;
+            background outside the face's crop).
         untrained: Heads whose teacher did not cover them: their outputs mean nothing.
         covered_labels: Heads whose teacher covered only some outputs (name -> labels).
     """
 
     face: DetectedFace
     heads: dict[str, Any]
-    parsing: dict[str, np.ndarray] = field(default_factory=dict)
+    parsing: dict[str, LabelMap] = field(default_factory=dict)
     untrained: frozenset[str] = frozenset()
     covered_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -69,7 +69,7 @@ class FaceResult:
                 out[name] = {"points": np.round(prediction.image_points / scale, 2).tolist()}
             elif isinstance(prediction, decode.ParsingPrediction):
                 labels = self.parsing[name]
-                counts = label_counts(labels, len(prediction.class_names))
+                counts = labels.counts(len(prediction.class_names))
                 out[name] = {"class_names": list(prediction.class_names),
                              "pixels": {c: int(n) for c, n in zip(prediction.class_names, counts) if n},
                              "label_map": (parsing_files or {}).get(name)}  # fmt: skip
@@ -130,7 +130,7 @@ class FacePredictor:
         heads = decode.decode(raw, self.backend.tasks, dense_crops=[crop])[0]
         parsing = {}
         for task in (t for t in self.backend.tasks if t.head.is_channels_last):
-            parsing[task.name] = labels_in_image(raw[task.name][0], crop.matrix, crop.size, image.shape[:2])
+            parsing[task.name] = face_labels(raw[task.name][0], crop.matrix, crop.size, image.shape[:2])
         return FaceResult(face, heads, parsing, self.backend.untrained, self.backend.covered_labels)
 
     def embed(self, image: Any) -> np.ndarray:
@@ -140,32 +140,64 @@ class FacePredictor:
         return result.heads[name].vector
 
 
-def labels_in_image(logits: np.ndarray, matrix: np.ndarray, crop_size: int, image_hw: tuple[int, int]) -> np.ndarray:
-    """A crop's M×M×C parsing logits as an image-sized H×W uint8 label map: warped (`map_to_image`) over
-    the crop's footprint only, so memory scales with the face, not the photo; background
-    (0) elsewhere, which is what a whole-image warp gives there (all-zero logits)."""
-    labels = np.zeros(image_hw, np.uint8)
+@dataclass(frozen=True)
+class LabelMap:
+    """One face's H×W parsing label map, stored as its crop's footprint only (the rest is
+    background, 0), so a group photo's maps take memory per face, not per photo.
+    `np.asarray(label_map)` gives the whole H×W uint8 map.
+
+    Attributes:
+        region: h×w uint8 labels of the footprint.
+        origin: (x0, y0), the footprint's top-left pixel in the image.
+        shape: (H, W) of the image.
+    """
+
+    region: np.ndarray
+    origin: tuple[int, int]
+    shape: tuple[int, int]
+
+    @property
+    def window(self) -> tuple[slice, slice]:
+        """The footprint's rows and columns in the image."""
+        (x0, y0), (h, w) = self.origin, self.region.shape
+        return slice(y0, y0 + h), slice(x0, x0 + w)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        full = np.zeros(self.shape, np.uint8)
+        full[self.window] = self.region
+        return full if dtype is None else full.astype(dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self)[key]
+
+    def counts(self, classes: int) -> np.ndarray:
+        """Pixels per class over the whole image."""
+        counts = np.bincount(self.region.ravel(), minlength=classes)
+        counts[0] += self.shape[0] * self.shape[1] - self.region.size
+        return counts
+
+
+def face_labels(logits: np.ndarray, matrix: np.ndarray, crop_size: int, image_hw: tuple[int, int]) -> LabelMap:
+    """A crop's M×M×C parsing logits as image labels: warped (`map_to_image`) over the crop's
+    footprint only, so memory scales with the face, not the photo; background (0) elsewhere,
+    which is what a whole-image warp gives there (all-zero logits)."""
     x0, y0, x1, y1 = crop_footprint(matrix, crop_size, image_hw, cell=crop_size / logits.shape[1])
-    if x1 > x0 and y1 > y0:
-        # A footprint wider than MAX_FOOTPRINT_SIDE is warped at that side and its labels
-        # enlarged (nearest): the M×M logits hold no finer detail, and C float maps of a
-        # face filling a 40 MP photo would take gigabytes.
-        step = max(1.0, max(x1 - x0, y1 - y0) / MAX_FOOTPRINT_SIDE)
-        side = (max(1, round((y1 - y0) / step)), max(1, round((x1 - x0) / step)))
-        half = (step - 1) / 2  # region pixel centres on the centres of the image pixels they cover
-        shift = np.array([[step, 0.0, x0 + half], [0.0, step, y0 + half], [0.0, 0.0, 1.0]])
-        region = map_to_image(logits, np.asarray(matrix) @ shift, side, crop_size=crop_size)
-        region_labels = decode.parsing_labels(region[None])[0].astype(np.uint8)
-        if step > 1:
-            region_labels = cv2.resize(region_labels, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
-        labels[y0:y1, x0:x1] = region_labels
-    return labels
+    if x1 <= x0 or y1 <= y0:
+        return LabelMap(np.zeros((0, 0), np.uint8), (0, 0), tuple(image_hw))
+    # A footprint wider than MAX_FOOTPRINT_SIDE is warped at that side and its labels
+    # enlarged (nearest): the M×M logits hold no finer detail, and C float maps of a
+    # face filling a 40 MP photo would take gigabytes.
+    step = max(1.0, max(x1 - x0, y1 - y0) / MAX_FOOTPRINT_SIDE)
+    side = (max(1, round((y1 - y0) / step)), max(1, round((x1 - x0) / step)))
+    half = (step - 1) / 2  # region pixel centres on the centres of the image pixels they cover
+    shift = np.array([[step, 0.0, x0 + half], [0.0, step, y0 + half], [0.0, 0.0, 1.0]])
+    region = map_to_image(logits, np.asarray(matrix) @ shift, side, crop_size=crop_size)
+    labels = decode.parsing_labels(region[None])[0].astype(np.uint8)
+    if step > 1:
+        labels = cv2.resize(labels, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+    return LabelMap(labels, (x0, y0), tuple(image_hw))
 
 
-def label_counts(labels: np.ndarray, classes: int) -> np.ndarray:
-    """Pixels per class of an H×W label map, counted in row blocks (bounded memory)."""
-    rows = max(1, (1 << 22) // max(1, labels.shape[1]))
-    return sum((np.bincount(labels[y : y + rows].ravel(), minlength=classes) for y in range(0, len(labels), rows)),
-               np.zeros(classes, np.int64))  # fmt: skip
-
-
+def labels_in_image(logits: np.ndarray, matrix: np.ndarray, crop_size: int, image_hw: tuple[int, int]) -> np.ndarray:
+    """`face_labels` as the whole H×W uint8 label map."""
+    return np.asarray(face_labels(logits, matrix, crop_size, image_hw))

@@ -23,7 +23,7 @@ from faceptor_edge.errors import UserError
 from faceptor_edge.files import atomic_write_json, locked_directory
 from faceptor_edge.images import load_photo
 from faceptor_edge.predict_cli import output_names
-from faceptor_edge.predictor import labels_in_image
+from faceptor_edge.predictor import face_labels, labels_in_image
 from faceptor_edge.preprocess import map_to_image
 from faceptor_edge.student.io import read_card, save_student
 from faceptor_edge.student.model import build_student
@@ -73,6 +73,17 @@ def test_parsing_maps_warped_over_the_footprint_equal_the_whole_image_warp():
     assert meaningful.sum() > 10_000
     assert np.array_equal(labels[meaningful], np.argmax(warped, -1)[meaningful])
     assert (labels[~meaningful] == 0).mean() > 0.99
+
+
+def test_a_face_label_map_keeps_only_its_footprint_and_reads_as_the_whole_map():
+    logits = np.random.default_rng(1).standard_normal((32, 32, 5)).astype(np.float32)
+    matrix = np.array([[0.4, 0.1, -20.0], [-0.1, 0.4, -10.0], [0, 0, 1]])
+    compact = face_labels(logits, matrix, 64, (300, 400))
+    whole = labels_in_image(logits, matrix, 64, (300, 400))
+    assert compact.region.size < whole.size / 2 and np.array_equal(np.asarray(compact), whole)
+    assert np.array_equal(compact.counts(5), np.bincount(whole.ravel(), minlength=5))
+    big = face_labels(logits, np.diag([0.01, 0.01, 1.0]), 64, (8000, 8000))  # a face filling a 64 MP photo
+    assert max(big.region.shape) > 4000 and big.region.dtype == np.uint8
 
 
 def test_argument_types_name_the_problem():
