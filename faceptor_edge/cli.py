@@ -64,7 +64,7 @@ def _student_info(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import time
 
-    from faceptor_edge.backends.formats import artifact_size, format_for_path
+    from faceptor_edge.backends.formats import artifact_size
     from faceptor_edge.targets.export import export_student
     from faceptor_edge.targets.verify import run_parity
 
@@ -73,9 +73,7 @@ def _export(args: argparse.Namespace) -> int:
                           calibration_images=args.calib, calibration_count=args.calib_count,
                           max_drop=args.max_drop, teacher=args.teacher)  # fmt: skip
     print(f"exported in {time.perf_counter() - started:.1f} s")
-    runtime = format_for_path(path).load_runtime()
-    if hasattr(runtime, "delegation_summary"):
-        print(runtime.delegation_summary(path).format())
+    _print_delegation(path)
     print("checking parity with the float student …")
     try:
         run = run_parity(path, args.student, images=args.check_images, count=args.check_count)
@@ -98,17 +96,24 @@ def _export(args: argparse.Namespace) -> int:
     return 0 if report["passed"] else 1
 
 
+def _print_delegation(path: Path) -> None:
+    """What each delegate of an artifact runs, for runtimes that delegate (ExecuTorch)."""
+    from faceptor_edge.backends.formats import format_for_path
+
+    runtime = format_for_path(path).load_runtime()
+    if hasattr(runtime, "delegation_summary"):
+        print(runtime.delegation_summary(path).format())
+
+
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
     from faceptor_edge.backends.formats import artifact_size, format_for_path
 
-    runtime = format_for_path(args.artifact).load_runtime()
-    metadata = runtime.read_metadata(args.artifact)
+    metadata = format_for_path(args.artifact).load_runtime().read_metadata(args.artifact)
     print(f"{args.artifact} ({artifact_size(args.artifact) / 1e6:.2f} MB)")
     print(json.dumps(metadata, indent=2))
-    if hasattr(runtime, "delegation_summary"):
-        print(runtime.delegation_summary(args.artifact).format())
+    _print_delegation(args.artifact)
     return 0
 
 
