@@ -6,8 +6,10 @@ op it refuses splits the program into separate delegates, with layout transposes
 quantize/dequantize pairs at each border. `delegable_copy` swaps the student's modules for
 forms built from ops it takes (a fixed transposed convolution; 4-D means, `rsqrt`,
 arithmetic; slices).
-The student's own code already writes its means and the soft-argmax's sums that way, so
-training keeps PyTorch's fused kernels and only the export graph changes. The outputs are
+The student's own code writes its means that way; its splits and soft-argmax sums switch
+form with `FaceptorStudent.xnnpack_forms` (set here only), so training, OpenVINO (whose
+int8 keeps the soft-argmax float by finding the last MatMul before each output) and Core
+ML keep the plain forms and only the ExecuTorch graph changes. The outputs are
 unchanged to float rounding (tests: ≤ 1e-5).
 """
 
@@ -55,13 +57,13 @@ class LayerNormAsMeans(nn.Module):
 def delegable_copy(module: nn.Module) -> nn.Module:
     """A deep copy of `module` (in eval mode) in delegable form: the student's pixel-decoder
     upsampling as `NearestUpsample2x`, every `nn.LayerNorm` as `LayerNormAsMeans`, and its
-    query and map splits as slices; `module` is left as it was."""
+    query and map splits as slices and its soft-argmax as a grid product; `module` is left as it was."""
     graph = copy.deepcopy(module).eval()
     for part in list(graph.modules()):
         if isinstance(part, PixelDecoder):
             part.upsample = NearestUpsample2x(part.dim)
         elif isinstance(part, FaceptorStudent):
-            part.split_by_slices = True
+            part.xnnpack_forms = True
         for name, child in part.named_children():
             if isinstance(child, nn.LayerNorm):
                 setattr(part, name, LayerNormAsMeans(child))

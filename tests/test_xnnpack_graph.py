@@ -33,6 +33,7 @@ def test_soft_argmax_as_a_grid_product_matches_the_weighted_sums():
     x = (weights.sum(dim=2) * torch.arange(48.0)).sum(-1) / total
     y = (weights.sum(dim=3) * torch.arange(64.0)).sum(-1) / total
     want = torch.stack([(x + 0.5) / 48, (y + 0.5) / 64], dim=-1)
+    assert (soft_argmax(heatmap, grid_product=True) - want).abs().max() < 1e-5
     assert (soft_argmax(heatmap) - want).abs().max() < 1e-5
 
 

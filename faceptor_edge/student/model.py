@@ -122,7 +122,7 @@ class FaceptorStudent(nn.Module):
         super().__init__()
         self.config = config
         self.encoder_init: EncoderInit = "random"
-        self.split_by_slices = False  # see `_split`; `targets.xnnpack_graph` sets it
+        self.xnnpack_forms = False  # slices and the soft-argmax grid product; `targets.xnnpack_graph` sets it
         if config.encoder == "efficientnet-lite0":
             self.encoder: nn.Module = EfficientNetLite0()
         else:
@@ -162,8 +162,8 @@ class FaceptorStudent(nn.Module):
 
     def _split(self, x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
         """`x` cut along axis 1: one `split` (one gradient buffer in training), or slices
-        when `split_by_slices` is set (export graphs: XNNPACK delegates slices, not split)."""
-        if not self.split_by_slices:
+        when `xnnpack_forms` is set (export graphs: XNNPACK delegates slices, not split)."""
+        if not self.xnnpack_forms:
             return list(x.split(sizes, 1))
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         return [x[:, start : start + size] for start, size in zip(starts, sizes)]
@@ -197,7 +197,7 @@ class FaceptorStudent(nn.Module):
                 outputs[task.name] = self.value_heads[task.name](_mean_of_queries(value_parts[task.name]))
             elif task.head.is_points:
                 heatmap = map_parts[task.name]
-                outputs[task.name] = soft_argmax(heatmap)
+                outputs[task.name] = soft_argmax(heatmap, grid_product=self.xnnpack_forms)
                 outputs[heatmap_key(task.name)] = heatmap
             else:
                 outputs[task.name] = map_parts[task.name].permute(0, 2, 3, 1)  # B×C×M×M -> B×M×M×C
