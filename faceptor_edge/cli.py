@@ -90,9 +90,10 @@ def _export(args: argparse.Namespace) -> int:
         print(f"  skipped: {report['skipped']}")
         return 0
     for name, row in report["heads"].items():
-        mark = "ok  " if row["passed"] else "FAIL"
+        mark = "n/a " if not row["judged"] else "ok  " if row["passed"] else "FAIL"  # n/a: its teacher did not train it
         bound = "≥" if row["higher_is_better"] else "≤"
-        print(f"  {mark} {name:18s} {row['metric']:15s} {row['value']:.4g} ({bound} {row['threshold']:g})")
+        untrained = "" if row["judged"] else "  untrained: not judged"
+        print(f"  {mark} {name:18s} {row['metric']:15s} {row['value']:.4g} ({bound} {row['threshold']:g}){untrained}")
     return 0 if report["passed"] else 1
 
 
@@ -109,11 +110,19 @@ def _inspect(args: argparse.Namespace) -> int:
     import json
 
     from faceptor_edge.backends.formats import artifact_size, format_for_path
+    from faceptor_edge.errors import UserError
 
+    if args.profile is not None and args.artifact.suffix != ".pte":
+        raise UserError(f"--profile: {args.artifact} is not an ExecuTorch program (.pte); ETDump profiles only those")
     metadata = format_for_path(args.artifact).load_runtime().read_metadata(args.artifact)
     print(f"{args.artifact} ({artifact_size(args.artifact) / 1e6:.2f} MB)")
     print(json.dumps(metadata, indent=2))
     _print_delegation(args.artifact)
+    if args.profile is not None:
+        from faceptor_edge.backends.etdump import profile
+
+        print(profile(args.artifact, args.profile, runs=args.runs, threads=args.threads).format())
+        print(f"wrote {args.profile / 'etdump.etdp'} and {args.profile / 'profile.json'}")
     return 0
 
 
@@ -238,8 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--check-count", type=positive, default=32, help="faces for the parity check (default: 32)")
     export.set_defaults(run=_export)
 
-    inspect = commands.add_parser("inspect", help="print an artifact's embedded metadata")
+    inspect = commands.add_parser("inspect", help="print an artifact's embedded metadata (and, for a .pte, "
+                                  "its delegation; --profile: its per-op times)")  # fmt: skip
     inspect.add_argument("artifact", type=Path)
+    inspect.add_argument("--profile", type=output_dir, metavar="DIR",
+                         help=".pte only: run it with ETDump on and print each XNNPACK op's median time; writes "
+                              "DIR/etdump.etdp (for ExecuTorch's Inspector) and DIR/profile.json")  # fmt: skip
+    inspect.add_argument("--runs", type=positive, default=20, help="runs for --profile (default: 20)")
+    inspect.add_argument("--threads", type=positive, help="XNNPACK threads for --profile (default: the runtime's)")
     inspect.set_defaults(run=_inspect)
 
     parity = commands.add_parser("parity", help="compare an artifact with its float student and the teacher")

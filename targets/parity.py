@@ -4,12 +4,16 @@ Against the float student, fp32 artifacts must agree numerically (max abs error)
 artifacts at task level, with the thresholds below. Against the teacher, the artifact's
 fidelity is compared with the float student's and the drop is bounded by the same numbers:
 each head type's `metric` and `int8_threshold` in `faceptor_edge.tasks.HEAD_TYPES`.
+
+Only what the student's teacher trained is judged: heads it left out (`untrained_heads` in the
+teacher record) are checked and shown but never fail a run, and heads it covered only in part
+(`covered_labels`: the specialists' `Male` of the 40 attributes) are judged on those outputs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +41,7 @@ class Check:
     threshold: float
     higher_is_better: bool
     extra: dict[str, float]
+    judged: bool = True  # False for a head the student's teacher did not train: shown, never failing
 
     @property
     def passed(self) -> bool:
@@ -44,7 +49,31 @@ class Check:
 
     def to_json(self) -> dict[str, Any]:
         return {"metric": self.metric, "value": self.value, "threshold": self.threshold,
-                "higher_is_better": self.higher_is_better, "passed": self.passed, **self.extra}  # fmt: skip
+                "higher_is_better": self.higher_is_better, "passed": self.passed, "judged": self.judged,
+                **self.extra}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What a student's teacher trained (its card's teacher record): heads left out, and the
+    labels of heads it covered only in part."""
+
+    untrained: frozenset[str] = frozenset()
+    covered_labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def from_teacher(cls, teacher: Mapping[str, Any]) -> Trained:
+        covered = {name: tuple(labels) for name, labels in teacher.get("covered_labels", {}).items()}
+        return cls(frozenset(teacher.get("untrained_heads", ())), covered)
+
+    def judged_outputs(self, task: TaskSpec, raw: np.ndarray) -> np.ndarray:
+        """The outputs of `task` its teacher trained: for a partly covered head, its labels' columns."""
+        labels = self.covered_labels.get(task.name)
+        return raw[..., [task.labels.index(label) for label in labels]] if labels else raw
+
+    def verdict(self, task: TaskSpec, check: Check) -> Check:
+        """`check`, marked unjudged when the teacher did not train the head."""
+        return replace(check, judged=task.name not in self.untrained)
 
 
 def _margins(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
@@ -92,25 +121,36 @@ def _errors(artifact: np.ndarray, student: np.ndarray) -> dict[str, float]:
 
 
 def against_student(
-    tasks: tuple[TaskSpec, ...], artifact: Mapping[str, np.ndarray], student: Mapping[str, np.ndarray], precision: str
+    tasks: tuple[TaskSpec, ...],
+    artifact: Mapping[str, np.ndarray],
+    student: Mapping[str, np.ndarray],
+    precision: str,
+    trained: Trained = Trained(),
 ) -> dict[str, Check]:
     """Per head: fp32 → max abs error (≤ 1e-3); int8 → the head type's metric within its
-    `int8_threshold`, for classifiers as agreement on decisive cases (see DECISIVE_MARGIN)."""
+    `int8_threshold`, for classifiers as agreement on decisive cases (see DECISIVE_MARGIN).
+    Only what `trained` says the teacher trained is judged."""
     checks = {}
     for task in tasks:
-        errors = _errors(artifact[task.name], student[task.name])
+        ours, theirs = (trained.judged_outputs(task, raw[task.name]) for raw in (artifact, student))
+        errors = _errors(ours, theirs)
         if precision == "fp32":
-            checks[task.name] = Check("max_abs_error", errors["max_abs_error"], FP32_MAX_ABS_ERROR, False, errors)
-            continue
-        metric, threshold, higher = task.head.metric, task.head.int8_threshold, task.head.higher_is_better
-        if task.head.is_classifier:
-            check = decision_check(task, artifact[task.name], student[task.name], threshold, metric)
-            checks[task.name] = Check(check.metric, check.value, check.threshold, check.higher_is_better,
-                                      {**check.extra, **errors})  # fmt: skip
-            continue
-        values = head_metrics(task, artifact[task.name], student[task.name])
-        checks[task.name] = Check(metric, values[metric], threshold, higher, {**values, **errors})
+            check = Check("max_abs_error", errors["max_abs_error"], FP32_MAX_ABS_ERROR, False, errors)
+        elif task.head.is_classifier:
+            metric, threshold = task.head.metric, task.head.int8_threshold
+            check = decision_check(task, ours, theirs, threshold, metric)
+            check = replace(check, extra={**check.extra, **errors})
+        else:
+            values = head_metrics(task, ours, theirs)
+            metric, threshold, higher = task.head.metric, task.head.int8_threshold, task.head.higher_is_better
+            check = Check(metric, values[metric], threshold, higher, {**values, **errors})
+        checks[task.name] = trained.verdict(task, check)
     return checks
+
+
+def all_passed(checks: Mapping[str, Check]) -> bool:
+    """Whether every judged check passed (heads the teacher did not train never fail a run)."""
+    return all(check.passed for check in checks.values() if check.judged)
 
 
 def against_teacher(
@@ -118,23 +158,26 @@ def against_teacher(
     artifact: Mapping[str, np.ndarray],
     student: Mapping[str, np.ndarray],
     teacher: Mapping[str, np.ndarray],
+    trained: Trained = Trained(),
 ) -> dict[str, dict[str, Any]]:
     """Per head: the distillation fidelity metric of the float student and of the artifact,
     and the artifact's drop, bounded by the int8 threshold's distance from perfect. Where the
     float student's decisions are near-ties, the drop is measured on the probabilities
-    (growth of their total-variation distance to the teacher's), as in `against_student`."""
+    (growth of their total-variation distance to the teacher's), as in `against_student`.
+    Partly covered heads are measured on the labels `trained` names."""
     rows = {}
     for task in tasks:
         metric, threshold, higher = task.head.metric, task.head.int8_threshold, task.head.higher_is_better
-        ours = head_metrics(task, student[task.name], teacher[task.name])[metric]
-        theirs = head_metrics(task, artifact[task.name], teacher[task.name])[metric]
+        ours_raw, theirs_raw, reference = (trained.judged_outputs(task, outputs[task.name])
+                                           for outputs in (student, artifact, teacher))  # fmt: skip
+        ours = head_metrics(task, ours_raw, reference)[metric]
+        theirs = head_metrics(task, theirs_raw, reference)[metric]
         row = {"metric": metric, "student": ours, "artifact": theirs}
-        near_ties = (task.head.is_classifier
-                     and (_margins(task, student[task.name]) >= DECISIVE_MARGIN).mean() < MIN_DECISIVE_FRACTION)  # fmt: skip
+        near_ties = (
+            task.head.is_classifier and (_margins(task, ours_raw) >= DECISIVE_MARGIN).mean() < MIN_DECISIVE_FRACTION
+        )
         if near_ties:
-            drop = _mean_tv(task, artifact[task.name], teacher[task.name]) - _mean_tv(
-                task, student[task.name], teacher[task.name]
-            )
+            drop = _mean_tv(task, theirs_raw, reference) - _mean_tv(task, ours_raw, reference)
             row.update(drop_measure="probability_tv (near-ties)")
         else:
             drop = ours - theirs if higher else theirs - ours

@@ -36,13 +36,14 @@ def _pyplot():
 
 
 def agreement_chart(report: dict[str, Any]) -> str:
-    """Bars per head: the artifact's check value against its threshold (pass green, fail red)."""
+    """Bars per head: the artifact's check value against its threshold (pass green, fail red,
+    grey for heads the student's teacher did not train)."""
     plt = _pyplot()
     heads = report["heads"]
     names = list(heads)
     fig, ax = plt.subplots(figsize=(9, 3.2))
     values = [heads[n]["value"] for n in names]
-    colours = ["#2a9d8f" if heads[n]["passed"] else "#e63946" for n in names]
+    colours = ["#adb5bd" if not heads[n]["judged"] else "#2a9d8f" if heads[n]["passed"] else "#e63946" for n in names]
     ax.bar(range(len(names)), values, color=colours)
     ax.scatter(range(len(names)), [heads[n]["threshold"] for n in names], marker="_", s=400, color="black",
                label="threshold")  # fmt: skip
@@ -53,11 +54,23 @@ def agreement_chart(report: dict[str, Any]) -> str:
     return _png(fig)
 
 
-def overlay_grid(tasks: tuple[TaskSpec, ...], crops: np.ndarray, reference: dict, artifact: dict, label: str) -> str:
-    """Faces with reference (green) and artifact (red) landmarks, and both parsing maps."""
+def shown_heads(
+    tasks: tuple[TaskSpec, ...], reference: dict, untrained: frozenset[str]
+) -> tuple[TaskSpec | None, TaskSpec | None]:
+    """The first landmark head and the first parsing head the student's teacher trained and
+    the reference has."""
+    shown = [t for t in tasks if t.name not in untrained and t.name in reference]
+    return next((t for t in shown if t.head.is_points), None), next((t for t in shown if t.head.is_channels_last), None)
+
+
+def overlay_grid(
+    tasks: tuple[TaskSpec, ...], crops: np.ndarray, reference: dict, artifact: dict, label: str,
+    untrained: frozenset[str] = frozenset(),
+) -> str:  # fmt: skip
+    """Faces with reference (green) and artifact (red) landmarks, and both parsing maps, of
+    the heads `shown_heads` picks."""
     plt = _pyplot()
-    landmarks = next((t for t in tasks if t.head.is_points), None)
-    parsing = next((t for t in tasks if t.head.is_channels_last), None)
+    landmarks, parsing = shown_heads(tasks, reference, untrained)
     count = min(MAX_FACES, len(crops))
     fig, axes = plt.subplots(count, 3, figsize=(7.5, 2.6 * count), squeeze=False)
     size = crops.shape[1]
@@ -88,7 +101,7 @@ def _table(rows: dict[str, dict[str, Any]], columns: list[str]) -> str:
     body = []
     for name, row in rows.items():
         cells = "".join(f"<td>{_fmt(row.get(c))}</td>" for c in columns)
-        css = "" if row.get("passed", True) else " class=fail"
+        css = " class=untrained" if not row.get("judged", True) else "" if row.get("passed", True) else " class=fail"
         body.append(f"<tr{css}><td>{html.escape(name)}</td>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
@@ -115,16 +128,21 @@ def write_report(run, tasks: tuple[TaskSpec, ...], out: Path) -> Path:
         parts.append(f"<p>Prediction parity skipped: {html.escape(report['skipped'])}</p>")
     else:
         parts.append("<h2>Against the float student</h2>")
-        parts.append(_table(report["heads"], ["metric", "value", "threshold", "passed", "max_abs_error"]))
+        parts.append(_table(report["heads"], ["metric", "value", "threshold", "passed", "judged", "max_abs_error"]))
+        if report.get("untrained_heads"):
+            parts.append(f"<p>Not judged (grey): {html.escape(', '.join(report['untrained_heads']))}, heads the "
+                         "student's teacher did not train; their outputs mean nothing.</p>")  # fmt: skip
         parts.append(f'<img src="{agreement_chart(report)}">')
         if run.teacher is not None:
             parts.append("<h2>Against the teacher (fidelity drop from the float student)</h2>")
             parts.append(_table(report["teacher"], ["metric", "student", "artifact", "drop", "max_drop", "passed"]))
         reference, label = (run.teacher, "teacher") if run.teacher is not None else (run.student, "float student")
-        parts.append("<h2>Faces</h2>")
-        parts.append(f'<img src="{overlay_grid(tasks, run.crops, reference, run.artifact, label)}">')
+        untrained = frozenset(report.get("untrained_heads", ()))
+        shown = ", ".join(t.name for t in shown_heads(tasks, reference, untrained) if t is not None)
+        parts.append(f"<h2>Faces</h2><p>{html.escape(shown)}: {label} and artifact</p>")
+        parts.append(f'<img src="{overlay_grid(tasks, run.crops, reference, run.artifact, label, untrained)}">')
     style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;" \
-            "padding:2px 8px;font-size:13px}tr.fail{background:#fdd}"  # fmt: skip
+            "padding:2px 8px;font-size:13px}tr.fail{background:#fdd}tr.untrained{color:#888}"  # fmt: skip
     page = (
         f"<!doctype html><meta charset=utf-8><title>faceptor-edge parity</title><style>{style}</style>{''.join(parts)}"
     )

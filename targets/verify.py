@@ -19,7 +19,7 @@ from faceptor_edge.student.inputs import normalise, student_crops
 from faceptor_edge.student.io import card_recipe, load_student
 from faceptor_edge.targets import target_for_path
 from faceptor_edge.targets.base import ExportWrapper
-from faceptor_edge.targets.parity import against_student, against_teacher
+from faceptor_edge.targets.parity import Trained, against_student, against_teacher, all_passed
 
 
 def check_faces(images: str, count: int, seed: int, recipe: InputRecipe) -> list[FaceSample]:
@@ -88,16 +88,16 @@ def run_parity(
             raise
         report.update(heads={}, skipped=f"{error}", passed=None)
         return ParityRun(report, crops, student_raw, None, None)
-    checks = against_student(tasks, artifact_raw, student_raw, metadata["precision"])
+    trained = Trained.from_teacher(card.get("teacher", {}))
+    report["untrained_heads"] = sorted(trained.untrained)
+    checks = against_student(tasks, artifact_raw, student_raw, metadata["precision"], trained)
     report["heads"] = {name: check.to_json() for name, check in checks.items()}
     teacher_out = None
     if teacher is not None:
         teacher_out = teacher_raw(teacher, card, faces, parsing_size=student.config.map_size)
-        covered = tuple(task for task in tasks if task.name in teacher_out)
-        report["teacher"] = against_teacher(covered, artifact_raw, student_raw, teacher_out)
-    report["passed"] = all(c.passed for c in checks.values()) and all(
-        row["passed"] for row in report.get("teacher", {}).values()
-    )
+        covered = tuple(task for task in tasks if task.name in teacher_out and task.name not in trained.untrained)
+        report["teacher"] = against_teacher(covered, artifact_raw, student_raw, teacher_out, trained)
+    report["passed"] = all_passed(checks) and all(row["passed"] for row in report.get("teacher", {}).values())
     return ParityRun(report, crops, student_raw, artifact_raw, teacher_out)
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from faceptor_edge.metrics import fidelity_score, fidelity_table, head_metrics, mean_output
-from faceptor_edge.targets.parity import against_student, against_teacher
+from faceptor_edge.targets.parity import Trained, against_student, against_teacher, all_passed
 from faceptor_edge.tasks import AFFECT_AFFECTNET, AGE_MORPH2, ALIGN_300W, BIATTR_CELEBA, PARSING_LAPA, RECOG_MS1MV3
 
 TASKS = (RECOG_MS1MV3, AGE_MORPH2, BIATTR_CELEBA, AFFECT_AFFECTNET, PARSING_LAPA, ALIGN_300W)
@@ -62,3 +62,20 @@ def test_parity_checks_pass_and_fail_where_they_should():
     assert not against_student(TASKS, broken, student, "fp32")["biattr_celeba"].passed
     rows = against_teacher(TASKS, broken, student, _raw(3))
     assert set(rows) == {t.name for t in TASKS} and rows["recog_ms1mv3"]["drop"] == 0
+
+
+def test_parity_judges_only_what_the_teacher_trained():
+    student = _raw(0)
+    broken = dict(student, align_300w=student["align_300w"] + 0.2, biattr_celeba=student["biattr_celeba"].copy())
+    broken["biattr_celeba"][:, 1:] *= -1  # every attribute but the first flipped
+    trained = Trained.from_teacher({"untrained_heads": ["align_300w"],
+                                    "covered_labels": {"biattr_celeba": [BIATTR_CELEBA.labels[0]]}})  # fmt: skip
+    checks = against_student(TASKS, broken, student, "int8", trained)
+    assert not checks["align_300w"].passed and not checks["align_300w"].judged  # shown, not judged
+    assert checks["biattr_celeba"].passed and checks["biattr_celeba"].value == 1.0  # judged on its covered label
+    assert all_passed(checks) and not all_passed(against_student(TASKS, broken, student, "int8"))
+    assert checks["align_300w"].to_json()["judged"] is False
+    broken["biattr_celeba"][:, 0] *= -1
+    assert not all_passed(against_student(TASKS, broken, student, "int8", trained))
+    rows = against_teacher((BIATTR_CELEBA,), broken, student, student, trained)
+    assert rows["biattr_celeba"]["artifact"] == 0.0 and rows["biattr_celeba"]["student"] == 1.0

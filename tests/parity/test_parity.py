@@ -89,6 +89,26 @@ def test_parity_command_writes_report_json_and_html(artifact, student_dir, tmp_p
     assert page.count("data:image/png;base64,") == 2 and "Against the teacher" in page
 
 
+def test_parity_shows_heads_the_teacher_did_not_train_without_judging_them(artifact, student_dir, tmp_path, capsys):
+    target, precision, path = artifact
+    if (target, precision) != ("openvino", "int8"):
+        pytest.skip("one report is enough")
+    student, card = load_student(student_dir)
+    record = {"untrained_heads": ["align_cofw", "parsing_celebam"], "covered_labels": {"biattr_celeba": ["Male"]}}
+    partial = save_student(tmp_path / "partial", student, {"teacher": {**card.get("teacher", {}), **record}})
+    code = main(["parity", "--artifact", str(path), "--student", str(partial), "--count", "8",
+                 "--report", str(tmp_path / "report")])  # fmt: skip
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["untrained_heads"] == ["align_cofw", "parsing_celebam"]
+    judged = {name: row["judged"] for name, row in report["heads"].items()}
+    assert not judged["align_cofw"] and not judged["parsing_celebam"] and judged["parsing_lapa"]
+    assert report["passed"] == all(row["passed"] for row in report["heads"].values() if row["judged"])
+    assert code == (0 if report["passed"] else 1)
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "Not judged (grey): align_cofw, parsing_celebam," in page
+    assert "<p>align_300w, parsing_lapa: float student and artifact</p>" in page  # the trained parsing head
+
+
 def test_inspect_prints_metadata(artifact, capsys):
     _, precision, path = artifact
     assert main(["inspect", str(path)]) == 0
@@ -96,6 +116,24 @@ def test_inspect_prints_metadata(artifact, capsys):
     assert f'"precision": "{precision}"' in out and '"weights_sha256"' in out and '"mean"' in out
     if path.suffix == ".pte":
         assert "delegated subgraphs: 1 XnnpackBackend" in out and "every op runs inside a delegate" in out
+
+
+def test_inspect_profile_times_every_xnnpack_op(artifact, tmp_path, capsys):
+    target, precision, path = artifact
+    if target != "executorch":
+        with pytest.raises(UserError, match="not an ExecuTorch program"):
+            main(["inspect", str(path), "--profile", str(tmp_path), "--debug"])
+        return
+    assert main(["inspect", str(path), "--profile", str(tmp_path), "--runs", "3", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "op-level profile (3 runs, threads {'executorch_xnnpack': 1})" in out and "slowest 12 ops:" in out
+    profile = json.loads((tmp_path / "profile.json").read_text())
+    kinds = {row["kind"] for row in profile["by_kind"]}
+    conv = "Convolution (NHWC, QC8)" if precision == "int8" else "Convolution (NHWC, F32)"
+    assert any(kind.startswith(conv) for kind in kinds), kinds
+    assert all(op["delegated"] and op["median_ms"] >= 0 for op in profile["ops"])  # one delegate, nothing outside
+    assert 0 < sum(op["median_ms"] for op in profile["ops"]) <= profile["forward_ms"]
+    assert (tmp_path / "etdump.etdp").stat().st_size > 0
 
 
 @pytest.mark.slow
