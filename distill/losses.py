@@ -132,16 +132,19 @@ def head_loss(
     return _masked_mean(per_face, mask)
 
 
-def expression_spread(task: TaskSpec, teacher: dict[str, torch.Tensor]) -> float:
-    """How far an expression head's teacher logits move between (valid) faces: the standard
-    deviation over faces, averaged over classes, of logits centred over the classes (a
-    softmax ignores a shift shared by every class)."""
+def value_spread(task: TaskSpec, teacher: dict[str, torch.Tensor]) -> float:
+    """How far a value head's teacher logits move between (valid) faces: per output, the
+    standard deviation over the faces that output is labelled on, averaged over outputs.
+    Expression logits are centred over the classes first (a softmax ignores a shift shared
+    by every class). 1 when they do not move at all."""
     values = teacher[task.name].double()
     mask = teacher.get(mask_key(task.name))
-    if mask is not None and mask.dim() == 1 and mask.sum() > 1:
-        values = values[mask.bool()]
-    values = values - values.mean(dim=1, keepdim=True)
-    spread = float(values.std(dim=0).mean()) if len(values) > 1 else 0.0
+    if task.head is EXPRESSION:
+        values = values - values.mean(dim=1, keepdim=True)
+    valid = torch.ones_like(values, dtype=torch.bool) if mask is None else mask.bool()
+    valid = valid[:, None].expand_as(values) if valid.dim() == 1 else valid
+    spreads = [values[valid[:, j], j].std() for j in range(values.shape[1]) if valid[:, j].sum() > 1]
+    spread = float(torch.stack(spreads).mean()) if spreads else 0.0
     return spread if spread > 1e-6 else 1.0
 
 
@@ -152,7 +155,7 @@ def head_temperatures(
     A fixed T means nothing across teachers: fer's logits move by about 1.5 between faces, the
     stand-in's by hundredths, where T = 2 flattens every softmax and the KL weighs all classes
     alike instead of the few that compete for the top."""
-    return {t.name: relative * expression_spread(t, teacher)
+    return {t.name: relative * value_spread(t, teacher)
             for t in tasks if t.head is EXPRESSION and covered(t, teacher)}  # fmt: skip
 
 

@@ -27,14 +27,14 @@ from faceptor_edge.distill.losses import (
     LossWeights,
     baseline_scales,
     distillation_loss,
-    expression_spread,
     head_temperatures,
     mean_student,
+    value_spread,
 )
 from faceptor_edge.files import atomic_write_bytes
 from faceptor_edge.student.inputs import normalise, normalise_tensor, student_recipe
 from faceptor_edge.student.model import FaceptorStudent
-from faceptor_edge.tasks import EXPRESSION, heatmap_key
+from faceptor_edge.tasks import heatmap_key
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def start_at_teacher_mean(student: FaceptorStudent, teacher: dict[str, torch.Ten
     """Start exactly at the constant baseline: zero the last layer of every head and set
     value and embedding biases to the teacher's mean outputs over a sample of faces. Every
     normalised head loss then starts near 1, and training only has to learn how the teacher
-    varies; expression readouts learn it in units of the teacher's spread (`expression_spread`)."""
+    varies; value readouts learn it in units of the teacher's spread (`value_spread`)."""
     mean = mean_student(student.config.tasks, teacher)
     for layer in (student.mask_embed[-1], student.embedding_head[-1], *student.value_heads.values()):
         layer.weight.zero_()
@@ -103,8 +103,7 @@ def start_at_teacher_mean(student: FaceptorStudent, teacher: dict[str, torch.Ten
             student.embedding_head[-1].bias.copy_(target)
         elif task.kind == "value":
             student.value_heads[task.name].bias.copy_(target)
-            if task.head is EXPRESSION:
-                student.value_heads[task.name].scale.fill_(expression_spread(task, teacher))
+            student.value_heads[task.name].scale.fill_(value_spread(task, teacher))
 
 
 def _start_maps_at_teacher_mean(student: FaceptorStudent, mean: dict[str, torch.Tensor]) -> None:
@@ -128,20 +127,19 @@ def _start_maps_at_teacher_mean(student: FaceptorStudent, mean: dict[str, torch.
     student.pixel_decoder.smooth[-1][1].bias.zero_()
 
 
-# Parameters that start at the teacher's mean outputs (the constant part of each head),
-# and the age and attribute readouts, learn at a tenth of the rate. Where the teacher
-# barely varies (the stand-in's age and parsing), full-rate Adam steps on them alone would
-# move outputs further than the teacher ever does. Expression readouts instead learn in
-# units of the teacher's spread (`expression_spread`).
+# Parameters that start at the teacher's mean outputs (the constant part of each head)
+# learn at a tenth of the rate: where the teacher barely varies (the stand-in's age and
+# parsing), full-rate Adam steps on them would move outputs further than the teacher ever
+# does. Value readouts' weights learn at the full rate in units of the teacher's spread
+# (`value_spread`). At a tenth of the rate in raw logits, as they once did, the age
+# readout of the specialists' students never left the mean (held-out MAE 9.52 years
+# against the constant's 9.52) and `Male` barely did.
 PRIOR_LR_SCALE = 0.1
 
 
 def _param_groups(model: DistillModel) -> list[dict]:
     student = model.student
-    expression = {t.name for t in student.config.tasks if t.head is EXPRESSION}
-    readouts = [p for name, head in student.value_heads.items()
-                for p in ([head.bias] if name in expression else head.parameters())]  # fmt: skip
-    prior = [student.map_query_bias, student.pixel_decoder.position, *readouts]
+    prior = [student.map_query_bias, student.pixel_decoder.position, *(h.bias for h in student.value_heads.values())]
     slow = {id(p) for p in prior}
     return [
         {"params": [p for p in model.parameters() if id(p) not in slow], "lr_scale": 1.0},

@@ -105,4 +105,9 @@ def test_distillation_starts_at_the_teacher_mean_with_readouts_in_units_of_its_s
     logits = teacher["affect_ferplus"].double()
     spread = (logits - logits.mean(1, keepdim=True)).std(0).mean()  # a shift shared by all classes does not count
     assert float(student.value_heads["affect_ferplus"].scale) == pytest.approx(float(spread), rel=1e-4)
-    assert float(student.value_heads["biattr_celeba"].scale) == 1.0
+    attributes = teacher["biattr_celeba"].double()
+    assert float(student.value_heads["biattr_celeba"].scale) == pytest.approx(float(attributes.std(0).mean()), rel=1e-4)
+    teacher["biattr_celeba/mask"] = torch.zeros(6, 40)
+    teacher["biattr_celeba/mask"][:, 20] = 1  # only Male labelled (the specialists)
+    start_at_teacher_mean(student, teacher)
+    assert float(student.value_heads["biattr_celeba"].scale) == pytest.approx(float(attributes[:, 20].std()), rel=1e-4)

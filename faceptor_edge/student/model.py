@@ -52,9 +52,10 @@ def student_queries(task: TaskSpec) -> int:
 class ValueReadout(nn.Linear):
     """One value task's outputs from its pooled queries: `bias + scale · W q`.
 
-    `scale` is a buffer. For expression heads, distillation sets it to how far the teacher's
-    class-centred logits move between faces, so `W` learns in units of that spread: the
-    stand-in's move by hundredths, fer's by about 1.5. Other heads keep 1.
+    `scale` is a buffer. Distillation sets it to how far the teacher's logits move between
+    faces (class-centred for expressions), so `W` learns in units of that spread: the
+    stand-in's expressions move by hundredths, fer's by about 1.5, the specialists' age
+    bins by several logits.
     """
 
     def __init__(self, dim: int, outputs: int) -> None:
