@@ -31,11 +31,14 @@ class QuantizedProgram:
         program: `torch.export` program with quantize/dequantize ops, static shapes.
         quantized_layers: Module paths of Linear/Conv layers with int8 weights and inputs.
         float_layers: Module paths of Linear/Conv layers left in float.
+        dynamic_layers: Those of `quantized_layers` whose inputs are quantized per call
+            (dynamic int8) rather than with calibrated ranges.
     """
 
     program: ExportedProgram
     quantized_layers: tuple[str, ...]
     float_layers: tuple[str, ...]
+    dynamic_layers: tuple[str, ...] = ()
 
 
 def _type_name(module_type: object) -> str:
@@ -103,6 +106,7 @@ def quantize_pt2e(
     keep_float: Sequence[str] = (),
     keep_float_types: Sequence[type[nn.Module]] = (),
     float_ops_of: Sequence[type[nn.Module]] = (FaceptorStudent,),
+    dynamic: Sequence[str] = (),
 ) -> QuantizedProgram:
     """Static int8 quantization of `model` at the static shape of `example`.
 
@@ -118,6 +122,9 @@ def quantize_pt2e(
             map einsum and soft-argmax. Quantizing soft-argmax would put landmark
             coordinates on an 8-bit grid, and coremltools 9 cannot convert its quantized
             `arange` (it becomes int32 input to `quantize`).
+        dynamic: Module paths whose Linear layers get dynamic int8 instead: int8 weights,
+            inputs quantized per call from their own range (XNNPACK's qd8 kernels), for
+            layers whose outputs need more than one calibrated range (the embedding head).
 
     Returns:
         The quantized program and the lists of int8 and float layers.
@@ -130,8 +137,10 @@ def quantize_pt2e(
 
     if model.training:
         raise UserError("quantize a model in eval mode (call .eval() first)")
-    _check_names(model, keep_float)
+    _check_names(model, (*keep_float, *dynamic))
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    for name in dynamic:
+        quantizer.set_module_name(name, get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
     quantizer.set_filter_function(_keep_float_filter(keep_float, keep_float_types, float_ops_of))
     with torch.no_grad():
         graph = torch.export.export(model, (example,)).module()
@@ -141,4 +150,5 @@ def quantize_pt2e(
         converted = convert_pt2e(prepared)
         quantized, floating = _layer_report(converted, float_ops_of)
         program = torch.export.export(converted, (example,))
-    return QuantizedProgram(program, quantized, floating)
+    within = [path for path in quantized if any(path == name or path.startswith(name + ".") for name in dynamic)]
+    return QuantizedProgram(program, quantized, floating, tuple(within))

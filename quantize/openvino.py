@@ -209,3 +209,31 @@ def float_layers(model: Any, program: ExportedProgram | None = None) -> list[str
             name = op.get_friendly_name()
             result.append(modules.get(name.split("/", 1)[0], name))
     return result
+
+
+FP16_MIN_ELEMENTS = 1024  # smaller float constants (quantization ranges, scales, biases) stay float32
+
+
+def store_float_as_fp16(model: Any) -> int:
+    """Store an int8 model's remaining large float32 constants (the layers kept float, the
+    position embedding) as float16 followed by a Convert to float32, in place; returns the
+    bytes saved. The runtime decompresses them once at load and computes in float32.
+
+    `ov.save_model(compress_to_fp16=True)` leaves an NNCF-quantized model's float constants
+    as they are, so this does the same rewrite itself, for these constants only: they were
+    4.1 of the `lite0` int8 IR's 8.2 MB."""
+    import openvino as ov
+    from openvino import opset13
+
+    saved = 0
+    for op in model.get_ops():
+        if op.get_type_name() != "Constant" or op.get_output_element_type(0) != ov.Type.f32:
+            continue
+        values = op.get_data()
+        if values.size < FP16_MIN_ELEMENTS:
+            continue
+        half = opset13.convert(opset13.constant(values.astype(np.float16)), ov.Type.f32)
+        for target in op.output(0).get_target_inputs():
+            target.replace_source_output(half.output(0))
+        saved += values.size * 2
+    return saved

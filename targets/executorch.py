@@ -55,10 +55,12 @@ class ExecuTorchTarget:
         keep_float: int8 only: module paths of the wrapper to keep float
             (e.g. `"student.embedding_head"`); see `quantize.executorch.quantize_pt2e`.
         keep_float_types: int8 only: module classes to keep float.
+        dynamic: int8 only: module paths whose Linear layers get dynamic int8.
     """
 
     keep_float: Sequence[str] = ()
     keep_float_types: Sequence[type[nn.Module]] = ()
+    dynamic: Sequence[str] = ()
     name: str = "executorch"
     suffix: str = ".pte"
 
@@ -85,11 +87,12 @@ class ExecuTorchTarget:
         graph = delegable_copy(wrapper)
         extra: dict[str, Any] = {}
         if precision == "int8":
-            quantized = quantize_pt2e(
-                graph, example, calibration, keep_float=self.keep_float, keep_float_types=self.keep_float_types
-            )
+            quantized = quantize_pt2e(graph, example, calibration, keep_float=self.keep_float,
+                                      keep_float_types=self.keep_float_types, dynamic=self.dynamic)  # fmt: skip
             program, quantization = quantized.program, INT8_DESCRIPTION
             extra["float_layers"] = list(quantized.float_layers)
+            if quantized.dynamic_layers:
+                extra["dynamic_int8_layers"] = list(quantized.dynamic_layers)
         else:
             with torch.no_grad():
                 program = torch.export.export(graph, (example,))

@@ -26,6 +26,7 @@ from faceptor_edge.quantize.openvino import (
     int8_ignored_scope,
     quantize,
     quantize_with_accuracy_control,
+    store_float_as_fp16,
 )
 from faceptor_edge.targets.base import (
     ExportWrapper,
@@ -37,7 +38,8 @@ from faceptor_edge.targets.base import (
 )
 from faceptor_edge.tasks import TaskSpec
 
-INT8_DESCRIPTION = "int8 weights and activations (NNCF post-training quantization, performance preset)"
+INT8_DESCRIPTION = ("int8 weights and activations (NNCF post-training quantization, performance preset); the layers "
+                    "kept float are stored as float16 and computed in float32")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class OpenVINOTarget:
                                                        control.max_drop, ignored_scope=scope)  # fmt: skip
                 quantization = f"{INT8_DESCRIPTION}; accuracy control: teacher-fidelity drop ≤ {control.max_drop}"
             extra["float_layers"] = float_layers(model, program)
+            store_float_as_fp16(model)
             extra["float_decoding"] = "every output's ops after its last layer (the landmark soft-argmax)"
         model.inputs[0].get_tensor().set_names({INPUT_NAME})
         for port, name in zip(model.outputs, wrapper.output_names):
