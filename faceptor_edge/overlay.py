@@ -78,8 +78,11 @@ def draw(image: np.ndarray, results: Sequence[FaceResult], *, title: str = "", a
     out = np.clip(canvas, 0, 255).astype(np.uint8)
     for result in results:
         _draw_face(out, result, scale)
+    for result in results:  # after every box, so no face's box crosses another face's labels
+        x1, _, _, y2 = (round(v) for v in result.face.box)
+        _label_panel(out, _labels(result), (x1, y2), 0.8 * scale)
     if title:
-        _text(out, title, (int(8 * scale), int(22 * scale)), scale)
+        _label_panel(out, [title], (int(4 * scale), int(4 * scale)), scale)
     return np.concatenate([out, _legend(used, out.shape[1], scale)]) if used else out
 
 
@@ -92,15 +95,21 @@ def _draw_face(out: np.ndarray, result: FaceResult, scale: float) -> None:
         prediction: LandmarksPrediction = result.heads[name]
         for x, y in prediction.image_points:
             cv2.circle(out, (round(x), round(y)), max(1, round(1.5 * scale)), (0, 255, 0), -1, cv2.LINE_AA)
-    for row, line in enumerate(_labels(result)):
-        _text(out, line, (x1, y2 + int((16 + 15 * row) * scale)), 0.8 * scale)
 
 
-def _text(out: np.ndarray, text: str, origin: tuple[int, int], scale: float) -> None:
-    size = 0.5 * scale
-    thick = max(1, round(scale))
-    cv2.putText(out, text, origin, cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), thick + 2, cv2.LINE_AA)
-    cv2.putText(out, text, origin, cv2.FONT_HERSHEY_SIMPLEX, size, (255, 255, 255), thick, cv2.LINE_AA)
+def _label_panel(out: np.ndarray, lines: Sequence[str], corner: tuple[int, int], scale: float) -> None:
+    """Text lines below a face box, white on a darkened panel that keeps them readable on any photo."""
+    if not lines:
+        return
+    size, thick, step = 0.5 * scale, max(1, round(scale)), int(15 * scale / 0.8)
+    width = max(cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, size, thick)[0][0] for line in lines)
+    x, y = corner
+    x2, y2 = min(out.shape[1], x + width + 6), min(out.shape[0], y + 4 + step * len(lines))
+    panel = out[max(0, y) : y2, max(0, x) : x2]
+    panel[:] = (panel * 0.35).astype(np.uint8)
+    for row, line in enumerate(lines):  # one stroke width: Hershey glyphs widen with it, outlines drift
+        cv2.putText(out, line, (x + 3, y + step * (row + 1)), cv2.FONT_HERSHEY_SIMPLEX, size, (255, 255, 255), thick,
+                    cv2.LINE_AA)  # fmt: skip
 
 
 def _legend(used: dict[str, tuple[int, int, int]], width: int, scale: float) -> np.ndarray:
