@@ -45,11 +45,12 @@ INT8_DESCRIPTION = ("int8 weights and activations (NNCF post-training quantizati
 @dataclass(frozen=True)
 class AccuracyControl:
     """int8 with `nncf.quantize_with_accuracy_control`: layers go back to float until the
-    fidelity to the teacher (`metrics.fidelity_score`) drops by at most `max_drop`.
+    fidelity to a reference (`metrics.fidelity_score`: the float student's own outputs or a
+    teacher's) drops by at most `max_drop`.
 
     Attributes:
         validation: M×3×S×S normalised crops.
-        reference: The teacher's raw outputs on them (shared layout, parsing channels last).
+        reference: The reference's raw outputs on them (shared layout, parsing channels last).
         tasks: The student's heads.
         max_drop: Largest accepted absolute drop of the score from the float model's.
     """
@@ -122,7 +123,7 @@ class OpenVINOTarget:
                 control = self.accuracy_control
                 model = quantize_with_accuracy_control(model, calibration, control.validation, control.metric,
                                                        control.max_drop, ignored_scope=scope)  # fmt: skip
-                quantization = f"{INT8_DESCRIPTION}; accuracy control: teacher-fidelity drop ≤ {control.max_drop}"
+                quantization = f"{INT8_DESCRIPTION}; accuracy control: fidelity drop ≤ {control.max_drop}"
             extra["float_layers"] = float_layers(model, program)
             store_float_as_fp16(model)
             extra["float_decoding"] = "every output's ops after its last layer (the landmark soft-argmax)"

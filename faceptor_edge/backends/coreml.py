@@ -4,6 +4,8 @@ Metadata is a JSON string in `user_defined_metadata["faceptor_edge"]`. `load` an
 `inspect_mlpackage` work on Linux (they read and type-check the ML Program without Core
 ML itself); prediction needs macOS, so `CoreMLRunner.run` raises
 `UnsupportedPlatformError` elsewhere. The runner loads the model once, on first use.
+`compute_plan` says which compute unit (Neural Engine, GPU, CPU) Core ML would give
+each operation; it needs Core ML itself (macOS 14.4 or later) and raises elsewhere.
 """
 
 from __future__ import annotations
@@ -173,6 +175,75 @@ def load(path: Path, *, threads: int | None = None, compute_units: str = "CPU_ON
         )
     check_input_shape(info.inputs[0].shape, record, Path(path))
     return CoreMLRunner(**Runner.fields_from(record, path), info=info, compute_units=compute_units)
+
+
+DEVICE_NAMES = {"MLNeuralEngineComputeDevice": "neural engine", "MLGPUComputeDevice": "gpu",
+                "MLCPUComputeDevice": "cpu"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ComputePlan:
+    """Where Core ML would run each operation of a package's `main` function.
+
+    Attributes:
+        compute_units: The `coremltools.ComputeUnit` the plan was made for.
+        ops: Operator name -> preferred device ("neural engine", "gpu", "cpu", "unknown")
+            -> number of operations.
+        cost: Device -> share of the estimated workload (0..1), where Core ML estimates it.
+    """
+
+    compute_units: str
+    ops: dict[str, dict[str, int]]
+    cost: dict[str, float]
+
+    def by_device(self) -> dict[str, int]:
+        totals: Counter[str] = Counter()
+        for devices in self.ops.values():
+            totals.update(devices)
+        return dict(totals.most_common())
+
+    def format(self) -> str:
+        totals = ", ".join(f"{device} {count}" for device, count in self.by_device().items())
+        cost = ", ".join(f"{device} {share:.0%}" for device, share in sorted(self.cost.items()))
+        lines = [f"Core ML compute plan ({self.compute_units}): ops by preferred device: {totals}"
+                 + (f"; estimated work: {cost}" if cost else "")]  # fmt: skip
+        for name, devices in sorted(self.ops.items()):
+            lines.append(f"  {name}: " + ", ".join(f"{device} {count}" for device, count in sorted(devices.items())))
+        return "\n".join(lines)
+
+
+def compute_plan(path: Path, compute_units: str = "ALL") -> ComputePlan:
+    """Core ML's own plan (`MLComputePlan`) for a package: each operation's preferred device.
+
+    Raises:
+        UnsupportedPlatformError: off macOS, where Core ML (and so the plan) does not exist.
+        ArtifactError: the package does not load or is not an ML Program.
+    """
+    if sys.platform != "darwin":
+        raise UnsupportedPlatformError(
+            f"{path}: which ops run on the Neural Engine only Core ML itself can say (MLComputePlan, macOS 14.4 "
+            f"or later); this is {sys.platform}"
+        )
+    import coremltools as ct
+    from coremltools.models.compute_plan import MLComputePlan
+
+    _open_package(Path(path))
+    units = ct.ComputeUnit[compute_units]
+    try:
+        compiled = ct.models.MLModel(str(path), compute_units=units).get_compiled_model_path()
+        plan = MLComputePlan.load_from_path(compiled, compute_units=units)
+    except Exception as err:  # Core ML's own load errors
+        raise ArtifactError(f"{path}: Core ML could not plan the model ({err})") from err
+    ops: dict[str, Counter[str]] = {}
+    cost: Counter[str] = Counter()
+    for operation in plan.model_structure.program.functions["main"].block.operations:
+        usage = plan.get_compute_device_usage_for_mlprogram_operation(operation)
+        device = DEVICE_NAMES.get(type(usage.preferred_compute_device).__name__, "unknown") if usage else "unknown"
+        ops.setdefault(operation.operator_name, Counter())[device] += 1
+        estimate = plan.get_estimated_cost_for_mlprogram_operation(operation)
+        if estimate is not None:
+            cost[device] += estimate.weight
+    return ComputePlan(compute_units, {name: dict(devices) for name, devices in ops.items()}, dict(cost))
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

@@ -154,7 +154,7 @@ def test_inspect_profile_times_every_xnnpack_op(artifact, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_openvino_accuracy_control_bounds_the_teacher_fidelity_drop(student_dir, tmp_path):
+def test_openvino_accuracy_control_bounds_the_drop_from_the_float_student(student_dir, tmp_path):
     pytest.importorskip("nncf")
     from faceptor_edge.targets.export import export_student
 

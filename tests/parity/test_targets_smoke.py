@@ -210,6 +210,26 @@ def test_coreml_run_off_macos_raises_clearly(exported):
         exported.target.load(exported.paths["fp32"]).run(np.zeros((1, 3, 256, 256), np.float32))
 
 
+def test_coreml_compute_plan_places_every_op(exported, capsys):
+    if exported.name != "coreml":
+        pytest.skip("Core ML only")
+    from faceptor_edge.backends.coreml import UnsupportedPlatformError, compute_plan, inspect_mlpackage
+    from faceptor_edge.cli import main
+
+    path = exported.paths["int8"]
+    if not ON_MACOS:  # one clear error from the CLI, before any other work
+        assert main(["inspect", str(path), "--compute-plan"]) == 2
+        assert "MLComputePlan" in capsys.readouterr().err
+        with pytest.raises(UnsupportedPlatformError, match="macOS 14.4"):
+            compute_plan(path)
+        return
+    plan = compute_plan(path)
+    layers = sum(inspect_mlpackage(path).weight_dtypes.values())
+    assert sum(count for name, devices in plan.ops.items() if "conv" in name or "linear" in name
+               for count in devices.values()) >= layers  # fmt: skip
+    assert set(plan.by_device()) <= {"neural engine", "gpu", "cpu", "unknown"}
+
+
 def test_run_rejects_bad_input(exported):
     _skip_prediction_off_macos(exported)
     runner = exported.target.load(exported.paths["fp32"])
