@@ -120,7 +120,11 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 
 def set_threads(threads: int | None) -> dict[str, Any]:
-    """Size ExecuTorch's XNNPACK thread pool (process-wide); what it now is."""
+    """Size ExecuTorch's XNNPACK thread pool (process-wide); what it now is.
+
+    The reset is ExecuTorch's "unsafe" one: programs already loaded in this process keep the
+    old pool, so it happens only when the size changes (bench runs each model in its own process).
+    """
     try:
         from executorch.extension.pybindings.portable_lib import (
             _threadpool_get_thread_count,
@@ -128,7 +132,7 @@ def set_threads(threads: int | None) -> dict[str, Any]:
         )
     except ImportError:
         return {"executorch": "not settable from Python in this build"}
-    if threads:
+    if threads and threads != _threadpool_get_thread_count():
         _unsafe_reset_threadpool(threads)
     return {"executorch_xnnpack": int(_threadpool_get_thread_count())}
 

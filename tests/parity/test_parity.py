@@ -141,9 +141,11 @@ def test_inspect_profile_times_every_xnnpack_op(artifact, tmp_path, capsys):
         with pytest.raises(UserError, match="not an ExecuTorch program"):
             main(["inspect", str(path), "--profile", str(tmp_path), "--debug"])
         return
-    assert main(["inspect", str(path), "--profile", str(tmp_path), "--runs", "3", "--threads", "1"]) == 0
+    # No --threads: resizing XNNPACK's pool under the suite's loaded programs is ExecuTorch's
+    # "unsafe" reset, and two fresh-clone runs segfaulted later in the same process.
+    assert main(["inspect", str(path), "--profile", str(tmp_path), "--runs", "3"]) == 0
     out = capsys.readouterr().out
-    assert "op-level profile (3 runs, threads {'executorch_xnnpack': 1})" in out and "slowest 12 ops:" in out
+    assert "op-level profile (3 runs, threads {'executorch_xnnpack': " in out and "slowest 12 ops:" in out
     profile = json.loads((tmp_path / "profile.json").read_text())
     kinds = {row["kind"] for row in profile["by_kind"]}
     conv = "Convolution (NHWC, QC8)" if precision == "int8" else "Convolution (NHWC, F32)"
