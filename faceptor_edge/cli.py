@@ -114,12 +114,12 @@ def _inspect(args: argparse.Namespace) -> int:
 
     if args.profile is not None and args.artifact.suffix != ".pte":
         raise UserError(f"--profile: {args.artifact} is not an ExecuTorch program (.pte); ETDump profiles only those")
-    if args.compute_plan and args.artifact.suffix != ".mlpackage":
-        raise UserError(f"--compute-plan: {args.artifact} is not a Core ML package (.mlpackage)")
     plan = None
     if args.compute_plan:  # first: off macOS it is one error, before any output
         from faceptor_edge.backends.coreml import compute_plan
 
+        if args.artifact.suffix != ".mlpackage":
+            raise UserError(f"--compute-plan: {args.artifact} is not a Core ML package (.mlpackage)")
         plan = compute_plan(args.artifact)
     metadata = format_for_path(args.artifact).load_runtime().read_metadata(args.artifact)
     print(f"{args.artifact} ({artifact_size(args.artifact) / 1e6:.2f} MB)")

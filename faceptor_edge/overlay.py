@@ -98,7 +98,7 @@ def _draw_face(out: np.ndarray, result: FaceResult, scale: float) -> None:
 
 
 def _label_panel(out: np.ndarray, lines: Sequence[str], corner: tuple[int, int], scale: float) -> None:
-    """Text lines below a face box, white on a darkened panel that keeps them readable on any photo."""
+    """Text lines from `corner` (top left) down, white on a darkened panel that keeps them readable on any photo."""
     if not lines:
         return
     size, thick, step = 0.5 * scale, max(1, round(scale)), int(15 * scale / 0.8)
