@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.export import ExportedProgram
 
+from faceptor_edge import signal_stack
 from faceptor_edge.backends.openvino import shared_core
 from faceptor_edge.errors import UserError
 from faceptor_edge.quantize.calibration import calibration_arrays
@@ -51,7 +52,8 @@ def quantize(model: Any, calibration: torch.Tensor, *, ignored_scope: Any = None
     batches = calibration_arrays(calibration, _static_batch(model))
     kwargs = {"ignored_scope": ignored_scope} if ignored_scope is not None else {}
     shared_core()  # ours first: NNCF's own short-lived Cores then nest inside it (backends.openvino doc)
-    return nncf.quantize(model, nncf.Dataset(batches), preset=presets[preset], subset_size=len(batches), **kwargs)
+    with signal_stack.kept():
+        return nncf.quantize(model, nncf.Dataset(batches), preset=presets[preset], subset_size=len(batches), **kwargs)
 
 
 def quantize_with_accuracy_control(
@@ -89,16 +91,17 @@ def quantize_with_accuracy_control(
     validation_set = nncf.Dataset(items, lambda item: item[1])
     kwargs = {"ignored_scope": ignored_scope} if ignored_scope is not None else {}
     shared_core()  # as in `quantize`
-    return nncf.quantize_with_accuracy_control(
-        model,
-        calibration_dataset=nncf.Dataset(calibration_batches),
-        validation_dataset=validation_set,
-        validation_fn=metric_fn,
-        max_drop=max_drop,
-        drop_type=nncf.DropType.ABSOLUTE,
-        subset_size=len(calibration_batches),
-        **kwargs,
-    )
+    with signal_stack.kept():  # its validation compiles on Cores of its own (signal_stack doc)
+        return nncf.quantize_with_accuracy_control(
+            model,
+            calibration_dataset=nncf.Dataset(calibration_batches),
+            validation_dataset=validation_set,
+            validation_fn=metric_fn,
+            max_drop=max_drop,
+            drop_type=nncf.DropType.ABSOLUTE,
+            subset_size=len(calibration_batches),
+            **kwargs,
+        )
 
 
 def ignored_scope_for_modules(program: ExportedProgram, model: Any, module_paths: Sequence[str]) -> Any:

@@ -9,7 +9,8 @@ Every model is read and compiled on one `openvino.Core` per process (`shared_cor
 CPU plugin instance installs an alternate signal stack on the calling thread and puts the
 previous one back when it is destroyed, so Cores destroyed out of creation order leave a
 stale, unmapped stack behind, and the next signal handled on it (a SIGCHLD from a worker
-process) kills the process with SIGSEGV. One Core keeps one valid stack for the process.
+process) kills the process with SIGSEGV. One Core keeps one valid stack for the process;
+code that compiles on Cores of its own (NNCF) runs inside `signal_stack.kept()`.
 """
 
 from __future__ import annotations
