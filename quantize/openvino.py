@@ -90,13 +90,18 @@ def quantize_with_accuracy_control(
     items = [(i * batch, array) for i, array in enumerate(calibration_arrays(validation, batch))]
     validation_set = nncf.Dataset(items, lambda item: item[1])
     kwargs = {"ignored_scope": ignored_scope} if ignored_scope is not None else {}
-    shared_core()  # as in `quantize`
+    core = shared_core()  # as in `quantize`
+    # NNCF 3.4's `calculate_accuracy_drop` also computes the relative drop, quantized / initial,
+    # whatever the drop type, so an initial metric of exactly 0 (a float model that agrees with
+    # its own references) raises ZeroDivisionError. Drops here are absolute: a constant offset
+    # changes no decision, so the metric is shifted off 0 when it starts there.
+    offset = 1.0 if metric_fn(core.compile_model(model, "CPU"), items) == 0 else 0.0
     with signal_stack.kept():  # its validation compiles on Cores of its own (signal_stack doc)
         return nncf.quantize_with_accuracy_control(
             model,
             calibration_dataset=nncf.Dataset(calibration_batches),
             validation_dataset=validation_set,
-            validation_fn=metric_fn,
+            validation_fn=lambda compiled, subset: metric_fn(compiled, subset) + offset,
             max_drop=max_drop,
             drop_type=nncf.DropType.ABSOLUTE,
             subset_size=len(calibration_batches),

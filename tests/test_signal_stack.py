@@ -4,7 +4,8 @@ Each OpenVINO CPU plugin instance installs an alternate signal stack and restore
 one when destroyed; with one Core per compiled model, runners dropped out of creation order
 left an unmapped stack behind, and the next SIGCHLD (a DataLoader worker or a subprocess
 exiting) killed the test suite with SIGSEGV; later NNCF's accuracy control did the same with
-its own Cores. The checks run in a child process, so a regression fails a test instead of
+its own Cores. Accuracy control also divided by a zero initial metric (a float model that
+agrees exactly with its references, as on CPUs without bf16). The checks run in a child process, so a regression fails a test instead of
 the suite (tests/conftest.py also names any test that leaves the stack unmapped).
 """
 
@@ -35,9 +36,17 @@ SCRIPT = textwrap.dedent("""
     first = shared_core().compile_model(model, "CPU")
     int8 = quantize(model, torch.randn(4, 3, 8, 8))  # NNCF runs its own Cores inside
     second = shared_core().compile_model(int8, "CPU")
-    # No drop allowed: accuracy control ranks and reverts every layer, compiling on its own Cores.
-    error = lambda compiled, items: -float(np.mean([np.abs(compiled(b)[0] - first(b)[0]).mean() for _, b in items]))
-    quantize_with_accuracy_control(model, torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8), error, 0.0)
+    # A metric that is exactly 0 for the float model on every CPU (minus its int8 convolutions),
+    # with no drop allowed: accuracy control ranks and reverts every layer, compiling on Cores
+    # of its own, and must not divide by the zero initial metric.
+    def int8_convolutions(compiled):
+        ops = [op.get_rt_info() for op in compiled.get_runtime_model().get_ops()]
+        return sum(rt["layerType"].astype(str) == "Convolution" and rt["runtimePrecision"].astype(str) in ("i8", "u8")
+                   for rt in ops)
+    metric = lambda compiled, items: -float(int8_convolutions(compiled))
+    assert int8_convolutions(second) == 3
+    controlled = quantize_with_accuracy_control(model, torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8), metric, 0.0)
+    assert int8_convolutions(shared_core().compile_model(controlled, "CPU")) == 0, "accuracy control kept int8 layers"
     assert signal_stack.is_mapped(), "accuracy control left the alternate signal stack unmapped"
     del first; gc.collect()  # out of creation order
     del second; gc.collect()
