@@ -183,8 +183,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     models = dict(item.split("=", 1) if "=" in item else (Path(item).name or item, item) for item in args.models)
     if args.dataset:
-        from faceptor_edge.evaluation.benchmarks import evaluate_benchmarks
         from faceptor_edge.evaluation.benchmarks.report import terminal
+        from faceptor_edge.evaluation.benchmarks.suite import evaluate_benchmarks
 
         if args.datasets:
             raise UserError("--dataset (benchmarks) and --datasets (the real-face sets) are separate runs: give one")

@@ -19,7 +19,7 @@ from faceptor_edge.cli import main
 from faceptor_edge.detection import detector_available
 from faceptor_edge.errors import UserError
 from faceptor_edge.evaluation import accuracy, realfaces
-from faceptor_edge.evaluation.benchmarks import BENCHMARKS
+from faceptor_edge.evaluation.benchmarks.registry import BENCHMARKS
 from faceptor_edge.evaluation.benchmarks.runner import FaceFinder, paper_recipe, predictions
 from faceptor_edge.evaluation.benchmarks.suite import evaluate_benchmarks, read_datasets
 from faceptor_edge.evaluation.benchmarks.verification_sets import read_bin

@@ -7,9 +7,7 @@
 - `protocols`: the metrics as plain functions; `scoring`: their streaming accumulators.
 - `runner`: one model on one benchmark; `suite`: every model on every benchmark;
   `report`: the run's one table (JSON and Markdown).
+
+This `__init__` imports none of them, so `faceptor-edge`'s parser reads `registry` without
+loading the runner, the predictor and the detector.
 """
-
-from faceptor_edge.evaluation.benchmarks.registry import BENCHMARKS, Benchmark, dataset_spec
-from faceptor_edge.evaluation.benchmarks.suite import evaluate_benchmarks
-
-__all__ = ["BENCHMARKS", "Benchmark", "dataset_spec", "evaluate_benchmarks"]
