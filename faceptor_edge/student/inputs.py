@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from faceptor_edge.data import FaceSample
 from faceptor_edge.recipe import Framing, InputRecipe
 from faceptor_edge.student.model import StudentConfig
+
+if TYPE_CHECKING:  # annotations only: loading a student never imports the face sources (their GANs)
+    from faceptor_edge.data import FaceSample
 
 
 def student_recipe(config: StudentConfig, framing: Framing = "given") -> InputRecipe:
