@@ -2,7 +2,9 @@
 
 Core is every module of `faceptor_edge` except `bench/` and `cli.py`; above it sit
 `distill/`, `quantize/` and `targets/` (installed as `faceptor_edge.distill`, `.quantize`
-and `.targets`), then `bench/`, then the CLI. Imports inside functions count too.
+and `.targets`), then `bench/`, then the CLI. Imports inside functions count too, and so do a
+submodule's imports of its own package: `from a import x` in `a.b` needs `a/__init__` to have
+defined `x`, a circle when `a/__init__` imports `a.b`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ def _within(name: str, prefixes: tuple[str, ...]) -> bool:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the package modules it imports (anywhere in the file)."""
+    """Module -> the package modules it imports (anywhere in the file).
+
+    `from a import b` imports the module `a.b` where there is one; only a name that is not a
+    module makes it an import of the package `a` itself.
+    """
     modules = _modules()
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
@@ -45,27 +51,23 @@ def import_graph() -> dict[str, set[str]]:
                 base = node.module or ""
                 if node.level:
                     base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base]).strip(".")
-                targets.add(base)
-                targets.update(f"{base}.{alias.name}" for alias in node.names)
+                names = {f"{base}.{alias.name}" for alias in node.names}
+                targets.update(names & modules.keys())
+                if not names <= modules.keys():
+                    targets.add(base)
         graph[name] = {t for t in targets if t in modules and t != name}
     return graph
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One import circle, if there is any (Tarjan-free DFS with colours).
-
-    A package `__init__` that re-exports its own submodules is not a circle: importing
-    `a.b` always runs `a/__init__` first, so edges from a submodule to its own package
-    are left out.
-    """
-    edges = {m: {t for t in ts if not m.startswith(t + ".")} for m, ts in graph.items()}
+    """One import circle, if there is any (Tarjan-free DFS with colours)."""
     state: dict[str, int] = {}
     stack: list[str] = []
 
     def visit(node: str) -> list[str] | None:
         state[node] = 1
         stack.append(node)
-        for nxt in sorted(edges[node]):
+        for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
                 return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
@@ -74,7 +76,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node] = 2
         return None
 
-    for module in sorted(edges):
+    for module in sorted(graph):
         if module not in state and (found := visit(module)):
             return found
     return None
@@ -100,3 +102,14 @@ def test_the_walk_sees_real_edges_and_would_catch_a_circle():
     assert "faceptor_edge.backends" in graph["faceptor_edge.predictor"]
     assert "faceptor_edge.targets.base" in graph["faceptor_edge.targets.export"]
     assert _cycle({**graph, "faceptor_edge.tasks": {"faceptor_edge.predictor"}}) is not None
+
+
+def test_a_submodule_importing_its_own_package_is_an_edge():
+    graph = import_graph()
+    # `from faceptor_edge import decode` imports the module, not the package's namespace
+    assert "faceptor_edge.decode" in graph["faceptor_edge.metrics"]
+    assert "faceptor_edge" not in graph["faceptor_edge.metrics"]
+    assert "faceptor_edge" in graph["faceptor_edge.cli"]  # `from faceptor_edge import __version__`
+    teachers = "faceptor_edge.backends.teachers"
+    assert teachers in graph["faceptor_edge.backends"]
+    assert _cycle({**graph, teachers: graph[teachers] | {"faceptor_edge.backends"}}) is not None

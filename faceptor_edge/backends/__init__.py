@@ -3,8 +3,8 @@
 `load_backend(source)` returns a `Backend`: the model's name, heads, input recipe, and a
 `run(inputs) -> raw outputs` call in the shared SPEC §4 layout, so `predict`, `compare`,
 `evaluate`, `bench`, `parity`, export's checks and `distill/run.py` all run the very same
-thing. `SOURCE_KINDS` is the one registry from source kind to loader; `source_kind` is the
-one place that reads a source string or suffix to decide what it is.
+thing. `SOURCE_KINDS` is the one registry from source kind to loader; `source_kind`
+(`backends.sources`) is the one place that reads a source string or suffix to decide what it is.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from faceptor_edge.backends.base import Backend
-from faceptor_edge.backends.formats import FORMATS, format_for_path, is_artifact_path
+from faceptor_edge.backends.formats import FORMATS
 from faceptor_edge.backends.models import load_artifact, load_student_backend
+from faceptor_edge.backends.sources import source_kind
 from faceptor_edge.backends.teachers import (
     TeacherInfo,
     describe_teacher,
@@ -35,10 +36,6 @@ __all__ = [
     "source_kind",
 ]
 
-NAMED_SOURCES = ("demo", "specialists")  # sources that are names, not paths
-CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".safetensors")
-STUDENT_CARD = "student.json"
-
 # Source kind -> loader(source, **options) -> Backend. Options: threads, dense_size, parsing_size.
 SOURCE_KINDS: dict[str, Callable[..., Backend]] = {
     "demo": load_demo,
@@ -47,24 +44,6 @@ SOURCE_KINDS: dict[str, Callable[..., Backend]] = {
     "student": load_student_backend,
     **{name: load_artifact for name in FORMATS},
 }
-
-
-def source_kind(source: str | Path) -> str:
-    """What `source` is: `demo`, `specialists`, `checkpoint`, `student`, or an artifact format name."""
-    text = str(source)
-    if text in NAMED_SOURCES:
-        return text
-    path = Path(text)
-    if (path / STUDENT_CARD).is_file():
-        return "student"
-    if is_artifact_path(path):
-        return format_for_path(path).name
-    if path.is_file() and path.name.endswith(CHECKPOINT_SUFFIXES):
-        return "checkpoint"
-    raise UserError(
-        f"{source}: not a Faceptor checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}), student folder ({STUDENT_CARD}), "
-        f"artifact ({', '.join(f.suffix for f in FORMATS.values())}), 'demo' or 'specialists'"
-    )
 
 
 def load_backend(

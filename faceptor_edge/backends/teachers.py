@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from faceptor_edge.backends.base import Backend, Inputs, RawOutputs
+from faceptor_edge.backends.sources import source_kind
 from faceptor_edge.errors import UserError
 from faceptor_edge.files import file_sha256
 from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD
@@ -162,7 +163,6 @@ def describe_teacher(spec: str, *, dense_size: int | None = None) -> TeacherInfo
                     "dense_size": 0}  # fmt: skip
         return TeacherInfo("specialists", source, "full", VARIANT_TASKS["full"], identity,
                            specialists.specialist_notice(), "detected", 0, False, choice)  # fmt: skip
-    from faceptor_edge.backends import source_kind
     from faceptor_edge.teacher.checkpoint import detect_variant, read_checkpoint
 
     if source_kind(source) != "checkpoint":
