@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from faceptor_edge.backends import Backend
+from faceptor_edge.backends import TEACHER_KINDS, Backend
 from faceptor_edge.data import FaceSample
 from faceptor_edge.distill.keys import mask_key
 from faceptor_edge.distill.labelling import Teacher
@@ -44,7 +44,6 @@ BATCH = 8  # faces per teacher and model call
 # The head whose `closed` is read from another metric than its primary one: a constant
 # embedding has cosine ~0.5-0.8 to every face but no similarity structure at all.
 GAP_METRICS = {RECOGNITION.metric: "similarity_correlation"}
-TEACHER_KINDS = ("demo", "specialists", "checkpoint")  # `backends.SOURCE_KINDS` that are teachers
 
 
 def teacher_spec(model: Backend, given: str | None) -> tuple[str | None, str]:

@@ -5,8 +5,9 @@ import math
 
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
-from faceptor_edge.backends import Backend, load_backend
+from faceptor_edge.backends import TEACHER_KINDS, Backend, load_backend, source_kind
 from faceptor_edge.detection import RetinaFaceDetector
 from faceptor_edge.detection import detector as detect
 from faceptor_edge.distill import agreement
@@ -19,6 +20,7 @@ from faceptor_edge.recipe import InputRecipe
 from faceptor_edge.student.io import save_student
 from faceptor_edge.student.model import build_student
 from faceptor_edge.tasks import FULL_TASKS
+from tests.fixtures import manifest_state
 
 
 def _row(metric, student, baseline, higher, **extra):
@@ -48,6 +50,15 @@ def test_a_model_names_its_teacher_and_a_wrong_checkpoint_is_refused(tmp_path):
     other.write_bytes(b"not that checkpoint")
     with pytest.raises(UserError, match="not the checkpoint"):
         agreement.teacher_spec(_model({"teacher": "faceptor-full", "teacher_sha256": "ab" * 32}), str(other))
+
+
+def test_a_faceptor_teacher_loads_as_its_source_kind_and_is_not_scored(tmp_path):
+    checkpoint = tmp_path / "base.safetensors"  # the fixture weights in the official layout (FIXTURE.md)
+    save_file({key.removeprefix("module."): value for key, value in manifest_state("base").items()}, str(checkpoint))
+    for source in (str(checkpoint), "demo"):
+        model = load_backend(source, dense_size=64)
+        assert model.kind == source_kind(source) and model.kind in TEACHER_KINDS
+        assert agreement.real_face_fidelity(model, [], progress=False) == {"skipped": "it is a teacher itself"}
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@
 `run(inputs) -> raw outputs` call in the shared SPEC §4 layout, so `predict`, `compare`,
 `evaluate`, `bench`, `parity`, export's checks and `distill/run.py` all run the very same
 thing. `SOURCE_KINDS` is the one registry from source kind to loader; `source_kind`
-(`backends.sources`) is the one place that reads a source string or suffix to decide what it is.
+(`backends.sources`) is the one place that reads a source string or suffix to decide what it is,
+and `TEACHER_KINDS` the kinds that are teachers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from faceptor_edge.backends.base import Backend
 from faceptor_edge.backends.formats import FORMATS
 from faceptor_edge.backends.models import load_artifact, load_student_backend
-from faceptor_edge.backends.sources import source_kind
+from faceptor_edge.backends.sources import TEACHER_KINDS, source_kind
 from faceptor_edge.backends.teachers import (
     TeacherInfo,
     describe_teacher,
@@ -28,6 +29,7 @@ from faceptor_edge.errors import UserError
 
 __all__ = [
     "SOURCE_KINDS",
+    "TEACHER_KINDS",
     "Backend",
     "TeacherInfo",
     "describe_teacher",

@@ -31,7 +31,8 @@ class Backend:
         run: `run(inputs) -> raw outputs`: `inputs` as `recipe.prepare` makes them (any
             batch), the outputs in the shared SPEC §4 layout (parsing channels last).
         recipe: How a face becomes this model's input.
-        kind: The source kind (`faceptor_edge.backends.SOURCE_KINDS`).
+        kind: Its source's `source_kind`, the `faceptor_edge.backends.SOURCE_KINDS` key that
+            loaded it (one of `TEACHER_KINDS` for a teacher).
         untrained: Heads its teacher did not cover (a specialist-distilled student).
         covered_labels: Heads whose teacher covered only some outputs (name -> those labels).
         notice: The teacher notice the model carries ("" if none).

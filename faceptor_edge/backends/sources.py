@@ -11,6 +11,7 @@ from faceptor_edge.errors import UserError
 NAMED_SOURCES = ("demo", "specialists")  # sources that are names, not paths
 CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".safetensors")
 STUDENT_CARD = "student.json"
+TEACHER_KINDS = ("demo", "specialists", "checkpoint")  # the source kinds that are teachers
 
 
 def source_kind(source: str | Path) -> str:

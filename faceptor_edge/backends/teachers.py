@@ -36,7 +36,9 @@ def specialist_recipe() -> InputRecipe:
     return InputRecipe(size=SPECIALIST_CROP, crop_scale=0.8, framing="detected", pixels="uint8")
 
 
-def _faceptor_backend(teacher: Any, name: str, *, parsing_size: int | None, notice: str, facts: dict) -> Backend:
+def _faceptor_backend(
+    teacher: Any, name: str, kind: str, *, parsing_size: int | None, notice: str, facts: dict
+) -> Backend:
     import torch
 
     teacher.eval().requires_grad_(False)
@@ -48,7 +50,7 @@ def _faceptor_backend(teacher: Any, name: str, *, parsing_size: int | None, noti
         return {key: value.numpy() for key, value in raw.items()}
 
     facts = {"params": sum(p.numel() for p in teacher.parameters()), **facts}
-    return Backend(name, teacher.config.tasks, run, faceptor_recipe(teacher.config.dense_size), kind="teacher",
+    return Backend(name, teacher.config.tasks, run, faceptor_recipe(teacher.config.dense_size), kind=kind,
                    notice=notice, facts=facts, model=teacher)  # fmt: skip
 
 
@@ -60,7 +62,7 @@ def load_demo(source: str, *, dense_size: int = 512, parsing_size: int | None = 
     size = sum(p.numel() * p.element_size() for p in teacher.parameters())
     notes = ["fp32 parameter bytes (demo weights are generated, not read; load time includes generating them)",
              f"dense group at {dense_size} px, face group at 112 px"]  # fmt: skip
-    return _faceptor_backend(teacher, "teacher demo", parsing_size=parsing_size, notice=DEMO_BACKEND_NOTICE,
+    return _faceptor_backend(teacher, "teacher demo", "demo", parsing_size=parsing_size, notice=DEMO_BACKEND_NOTICE,
                              facts={"size_bytes": size, "notes": notes})  # fmt: skip
 
 
@@ -70,7 +72,7 @@ def load_checkpoint(source: str, *, dense_size: int = 512, parsing_size: int | N
 
     teacher = load_teacher(source, dense_size=dense_size)
     notes = ["checkpoint file size", f"dense group at {dense_size} px, face group at 112 px"]
-    return _faceptor_backend(teacher, f"teacher {source}", parsing_size=parsing_size, notice="",
+    return _faceptor_backend(teacher, f"teacher {source}", "checkpoint", parsing_size=parsing_size, notice="",
                              facts={"size_bytes": Path(source).stat().st_size, "notes": notes})  # fmt: skip
 
 
@@ -99,7 +101,7 @@ class TeacherInfo:
     """What distillation knows of a teacher before running it (cheap: no weights built).
 
     Attributes:
-        kind: `demo`, `specialists` or `checkpoint`.
+        kind: `demo`, `specialists` or `checkpoint` (`TEACHER_KINDS`, the `Backend.kind` it loads as).
         source: What to pass to `load_backend`.
         variant: Faceptor variant whose heads the student gets (`full` for the stand-ins).
         tasks: Those heads.
