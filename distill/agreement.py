@@ -161,7 +161,7 @@ def real_face_fidelity(
         return {"skipped": "no real faces are available here"}
     dense_size = model.teacher.get("dense_size") or None
     crops = CropRecipe(teacher_dense_size=dense_size or 512, student_size=model.recipe.size,
-                       dense_scale=model.recipe.crop_scale)  # fmt: skip
+                       student_scale=model.recipe.crop_scale)  # fmt: skip
     key = (spec, dense_size, model.recipe.size, model.recipe.crop_scale)
     if key not in labels:
         labels[key] = teacher_labels(spec, dense_size, faces, crops, progress=progress)

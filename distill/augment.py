@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from faceptor_edge.distill.keys import FEATURE_KEYS, FEATURE_MASK_KEY, STUDENT_IMAGE_KEY, mask_key
+from faceptor_edge.distill.keys import FEATURE_KEYS, FEATURE_MASK_KEY, STUDENT_IMAGE_KEY, coverage_key, mask_key
 from faceptor_edge.tasks import FULL_TASKS, TaskSpec, heatmap_key
 
 # Geometry (about the crop centre; shifts are fractions of the crop side, per axis).
@@ -190,6 +190,8 @@ def _follow(out: dict[str, np.ndarray], task: TaskSpec, params: AugmentParams, s
             out[heatmap_key(task.name)] = _move_maps(out[heatmap_key(task.name)], params, floor=True)[perm]
     elif task.head.is_channels_last and task.name in out:
         out[task.name] = _move_maps(out[task.name], params, floor=False)[perm]
+        if coverage_key(task.name) in out:  # the cells the teacher saw move (and mirror) with its logits
+            out[coverage_key(task.name)] = _move_maps(out[coverage_key(task.name)][None], params, floor=False)[0]
     mask = out.get(mask_key(task.name))
     if mask is not None and mask.ndim == 1:  # one flag per point or class moves with it
         out[mask_key(task.name)] = mask[perm]

@@ -16,3 +16,10 @@ def mask_key(task_name: str) -> str:
     one attribute a specialist covers). 1 = the teacher labelled it; absent = all valid.
     `specialists.teacher.SpecialistTeacher.label` writes its masks under these names."""
     return f"{task_name}/mask"
+
+
+def coverage_key(task_name: str) -> str:
+    """Label key of a parsing head's B×M×M coverage: 1 where the teacher's own framing of the
+    face saw that cell of the student's crop, 0 where it did not (no label there); absent:
+    everywhere covered."""
+    return f"{task_name}/coverage"

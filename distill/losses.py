@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from faceptor_edge.distill.keys import FEATURE_KEYS, FEATURE_MASK_KEY, mask_key
+from faceptor_edge.distill.keys import FEATURE_KEYS, FEATURE_MASK_KEY, coverage_key, mask_key
 from faceptor_edge.tasks import AGE, ATTRIBUTES, EXPRESSION, PARSING, RECOGNITION, TaskSpec, heatmap_key
 
 # Teacher tokens the optional feature hints match: layer 11 of the dense group, which feeds
@@ -64,11 +64,18 @@ def _age_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 
 def _softmax_kl(student: torch.Tensor, teacher: torch.Tensor, dim: int, temperature: float = 1.0) -> torch.Tensor:
-    """Per-sample KL of temperature softmaxes over `dim`, averaged over any other axes -> B."""
+    """KL of the temperature softmaxes over `dim` (B×K -> B; B×C×M×M with dim 1 -> B×M×M)."""
     log_s = F.log_softmax(student / temperature, dim=dim)
     log_t = F.log_softmax(teacher / temperature, dim=dim)
-    kl = (log_t.exp() * (log_t - log_s)).sum(dim=dim) * temperature**2
-    return kl.flatten(1).mean(1) if kl.dim() > 1 else kl
+    return (log_t.exp() * (log_t - log_s)).sum(dim=dim) * temperature**2
+
+
+def _covered_mean(values: torch.Tensor, coverage: torch.Tensor | None) -> torch.Tensor:
+    """B×M×M -> B: each face's mean over the cells its teacher framing covered (all when None)."""
+    if coverage is None:
+        return values.flatten(1).mean(1)
+    coverage = coverage.to(values.dtype)
+    return (values * coverage).flatten(1).sum(1) / coverage.flatten(1).sum(1).clamp_min(1.0)
 
 
 def _bernoulli_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -126,7 +133,8 @@ def head_loss(
     elif head is EXPRESSION:
         per_face = _softmax_kl(s, t, dim=-1, temperature=temperature)
     elif head is PARSING:
-        per_face = _softmax_kl(s.permute(0, 3, 1, 2), t, dim=1)
+        kl = _softmax_kl(s.permute(0, 3, 1, 2), t, dim=1)  # B×M×M
+        per_face = _covered_mean(kl, teacher.get(coverage_key(task.name)))
     else:
         per_face = _landmark_loss(s, student[heatmap_key(task.name)], t, teacher.get(heatmap_key(task.name)))
     return _masked_mean(per_face, mask)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import math
 import os
 import resource
@@ -36,8 +37,19 @@ if __package__ in (None, ""):  # `python distill/run.py` from a checkout: the sc
 from faceptor_edge.arguments import add_debug, non_negative, number, output_dir, positive, run_command
 from faceptor_edge.backends import load_backend
 from faceptor_edge.backends.teachers import DEMO_DENSE_SIZE
-from faceptor_edge.data import SyntheticSource, open_source
-from faceptor_edge.detection import DetectedSource, detector_available
+from faceptor_edge.data import FolderSource, SyntheticSource
+from faceptor_edge.detection import detector_available
+from faceptor_edge.detection.photos import (
+    ALIGNMENTS,
+    MAX_FACES,
+    MIN_FACE_SIZE,
+    DetectedSource,
+    FaceIndex,
+    PhotoFaces,
+    aligned_faces,
+    faces_of,
+    find_faces,
+)
 from faceptor_edge.distill.dataset import CachedFaces, OnlineFaces
 from faceptor_edge.distill.devices import (
     DEVICES,
@@ -55,7 +67,8 @@ from faceptor_edge.distill.report import fidelity_report, plot_loss_curve
 from faceptor_edge.distill.trainer import DistillModel, TrainConfig, train
 from faceptor_edge.errors import UserError
 from faceptor_edge.files import atomic_write_json, locked_directory
-from faceptor_edge.student.inputs import student_recipe
+from faceptor_edge.recipe import Framing
+from faceptor_edge.student.inputs import STUDENT_SCALE, student_recipe
 from faceptor_edge.student.io import save_student
 from faceptor_edge.student.model import FaceptorStudent, build_student, student_config, student_sizes
 from faceptor_edge.stylegan import StyleGANSource
@@ -102,7 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="close with the student on real photos (default: on): OUT/evaluate.json, its scores on the "
                    "labelled sets and its agreement with its teacher on every real face")  # fmt: skip
     p.add_argument("--count", type=positive, default=768, help="generated training faces (default: 768)")
-    p.add_argument("--holdout", type=positive, default=256, help="held-out faces for fidelity (default: 256)")
+    p.add_argument("--holdout", type=positive, default=256, help="held-out faces (generated) or photos (a folder: "
+                   "every face of the last photos in path order) for fidelity (default: 256)")  # fmt: skip
+    p.add_argument("--max-faces", type=positive, default=MAX_FACES,
+                   help=f"faces per photo, most confident first (default: {MAX_FACES})")  # fmt: skip
+    p.add_argument("--min-face-size", type=number(0), default=MIN_FACE_SIZE,
+                   help=f"smallest face kept, the side of its 300W-tight box in photo pixels (default: "
+                   f"{MIN_FACE_SIZE:g})")  # fmt: skip
+    p.add_argument("--faces", metavar="JSON", help="faces of the folder's photos in `faceptor-edge predict --json`'s "
+                   "layout (a run's OUT/faces.json, or another detector's boxes and 5 points); photos it does not "
+                   "name are detected")  # fmt: skip
+    p.add_argument("--aligned", choices=sorted(ALIGNMENTS), help="the folder holds aligned crops, one face each, "
+                   "framed as named (arcface112: 112×112 recognition crops; celeba-hq: CelebA-HQ or FFHQ images); "
+                   "nothing is detected")  # fmt: skip
     p.add_argument(
         "--dense-size", type=positive, help=f"teacher dense-group input (default: 512, demo {DEMO_DENSE_SIZE})"
     )
@@ -181,35 +206,52 @@ def parse_loss_weights(items: Sequence[str]) -> LossWeights:
     return LossWeights(**values)
 
 
-def _sources(args) -> tuple[object, object, list[tuple[str, str]]]:
-    """Training faces, held-out faces (never trained on), and the unreadable files skipped."""
+def _sources(args, cache: Path) -> tuple[object, object, dict]:
+    """Training faces, held-out faces (never trained on; a folder's held out by photo), and
+    what was found in each part (`data` of OUT/profile.json)."""
     if args.images in SYNTHETIC:
         generated = StyleGANSource if args.images == "stylegan" else SyntheticSource
         train_source, holdout = generated(args.count, seed=args.seed), generated(args.holdout, seed=args.seed + 1)
-        return train_source, holdout, []
-    source = open_source(args.images, convert=args.convert_images, validate=False)  # read as labelled
-    if len(source) < 2 * args.holdout:
-        raise UserError(f"{args.images}: {len(source)} readable images, need more than 2 × --holdout ({args.holdout})")
-    split = len(source) - args.holdout
-    return _Subset(source, range(split)), _Subset(source, range(split, len(source))), source.skipped
+        data = {"train": {"photos": args.count}, "holdout": {"photos": args.holdout}}
+        return DetectedSource(train_source), DetectedSource(holdout), data
+    photos = FolderSource(args.images, convert=args.convert_images, validate=False)
+    if len(photos) < 2 * args.holdout:
+        raise UserError(f"{args.images}: {len(photos)} photos, need more than 2 × --holdout ({args.holdout})")
+    parts = {"train": range(len(photos) - args.holdout), "holdout": range(len(photos) - args.holdout, len(photos))}
+    if args.aligned:
+        found = {part: aligned_faces(photos, args.aligned, members) for part, members in parts.items()}
+        identity = f"aligned:{args.aligned}"
+    else:
+        given = FaceIndex.read(args.faces, photos.root) if args.faces else None
+        index = find_faces(photos, cache=cache / "faces" / f"{photos.fingerprint()}.json", given=given,
+                           workers=args.workers)  # fmt: skip
+        found = {part: faces_of(photos, index, members, max_faces=args.max_faces, min_size=args.min_face_size)
+                 for part, members in parts.items()}  # fmt: skip
+        identity = hashlib.sha256(json.dumps([index.to_json(), args.max_faces, args.min_face_size]).encode())
+        identity = identity.hexdigest()
+        args.out.mkdir(parents=True, exist_ok=True)
+        index.write(args.out / "faces.json")
+    for part, (faces, counts) in found.items():
+        if not faces:
+            raise UserError(f"{args.images}: no face found in the {counts['photos']} {part} photos "
+                            f"({counts['unreadable']} unreadable); is it a folder of face photos?")  # fmt: skip
+    (train, train_counts), (holdout, holdout_counts) = found["train"], found["holdout"]
+    return (PhotoFaces(photos, train, identity), PhotoFaces(photos, holdout, identity),
+            {"train": train_counts, "holdout": holdout_counts})
 
 
-class _Subset:
-    """A contiguous part of a folder source (training or held-out)."""
-
-    def __init__(self, source, indices: range) -> None:
-        self.source, self.indices = source, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def batch(self, positions):
-        return self.source.batch([self.indices[p] for p in positions])
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(
-            f"{self.source.fingerprint()}:{self.indices.start}:{self.indices.stop}".encode()
-        ).hexdigest()
+def _found(data: dict) -> str:
+    """One line on the faces each part holds."""
+    parts = []
+    for part, counts in data.items():
+        if "faces" not in counts:
+            parts.append(f"{part}: {counts['photos']} generated portraits")
+            continue
+        extra = [f"{counts['photos_without_faces']} without a face"] if counts["photos_without_faces"] else []
+        extra += [f"{counts['unreadable']} unreadable"] if counts.get("unreadable") else []
+        parts.append(f"{part}: {counts['faces']} faces in {counts['photos']} photos" +
+                     (f" ({', '.join(extra)}: skipped)" if extra else ""))  # fmt: skip
+    return "; ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -231,22 +273,22 @@ def _run(args: argparse.Namespace, weights: LossWeights, device: torch.device, r
             raise UserError(f"--loss-weight features needs a Faceptor teacher: the {teacher.info.kind} have no "
                             "encoder features")  # fmt: skip
         weights = replace(weights, features=0.0)
-    train_source, holdout_source, skipped = _sources(args)
-    if teacher.info.framing == "detected":  # e.g. specialists label the student's crop of a detected face
-        train_source, holdout_source = DetectedSource(train_source), DetectedSource(holdout_source)
+    train_source, holdout_source, found = _sources(args, args.cache)
+    framing: Framing = "given" if args.aligned else "detected"
     if rank == 0:
         print(teacher.info.choice or "", teacher.notice, sep="\n" if teacher.info.choice else "")
-        if skipped:
-            print(f"skipped {len(skipped)} unreadable images: " + "; ".join(f"{p}: {why}" for p, why in skipped[:5]))
+        print(_found(found))
         print(
             f"device {device}, {args.precision}; teacher outputs {'online' if online else 'cached'}; "
             f"augmentation {'on' if args.augment else 'off'}"
         )
-    recipe = CropRecipe(teacher_dense_size=teacher.info.dense_size, map_grid=student_config(args.student).map_size)
+    shape = student_config(args.student)
+    recipe = CropRecipe(teacher_dense_size=teacher.info.dense_size, student_size=shape.input_size,
+                        student_scale=STUDENT_SCALE, map_grid=shape.map_size)  # fmt: skip
     features = weights.features > 0
     caching = dict(root=args.cache, shard_size=args.shard_size, workers=args.workers, rank=rank, world=world)
     profile = {"device": str(device), "precision": args.precision, "teacher_outputs": "online" if online else "cache",
-               "workers": args.workers, "world": world, "train_faces": len(train_source), "stages": {}}  # fmt: skip
+               "workers": args.workers, "world": world, "data": found, "stages": {}}  # fmt: skip
     try:
         with _stage(profile, "label_holdout") as stage:
             holdout_cache, stage["faces"] = build_cache("held-out", teacher, holdout_source, recipe, features=False,
@@ -263,7 +305,8 @@ def _run(args: argparse.Namespace, weights: LossWeights, device: torch.device, r
                 f"student {args.student}: encoder {student.config.encoder}, starts from {student.encoder_init} weights"
             )
         if online:
-            data = OnlineFaces(train_source, student_recipe(student.config), augment=args.augment, seed=args.seed)
+            data = OnlineFaces(train_source, student_recipe(student.config, framing), augment=args.augment,
+                               seed=args.seed)  # fmt: skip
             labeller = lambda samples: teacher.outputs(samples, recipe, features=features)
         else:
             data = CachedFaces(train_cache, student.config.tasks, augment=args.augment, seed=args.seed)
@@ -292,7 +335,7 @@ def _run(args: argparse.Namespace, weights: LossWeights, device: torch.device, r
             if unreadable:
                 print(f"{len(unreadable)} unreadable images were masked out of training: "
                       + "; ".join(f"{path}: {why}" for path, why in unreadable[:5]))  # fmt: skip
-        _finish(args, teacher, student, identity, records, data, labeller, holdout_cache.load_all(),
+        _finish(args, teacher, student, framing, identity, records, data, labeller, holdout_cache.load_all(),
                 time.time() - started)  # fmt: skip
         profile["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         atomic_write_json(args.out / "profile.json", profile)
@@ -325,10 +368,11 @@ def _feature_sample(data, labeller) -> dict:
 
 
 def _finish(
-    args, teacher: Teacher, student: FaceptorStudent, identity, records, data, labeller, holdout_cache, seconds
+    args, teacher: Teacher, student: FaceptorStudent, framing: Framing, identity, records, data, labeller,
+    holdout_cache, seconds,
 ) -> None:
     provenance = {"teacher": teacher.identity, "teacher_notice": teacher.notice, "distillation": identity}
-    save_student(args.out / "student", student, provenance, framing=teacher.info.framing)
+    save_student(args.out / "student", student, provenance, framing=framing)
     count = min(BASELINE_FACES, len(data))  # the constant baseline is the teacher's mean over these
     heads_only = (STUDENT_IMAGE_KEY, *FEATURE_KEYS)  # the baseline needs the heads' outputs only
     train_sample = data.sample(count, heads_only) if labeller is None else labeller(data.source.batch(range(count)))

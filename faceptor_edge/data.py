@@ -1,8 +1,8 @@
 """Face image sources for distillation, calibration and evaluation.
 
 Sources share one small interface (`FaceSource`): `FolderSource` reads photos
-from a directory, with optional face boxes and 5-point landmarks from a `faces.json`
-sidecar; `SyntheticSource` draws pre-cropped faces from the `gan-face-generate`
+from a directory as `predict` does (upright, pixel-capped; the faces in them are found by
+`faceptor_edge.detection.photos`); `SyntheticSource` draws pre-cropped faces from the `gan-face-generate`
 DCGAN, reproducibly per index (`faceptor_edge.stylegan.StyleGANSource` draws
 photo-like portraits the same way). `open_source` picks one from a command-line spec.
 All return `FaceSample`s holding H×W×3 uint8 RGB images.
@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -26,10 +26,9 @@ from torch import nn
 from tqdm import tqdm
 
 from faceptor_edge.errors import UserError
-from faceptor_edge.images import ImageError, load_image
+from faceptor_edge.images import DEFAULT_MAX_PIXELS, ImageError, Photo, load_photo
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-SIDECAR_NAME = "faces.json"
 GAN_INSTALL = "pip install --no-deps gan-face-generate==1.1.1"
 
 # Seeds of the synthetic faces each check draws, all distinct, so no check sees another's
@@ -95,17 +94,23 @@ class FolderSource:
     listed in `skipped` instead of failing the whole folder. Without it (distillation over
     100k+ photos) nothing is decoded until it is used: an unusable image then reads as a
     placeholder sample that names its `problem`. Either way a file that changed since the
-    listing is an error. An optional `faces.json` in the root gives annotations by
-    relative path::
-
-        {"people/ann.jpg": {"box": [x1, y1, x2, y2], "points5": [[x, y], ...5]}}
+    listing is an error. Photos are read as `predict` reads them (`images.load_photo`:
+    EXIF orientation applied, at most `max_pixels`); samples carry no face box or points
+    (`faceptor_edge.detection.photos` finds the faces).
 
     Attributes:
         root: The directory.
         skipped: (relative path, reason) for every image file left out by validation.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, convert: bool = False, validate: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        convert: bool = False,
+        validate: bool = True,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
         """Lists (and with `validate`, checks) the folder.
 
         Args:
@@ -113,26 +118,20 @@ class FolderSource:
             convert: Accept greyscale, alpha and 16-bit images by converting them
                 (see `load_image`); without it they are unusable.
             validate: Decode every image now and leave out the unusable ones.
+            max_pixels: Larger photos are downscaled to this many pixels (`load_photo`).
 
         Raises:
-            UserError: `root` is not a directory, the sidecar is malformed, or the
-                folder holds no (validated: no readable) image.
+            UserError: `root` is not a directory, or the folder holds no (validated: no
+                readable) image.
         """
         self.root = Path(root)
         if not self.root.is_dir():
             raise UserError(f"image folder '{self.root}' does not exist or is not a directory")
-        self._convert = convert
-        annotations = _read_sidecar(self.root / SIDECAR_NAME)
+        self._convert, self._max_pixels = convert, max_pixels
         listing = _list_images(self.root)
         if not listing:
             suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
             raise UserError(f"image folder '{self.root}' has no image files ({suffixes})")
-        unknown = sorted(set(annotations) - set(listing))
-        if unknown:
-            raise UserError(
-                f"{self.root / SIDECAR_NAME} annotates {len(unknown)} file(s) that are not images in the "
-                f"folder, e.g. '{unknown[0]}' (keys are paths relative to the folder, with '/')"
-            )
         self.skipped: list[tuple[str, str]] = []
         names = list(listing)
         if validate:
@@ -140,7 +139,7 @@ class FolderSource:
             progress = tqdm(listing, desc="Checking images", unit="image", disable=len(listing) <= _PROGRESS_ABOVE)
             for name in progress:
                 try:
-                    load_image(self.root / name, convert=convert)
+                    load_photo(self.root / name, convert=convert, max_pixels=max_pixels)
                 except ImageError as error:
                     self.skipped.append((name, str(error)))
                 else:
@@ -153,27 +152,43 @@ class FolderSource:
         self._names = names
         self._stats = {name: listing[name] for name in names}
         self._validated = validate
-        self._annotations = annotations
 
     def __len__(self) -> int:
         return len(self._names)
 
-    def __getitem__(self, index: int) -> FaceSample:
+    def photo(self, index: int, *, max_pixels: int | None = None) -> Photo:
+        """Photo `index` as `predict` reads it (`max_pixels`: another pixel limit for this read).
+
+        Raises:
+            UserError: The file changed since the listing, or (validated folders) it no longer reads.
+            ImageError: It cannot be used (unvalidated folders; `__getitem__` makes a placeholder).
+        """
         index = _check_index(index, len(self))
         name = self._names[index]
         path = self.root / name
         if _stat(path) != self._stats[name]:
             raise UserError(f"'{path}' changed or disappeared since the folder was listed; the run uses the "
                             "folder as it was when it started: restore the file, or start again on the new folder")  # fmt: skip
-        box, points5 = self._annotations.get(name, (None, None))
         try:
-            image = load_image(path, convert=self._convert)
+            return load_photo(path, convert=self._convert, max_pixels=max_pixels or self._max_pixels)
         except ImageError as error:
             if self._validated:
                 raise UserError(f"{error} (it was readable when the folder was scanned)") from error
+            raise
+
+    def name(self, index: int) -> str:
+        """The relative path of photo `index`."""
+        return self._names[_check_index(index, len(self))]
+
+    def __getitem__(self, index: int) -> FaceSample:
+        index = _check_index(index, len(self))
+        try:
+            image = self.photo(index).pixels
+        except ImageError as error:
             blank = np.zeros((_PLACEHOLDER_SIZE, _PLACEHOLDER_SIZE, 3), np.uint8)
-            return FaceSample(index=index, image=blank, box=None, points5=None, name=name, problem=str(error))
-        return FaceSample(index=index, image=image, box=box, points5=points5, name=name)
+            return FaceSample(index=index, image=blank, box=None, points5=None, name=self._names[index],
+                              problem=str(error))  # fmt: skip
+        return FaceSample(index=index, image=image, box=None, points5=None, name=self._names[index])
 
     def __iter__(self) -> Iterator[FaceSample]:
         return (self[index] for index in range(len(self)))
@@ -199,13 +214,12 @@ class FolderSource:
 
         Returns:
             Hex sha256 over the used images' relative paths, sizes and modification
-            times and the sidecar's bytes.
+            times, and how they are read (converted, pixel limit).
         """
-        digest = hashlib.sha256(b"faceptor-edge folder source v1\n")
+        digest = hashlib.sha256(b"faceptor-edge folder source v2\n")
+        digest.update(json.dumps([self._convert, self._max_pixels]).encode() + b"\n")
         for name, stat in self._stats.items():
             digest.update(json.dumps([name, *stat]).encode() + b"\n")
-        sidecar = self.root / SIDECAR_NAME
-        digest.update(sidecar.read_bytes() if sidecar.is_file() else b"no sidecar")
         return digest.hexdigest()
 
 
@@ -391,42 +405,3 @@ def _gan_weights_path() -> Path:
     if not weights.is_file():
         raise UserError(f"gan-face-generate is installed without its weights ('{weights}'); reinstall: {GAN_INSTALL}")
     return weights
-
-
-def _read_sidecar(path: Path) -> dict[str, tuple[Box | None, np.ndarray | None]]:
-    """Parses `faces.json` into {relative path: (box, points5)}; {} when absent."""
-    if not path.is_file():
-        return {}
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"face annotations '{path}' are not readable JSON: {error}") from error
-    if not isinstance(content, dict):
-        raise UserError(f"face annotations '{path}' must be a JSON object keyed by image path")
-    return {name: _parse_annotation(entry, f"'{path}' entry '{name}'") for name, entry in content.items()}
-
-
-def _parse_annotation(entry: Any, where: str) -> tuple[Box | None, np.ndarray | None]:
-    """Validates one sidecar entry: optional `box` [x1, y1, x2, y2] and `points5` 5×[x, y]."""
-    if not isinstance(entry, dict) or not set(entry) <= {"box", "points5"}:
-        raise UserError(f"{where} must be an object with only 'box' and/or 'points5'")
-    box = None
-    if entry.get("box") is not None:
-        values = _numbers(entry["box"], (4,), f"{where} 'box'")
-        if not (values[0] < values[2] and values[1] < values[3]):
-            raise UserError(f"{where} 'box' must be [x1, y1, x2, y2] with x1 < x2 and y1 < y2, got {entry['box']}")
-        box = (float(values[0]), float(values[1]), float(values[2]), float(values[3]))
-    points5 = None
-    if entry.get("points5") is not None:
-        points5 = _numbers(entry["points5"], (5, 2), f"{where} 'points5'").astype(np.float32)
-    return box, points5
-
-
-def _numbers(value: Any, shape: tuple[int, ...], where: str) -> np.ndarray:
-    """Converts a JSON list to a finite float64 array of the given shape."""
-    array = np.asarray(value, dtype=object)  # nested lists -> an array of their items
-    numeric = all(isinstance(item, (int, float)) and not isinstance(item, bool) for item in array.flat)
-    if array.shape != shape or not numeric or not np.isfinite(array.astype(np.float64)).all():
-        expected = "[x1, y1, x2, y2]" if shape == (4,) else "5 [x, y] pairs"
-        raise UserError(f"{where} must be {expected} of finite numbers, got {json.dumps(value)}")
-    return array.astype(np.float64)

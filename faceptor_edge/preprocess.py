@@ -105,7 +105,7 @@ def align_112(image: np.ndarray, points5: np.ndarray) -> Crop:
         The 112-px crop.
     """
     image = check_image(image)
-    matrix = _similarity(_as_points5(points5), np.asarray(ARCFACE_TEMPLATE_112))
+    matrix = similarity_matrix(_as_points5(points5), np.asarray(ARCFACE_TEMPLATE_112))
     return _warp_uint8(image, matrix, 112)
 
 
@@ -134,13 +134,18 @@ def box_crop(image: np.ndarray, box: Box, *, size: int = 512, scale: float = 0.8
     _check_size(size)
     if not np.isfinite(scale) or scale <= 0:
         raise UserError(f"crop scale must be positive, got {scale}")
+    matrix = box_crop_matrix((x1, y1, x2, y2), size, scale)
+    return _make_crop(_warp_unit(image, matrix, size), matrix, size)
+
+
+def box_crop_matrix(box: Box, size: int, scale: float) -> np.ndarray:
+    """The 3×3 M = T·C of `box_crop` (its docstring) for a valid (x1, y1, x2, y2) box."""
+    x1, y1, x2, y2 = box
     sx, sy = size / (x2 - x1), size / (y2 - y1)
     crop_and_resize = np.array([[sx, 0.0, -x1 * sx - 0.5], [0.0, sy, -y1 * sy - 0.5], [0, 0, 1]])
-    centre = (size - 1) / 2
-    shift = (1.0 - scale) * centre
+    shift = (1.0 - scale) * (size - 1) / 2
     zoom = np.array([[scale, 0.0, shift], [0.0, scale, shift], [0, 0, 1]])
-    matrix = zoom @ crop_and_resize
-    return _make_crop(_warp_unit(image, matrix, size), matrix, size)
+    return zoom @ crop_and_resize
 
 
 def whole_image_crop(image: np.ndarray, size: int) -> Crop:
@@ -181,7 +186,7 @@ def box_from_points(points5: np.ndarray) -> Box:
     Returns:
         (x1, y1, x2, y2) in image pixels.
     """
-    to_template = _similarity(_as_points5(points5), np.asarray(ARCFACE_TEMPLATE_112))
+    to_template = similarity_matrix(_as_points5(points5), np.asarray(ARCFACE_TEMPLATE_112))
     to_image = np.linalg.inv(to_template)
     scale = float(np.sqrt(abs(np.linalg.det(to_image[:2, :2]))))
     cx, cy, _ = to_image @ np.array([*TEMPLATE_FACE_BOX_CENTRE, 1.0])
@@ -357,7 +362,7 @@ def _box_to_112(image: np.ndarray, box: Box) -> Crop:
     return _warp_uint8(image, matrix, 112)
 
 
-def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+def similarity_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, shift) src → dst as 3×3.
 
     With a = s·cos θ and b = s·sin θ the model x' = a·x − b·y + tx, y' = b·x + a·y + ty

@@ -6,13 +6,12 @@ were framed. The student card and every artifact's metadata store it; every cons
 (`predict`, `bench`, parity, calibration, the teacher checks) reads it from there, so
 nothing hard-codes or guesses a framing or a mean.
 
-Framing:
-- `given`: each training face's own box or 5 points, else the whole pre-cropped image
-  (synthetic faces, folders without a sidecar);
-- `detected`: each training face framed on RetinaFace's 5 points (specialist teachers,
-  which label the student's own crop of a detected face).
-On a photo, every backend frames a face the same way: the square 300W-tight box fitted
-to its 5 points, scaled by `crop_scale`.
+Framing, how the faces a model learnt from were found (`faceptor_edge.detection.photos`):
+- `detected`: every face of every photo or generated portrait, by RetinaFace (or a face
+  file in `predict --json`'s layout), framed on its 5 points, whatever the teacher;
+- `given`: folders of aligned crops, one face each, whose 5 points the alignment fixes.
+Either way, on a photo every backend frames a face the same way: the square 300W-tight box
+fitted to its 5 points, scaled by `crop_scale`, exactly the crop the model was trained on.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ The generator was distilled from StyleGAN2 trained on FFHQ, whose weights and im
 non-commercial licences: see docs/licences.md before shipping a model trained on them.
 
 Faces are FFHQ-aligned portraits (the face centred, with hair and shoulders around it),
-so samples carry no box: distillation frames them with the detector (`DetectedSource`)
+so samples carry no box: distillation frames them with the detector (`detection.photos.DetectedSource`)
 exactly as photos are framed at inference.
 """
 

@@ -4,6 +4,7 @@ face crops, and collect everything a parity report shows."""
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,14 @@ from faceptor_edge.data import CHECK_SEED, FaceSample, open_source
 from faceptor_edge.errors import UserError
 from faceptor_edge.recipe import InputRecipe
 from faceptor_edge.student.inputs import normalise, student_crops
-from faceptor_edge.student.io import card_recipe, load_student
+from faceptor_edge.student.io import card_recipe, load_student, read_card
 from faceptor_edge.targets import target_for_path
 from faceptor_edge.targets.base import ExportWrapper
 from faceptor_edge.targets.parity import Trained, against_student, against_teacher, all_passed
+from faceptor_edge.tasks import TaskSpec
 
 REAL = "real"  # --images value: every real face available offline (`evaluation.allfaces`)
+PASSED, FAILED, NOT_RUN = "passed", "failed", "not-run"  # an artifact's verdict; not-run is never passed
 
 
 def real_faces(count: int) -> list[FaceSample]:
@@ -49,7 +52,7 @@ def check_faces(images: str, count: int, seed: int, recipe: InputRecipe) -> list
         return real_faces(count)
     source = open_source(images, count=count, seed=seed)
     if recipe.framing == "detected":
-        from faceptor_edge.detection import DetectedSource
+        from faceptor_edge.detection.photos import DetectedSource
 
         source = DetectedSource(source)
     return source.batch(list(range(min(count, len(source)))))
@@ -81,46 +84,85 @@ class ParityRun:
     teacher: dict[str, np.ndarray] | None
 
 
+@dataclass(frozen=True)
+class ParityInputs:
+    """What every artifact of one student is compared on: the faces, the student's crops of
+    them (B×S×S×3 uint8) and the float student's raw outputs there, made once."""
+
+    student_dir: Path
+    card: dict[str, Any]
+    tasks: tuple[TaskSpec, ...]
+    map_size: int
+    images: str
+    faces: list[FaceSample]
+    crops: np.ndarray
+    student: dict[str, np.ndarray]
+
+
+def parity_inputs(
+    student_dir: str | Path, *, images: str = "synthetic", count: int = 32, seed: int = CHECK_SEED,
+    faces: list[FaceSample] | None = None,
+) -> ParityInputs:  # fmt: skip
+    """The float student's outputs on `faces` (default: `count` faces of `images`, as `check_faces`)."""
+    student, card = load_student(student_dir)
+    recipe = card_recipe(card, student_dir)
+    faces = check_faces(images, count, seed, recipe) if faces is None else faces
+    crops = student_crops(faces, recipe)
+    raw = ExportWrapper(student).reference(normalise(crops, recipe))
+    return ParityInputs(Path(student_dir), card, student.config.tasks, student.config.map_size, images, faces,
+                        crops, raw)  # fmt: skip
+
+
 def run_parity(
     artifact: str | Path, student_dir: str | Path, *, images: str = "synthetic", count: int = 32,
-    teacher: str | None = None, seed: int = CHECK_SEED,
+    teacher: str | None = None, seed: int = CHECK_SEED, inputs: ParityInputs | None = None,
 ) -> ParityRun:  # fmt: skip
-    """Compare an artifact with its float student (and the teacher, if given) on `count` faces."""
+    """Compare an artifact with its float student (and the teacher, if given) on `count` faces,
+    or on `inputs` made once for several artifacts of the student."""
     path = Path(artifact)
     target = target_for_path(path)
     metadata = target.read_metadata(path)
-    student, card = load_student(student_dir)
-    check_student_matches(metadata, card, path)
-    tasks = student.config.tasks
-    recipe = card_recipe(card, student_dir)
-    faces = check_faces(images, count, seed, recipe)
-    crops = student_crops(faces, recipe)
-    x = normalise(crops, recipe)
-    student_raw = ExportWrapper(student).reference(x)
+    check_student_matches(metadata, inputs.card if inputs else read_card(student_dir), path)
+    inputs = inputs or parity_inputs(student_dir, images=images, count=count, seed=seed)
+    card, tasks = inputs.card, inputs.tasks
+    recipe = card_recipe(card, inputs.student_dir)
+    x = normalise(inputs.crops, recipe)
     report: dict[str, Any] = {
         "artifact": str(path), "target": target.name, "precision": metadata["precision"],
         "quantization": metadata.get("quantization"), "size_bytes": artifact_size(path),
-        "faces": len(crops), "images": images, "student": card["weights_sha256"],
+        "faces": len(inputs.crops), "images": inputs.images, "student": card["weights_sha256"],
     }  # fmt: skip
     try:
+        started = time.perf_counter()
         backend = load_backend(path)
+        report["load_seconds"] = time.perf_counter() - started
         artifact_raw = backend.run({"image": x.numpy()})
     except UserError as error:
         if format_for_path(path).runs_on(sys.platform):
             raise
         report.update(heads={}, skipped=f"{error}", passed=None)
-        return ParityRun(report, crops, student_raw, None, None)
+        return ParityRun(report, inputs.crops, inputs.student, None, None)
     trained = Trained.from_teacher(card.get("teacher", {}))
     report["untrained_heads"] = sorted(trained.untrained)
-    checks = against_student(tasks, artifact_raw, student_raw, metadata["precision"], trained)
+    checks = against_student(tasks, artifact_raw, inputs.student, metadata["precision"], trained)
     report["heads"] = {name: check.to_json() for name, check in checks.items()}
     teacher_out = None
     if teacher is not None:
-        teacher_out = teacher_raw(teacher, card, faces, parsing_size=student.config.map_size)
+        teacher_out = teacher_raw(teacher, card, inputs.faces, parsing_size=inputs.map_size)
         covered = tuple(task for task in tasks if task.name in teacher_out and task.name not in trained.untrained)
-        report["teacher"] = against_teacher(covered, artifact_raw, student_raw, teacher_out, trained)
+        report["teacher"] = against_teacher(covered, artifact_raw, inputs.student, teacher_out, trained)
     report["passed"] = all_passed(checks) and all(row["passed"] for row in report.get("teacher", {}).values())
-    return ParityRun(report, crops, student_raw, artifact_raw, teacher_out)
+    return ParityRun(report, inputs.crops, inputs.student, artifact_raw, teacher_out)
+
+
+def verdict(report: dict[str, Any]) -> tuple[str, str]:
+    """A `run_parity` report's status (`PASSED`, `FAILED`, `NOT_RUN`) and why (failed heads, or
+    why it could not run here)."""
+    if report.get("skipped"):
+        return NOT_RUN, report["skipped"]
+    failed = sorted(name for name, row in report["heads"].items() if row["judged"] and not row["passed"])
+    failed += sorted(f"{name} (teacher)" for name, row in report.get("teacher", {}).items() if not row["passed"])
+    return (FAILED, "failed: " + ", ".join(failed)) if failed else (PASSED, "")
 
 
 def teacher_raw(

@@ -155,7 +155,8 @@ def framed_faces():
         pytest.skip(specialists.missing())
     pytest.importorskip("gan_face_generate")
     from faceptor_edge.data import open_source
-    from faceptor_edge.detection import DetectedSource, detector_available
+    from faceptor_edge.detection import detector_available
+    from faceptor_edge.detection.photos import DetectedSource
     from faceptor_edge.distill.labels import CropRecipe
 
     if detector_available():

@@ -1,8 +1,7 @@
-"""Image sources: folder scanning and sidecars, and reproducible synthetic faces."""
+"""Image sources: folder scanning, photos read upright, and reproducible synthetic faces."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -28,10 +27,6 @@ def _write_rgb(path: Path, h: int = 8, w: int = 6) -> np.ndarray:
     return rgb
 
 
-def _write_sidecar(root: Path, content: object) -> None:
-    (root / "faces.json").write_text(json.dumps(content), encoding="utf-8")
-
-
 def test_folder_skips_unreadable_images_with_reasons(tmp_path: Path) -> None:
     rgb = _write_rgb(tmp_path / "good.png")
     (tmp_path / "corrupt.png").write_bytes((tmp_path / "good.png").read_bytes()[:30])
@@ -51,42 +46,31 @@ def test_folder_skips_unreadable_images_with_reasons(tmp_path: Path) -> None:
         source[1]
 
 
-def test_folder_is_recursive_sorted_and_reads_sidecar(tmp_path: Path) -> None:
+def test_folder_is_recursive_sorted_and_reads_photos_upright(tmp_path: Path) -> None:
+    from PIL import Image
+
     nested = _write_rgb(tmp_path / "b" / "face.PNG")
-    _write_rgb(tmp_path / "a.jpg")
-    _write_sidecar(tmp_path, {"b/face.PNG": {"box": [10, 20, 90, 110], "points5": POINTS5}})
+    stored = RNG.integers(0, 256, (8, 6, 3), dtype=np.uint8)  # a phone photo stored sideways
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: rotate 90° clockwise to view
+    Image.fromarray(stored).save(tmp_path / "a.png", exif=exif)
 
     source = open_source(str(tmp_path))
 
     assert isinstance(source, FolderSource)
-    assert [sample.name for sample in source] == ["a.jpg", "b/face.PNG"]
-    plain, annotated = source.batch([0, 1])
+    assert [sample.name for sample in source] == ["a.png", "b/face.PNG"]
+    sideways, plain = source.batch([0, 1])
+    np.testing.assert_array_equal(sideways.image, np.rot90(stored, -1))  # upright: 6×8
     assert plain.box is None and plain.points5 is None
-    assert annotated.box == (10.0, 20.0, 90.0, 110.0)
-    assert annotated.points5 is not None and annotated.points5.dtype == np.float32
-    np.testing.assert_array_equal(annotated.points5, POINTS5)
-    np.testing.assert_array_equal(annotated.image, nested)
+    np.testing.assert_array_equal(plain.image, nested)
 
 
-@pytest.mark.parametrize(
-    ("sidecar", "problem"),
-    [
-        ("{not json", "not readable JSON"),
-        (json.dumps([1, 2]), "JSON object"),
-        (json.dumps({"face.png": {"box": [1, 2, 3]}}), "'box' must be"),
-        (json.dumps({"face.png": {"box": [5, 2, 3, 9]}}), "x1 < x2"),
-        (json.dumps({"face.png": {"box": ["1", 2, 3, 4]}}), "finite numbers"),
-        (json.dumps({"face.png": {"points5": POINTS5[:4]}}), "'points5' must be 5"),
-        (json.dumps({"face.png": {"points5": [[1, 2, 3]] * 5}}), "'points5' must be 5"),
-        (json.dumps({"face.png": {"landmarks": POINTS5}}), "only 'box' and/or 'points5'"),
-        (json.dumps({"missing.png": {"box": [1, 2, 3, 4]}}), "missing.png"),
-    ],
-)
-def test_bad_sidecar_is_one_clear_error(tmp_path: Path, sidecar: str, problem: str) -> None:
-    _write_rgb(tmp_path / "face.png")
-    (tmp_path / "faces.json").write_text(sidecar, encoding="utf-8")
-    with pytest.raises(UserError, match=problem):
-        FolderSource(tmp_path)
+def test_folder_reads_photos_within_the_pixel_limit(tmp_path: Path) -> None:
+    _write_rgb(tmp_path / "big.png", 400, 300)
+    photo = FolderSource(tmp_path, max_pixels=50_000).photo(0)
+    assert photo.pixels.shape[0] * photo.pixels.shape[1] <= 50_000 and photo.original_size == (300, 400)
+    smaller = FolderSource(tmp_path).photo(0, max_pixels=60_000).pixels
+    assert smaller.shape[0] * smaller.shape[1] <= 60_000 < photo.pixels.size
 
 
 def test_empty_or_unusable_folder_is_an_error(tmp_path: Path) -> None:
@@ -105,7 +89,7 @@ def test_open_source_refuses_missing_paths_and_files(tmp_path: Path) -> None:
         open_source(str(tmp_path / "face.png"))
 
 
-def test_folder_fingerprint_follows_files_and_sidecar(tmp_path: Path) -> None:
+def test_folder_fingerprint_follows_files_and_how_they_are_read(tmp_path: Path) -> None:
     _write_rgb(tmp_path / "a.png")
     _write_rgb(tmp_path / "b.png")
     first = FolderSource(tmp_path).fingerprint()
@@ -114,9 +98,8 @@ def test_folder_fingerprint_follows_files_and_sidecar(tmp_path: Path) -> None:
     stat = (tmp_path / "b.png").stat()
     os.utime(tmp_path / "b.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     touched = FolderSource(tmp_path).fingerprint()
-    _write_sidecar(tmp_path, {"a.png": {"box": [0, 0, 4, 4]}})
-    annotated = FolderSource(tmp_path).fingerprint()
-    assert len({first, touched, annotated}) == 3
+    smaller = FolderSource(tmp_path, max_pixels=1_000_000).fingerprint()
+    assert len({first, touched, smaller}) == 3
 
 
 def test_large_folder_scan_shows_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,6 +1,6 @@
 """Teacher backends: the Faceptor teacher (a checkpoint, or the `demo` stand-in) and the
 specialist models; and what distillation needs to know of a teacher before it runs one
-(`describe_teacher`: identity, notice, heads, framing)."""
+(`describe_teacher`: identity, notice, heads)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from faceptor_edge.backends.sources import source_kind
 from faceptor_edge.errors import UserError
 from faceptor_edge.files import file_sha256
 from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD
-from faceptor_edge.recipe import Framing, InputRecipe
+from faceptor_edge.recipe import InputRecipe
 from faceptor_edge.tasks import FULL_TASKS, TaskSpec
 
 SPECIALIST_CROP = 256  # the specialists label the student's own crop at this side
@@ -107,7 +107,6 @@ class TeacherInfo:
         tasks: Those heads.
         identity: JSON record of the teacher for caches and student cards.
         notice: One line on what the teacher is, printed and stored with the student.
-        framing: How the student's training faces must be framed (`recipe.Framing`).
         dense_size: The Faceptor dense-group side (0 for the specialists).
         encoder_features: Whether it has encoder features to distil (Faceptor teachers do).
         choice: Why `auto` chose this teacher ("" when it was named).
@@ -119,7 +118,6 @@ class TeacherInfo:
     tasks: tuple[TaskSpec, ...]
     identity: dict[str, Any] = field(hash=False)
     notice: str
-    framing: Framing
     dense_size: int
     encoder_features: bool
     choice: str = ""
@@ -155,7 +153,7 @@ def describe_teacher(spec: str, *, dense_size: int | None = None) -> TeacherInfo
         identity = {"teacher": "demo-full-fixture-weights", "dense_size": dense_size}
         notice = f"{DEMO_NOTICE}. Dense group at {dense_size} px"
         return TeacherInfo(
-            "demo", source, "full", VARIANT_TASKS["full"], identity, notice, "given", dense_size, True, choice
+            "demo", source, "full", VARIANT_TASKS["full"], identity, notice, dense_size, True, choice
         )
     if source == "specialists":
         from faceptor_edge.specialists import teacher as specialists
@@ -164,7 +162,7 @@ def describe_teacher(spec: str, *, dense_size: int | None = None) -> TeacherInfo
                     "untrained_heads": list(specialists.UNCOVERED), "covered_labels": {"biattr_celeba": ["Male"]},
                     "dense_size": 0}  # fmt: skip
         return TeacherInfo("specialists", source, "full", VARIANT_TASKS["full"], identity,
-                           specialists.specialist_notice(), "detected", 0, False, choice)  # fmt: skip
+                           specialists.specialist_notice(), 0, False, choice)  # fmt: skip
     from faceptor_edge.teacher.checkpoint import detect_variant, read_checkpoint
 
     if source_kind(source) != "checkpoint":
@@ -173,5 +171,5 @@ def describe_teacher(spec: str, *, dense_size: int | None = None) -> TeacherInfo
     variant = detect_variant({k.removeprefix("module.") for k in read_checkpoint(source)})
     identity = {"teacher": f"faceptor-{variant}", "teacher_sha256": file_sha256(source), "dense_size": dense_size}
     notice = f"teacher: Faceptor-{variant} from {source}. Dense group at {dense_size} px"
-    return TeacherInfo("checkpoint", source, variant, VARIANT_TASKS[variant], identity, notice, "given", dense_size,
-                       True, choice)  # fmt: skip
+    return TeacherInfo("checkpoint", source, variant, VARIANT_TASKS[variant], identity, notice, dense_size, True,
+                       choice)  # fmt: skip

@@ -1,9 +1,9 @@
-"""Finding faces in photos: RetinaFace, faces given by another detector, detected sources."""
+"""Finding faces in photos: RetinaFace, faces given by another detector; `photos` turns the
+faces of a photo source into distillation samples."""
 
 from faceptor_edge.detection.detector import (
     INSTALL_HINT,
     DetectedFace,
-    DetectedSource,
     FaceDetector,
     GivenFaces,
     RetinaFaceDetector,
@@ -15,7 +15,6 @@ from faceptor_edge.detection.detector import (
 __all__ = [
     "INSTALL_HINT",
     "DetectedFace",
-    "DetectedSource",
     "FaceDetector",
     "GivenFaces",
     "RetinaFaceDetector",

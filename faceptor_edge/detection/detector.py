@@ -16,7 +16,6 @@ order already (checked on real photos: image-left eye and mouth corner first).
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -241,7 +240,7 @@ class GivenFaces:
             raise UserError(f"{source} is not valid JSON: {error}") from error
         if not isinstance(entries, list):
             raise UserError(f"{source} must hold a JSON list of faces, got {type(entries).__name__}")
-        return cls([_face_from_json(entry, f"{source}, face {i}") for i, entry in enumerate(entries)])
+        return cls([face_from_json(entry, f"{source}, face {i}") for i, entry in enumerate(entries)])
 
     def to_json(self, path: str | os.PathLike[str]) -> None:
         """Writes the faces in the layout `from_json` reads."""
@@ -258,8 +257,9 @@ class GivenFaces:
         return list(self.faces)
 
 
-def _face_from_json(entry: object, source: str) -> DetectedFace:
-    """One JSON object -> DetectedFace, with one clear error for anything off."""
+def face_from_json(entry: object, source: str) -> DetectedFace:
+    """One JSON face record (`box`, optional `points5` and `score`) -> DetectedFace, with one
+    clear error naming `source` for anything off."""
     if not isinstance(entry, dict):
         raise UserError(f"{source} must be a JSON object, got {type(entry).__name__}")
     unknown = set(entry) - {"box", "points5", "score"}
@@ -297,33 +297,3 @@ def _points_from_box(box: object, source: str) -> np.ndarray:
     template = np.asarray(ARCFACE_TEMPLATE_112) - np.asarray(TEMPLATE_FACE_BOX_CENTRE)
     scale = np.array([x2 - x1, y2 - y1]) / TEMPLATE_FACE_BOX_SIDE
     return np.array([(x1 + x2) / 2, (y1 + y2) / 2]) + template * scale
-
-
-class DetectedSource:
-    """A face source whose samples get the 5 points of their most confident detection.
-
-    Samples that already carry a box or points keep them; an image with no detected face
-    keeps none (distillation then masks it out). Wraps any `faceptor_edge.data.FaceSource`.
-    """
-
-    def __init__(self, source: Any, detector: FaceDetector | None = None) -> None:
-        self.source = source
-        self._detector = detector
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def fingerprint(self) -> str:
-        return f"{self.source.fingerprint()}+retinaface-mobilenet0.25"
-
-    def batch(self, indices: Sequence[int]) -> list[Any]:
-        if self._detector is None:
-            self._detector = RetinaFaceDetector.from_package()
-        samples = []
-        for sample in self.source.batch(indices):
-            if sample.box is None and sample.points5 is None:
-                faces = self._detector.detect(sample.image)
-                if faces:
-                    sample = dataclasses.replace(sample, points5=faces[0].points5.astype(np.float32))
-            samples.append(sample)
-        return samples

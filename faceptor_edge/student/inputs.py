@@ -11,14 +11,19 @@ import torch
 from faceptor_edge.recipe import Framing, InputRecipe
 from faceptor_edge.student.model import StudentConfig
 
+# The student's frame: the 300W-tight box of a face's 5 points, ×0.8 (docs/distillation.md,
+# "The student's frame"); the same frame as Faceptor's 300W, COFW and WFLW heads.
+STUDENT_SCALE = 0.8
+
 if TYPE_CHECKING:  # annotations only: loading a student never imports the face sources (their GANs)
     from faceptor_edge.data import FaceSample
 
 
-def student_recipe(config: StudentConfig, framing: Framing = "given") -> InputRecipe:
-    """The input recipe of a student: its size and normalisation, the 0.8 dense crop, and
-    the framing of the faces it is distilled on."""
-    return InputRecipe(size=config.input_size, mean=config.mean, std=config.std, crop_scale=0.8, framing=framing)
+def student_recipe(config: StudentConfig, framing: Framing = "detected") -> InputRecipe:
+    """The input recipe of a student: its size and normalisation, its frame (`STUDENT_SCALE`),
+    and how the faces it is distilled on were found."""
+    return InputRecipe(size=config.input_size, mean=config.mean, std=config.std, crop_scale=STUDENT_SCALE,
+                       framing=framing)  # fmt: skip
 
 
 def student_crop(sample: FaceSample, recipe: InputRecipe) -> np.ndarray:

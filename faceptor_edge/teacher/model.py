@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
@@ -92,6 +93,7 @@ class FaceptorTeacher(nn.Module):
         *,
         with_features: bool = False,
         parsing_size: int | None = None,
+        tasks: Collection[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Raw outputs of every head, keyed by official task name.
 
@@ -101,6 +103,8 @@ class FaceptorTeacher(nn.Module):
             with_features: Also return `"encoder/<group>/layer<i>"` maps (B×768×S×S) for
                 feature distillation.
             parsing_size: Side of the parsing logits; default (official) the input side D.
+            tasks: Run only these heads (official names; default all), e.g. the dense heads
+                of one framing (`faceptor_edge.frames`).
 
         Returns:
             `recog_*` B×512, `age_*` B×101, `biattr_celeba` B×40, `affect_*` B×7,
@@ -109,13 +113,13 @@ class FaceptorTeacher(nn.Module):
         """
         outputs: dict[str, torch.Tensor] = {}
         for group, image in (("face112", x112), ("face512", x512)):
-            tasks = [t for t in self.config.tasks if t.input_group == group]
-            if image is None or not tasks:
+            chosen = [t for t in self.config.tasks if t.input_group == group and (tasks is None or t.name in tasks)]
+            if image is None or not chosen:
                 continue
             features = self.encoder(image)  # once per group, shared by its heads
             if with_features:
                 outputs.update({f"encoder/{group}/layer{i}": f for i, f in enumerate(features)})
-            outputs.update(self._run_group(tasks, features, parsing_size or image.shape[-1]))
+            outputs.update(self._run_group(chosen, features, parsing_size or image.shape[-1]))
         return outputs
 
     def _run_group(self, tasks: list[TaskSpec], features: list[torch.Tensor], size: int) -> dict[str, torch.Tensor]:
