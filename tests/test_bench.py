@@ -9,11 +9,12 @@ from faceptor_edge import cli
 from faceptor_edge.bench import report as bench_report
 from faceptor_edge.bench.hardware import estimate_peak
 from faceptor_edge.bench.peers import combine_peers, peer_specs
-from faceptor_edge.bench.run import BenchOptions, _stale, artifact_path, ensure_artifacts, measure_in_subprocess
+from faceptor_edge.backends.formats import artifact_path
+from faceptor_edge.bench.run import BenchOptions, measure_in_subprocess
 from faceptor_edge.bench.spec import RowSpec
 from faceptor_edge.student.io import read_card, save_student
 from faceptor_edge.student.model import build_student
-from faceptor_edge.targets import get_target
+from faceptor_edge.targets.artifacts import ensure_artifacts, stale_reason
 
 pytest.importorskip(
     "gan_face_generate", reason="the end-to-end face needs: pip install --no-deps gan-face-generate==1.1.1"
@@ -126,14 +127,13 @@ def test_current_artifacts_are_reused_and_stale_ones_reexported(bench_run, tmp_p
     _, root, student, _ = bench_run
     directory = root / "run" / "artifacts"
     logged = []
-    options = BenchOptions(student=student, targets=("openvino",))
-    found = ensure_artifacts(options, directory, logged.append)
+    found = ensure_artifacts(student, directory, targets=("openvino",), log=logged.append)
     assert not logged and found["openvino", "fp32"] == artifact_path(directory, "openvino", "fp32")
     other = _tiny_student(tmp_path / "other", seed=1)
     assert read_card(other)["weights_sha256"] != read_card(student)["weights_sha256"]
-    target = get_target("openvino")
-    assert _stale(target, found["openvino", "fp32"], read_card(other)["weights_sha256"]).startswith("exported from")
-    assert _stale(target, tmp_path / "none.xml", "x") == "missing"
+    stale = stale_reason("openvino", found["openvino", "fp32"], read_card(other)["weights_sha256"])
+    assert stale.startswith("exported from")
+    assert stale_reason("openvino", tmp_path / "none.xml", "x") == "missing"
 
 
 def test_missing_toolkit_gives_a_skip_row(bench_run, monkeypatch):
@@ -142,7 +142,7 @@ def test_missing_toolkit_gives_a_skip_row(bench_run, monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "coremltools" else real(name, *a))
-    found = ensure_artifacts(BenchOptions(student=student, targets=("coreml",)), root / "none", print)
+    found = ensure_artifacts(student, root / "none", targets=("coreml",), log=print)
     assert "coremltools is not installed" in found["coreml", "fp32"]
 
 

@@ -71,6 +71,11 @@ def format_for_path(path: str | Path) -> Format:
     return SUFFIXES[suffix]
 
 
+def artifact_path(directory: str | Path, target: str, precision: str) -> Path:
+    """Where an artifact of a student goes in its artifact folder: `<directory>/student-<precision><suffix>`."""
+    return Path(directory) / f"student-{precision}{FORMATS[target].suffix}"
+
+
 def artifact_size(path: str | Path) -> int:
     """Bytes on disk: the file, an OpenVINO .xml with its .bin, or a whole .mlpackage."""
     path = Path(path)

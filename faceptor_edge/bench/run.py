@@ -12,7 +12,6 @@ export time (int8 calibration included) for a number the batch-1 latency already
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -29,6 +28,7 @@ from faceptor_edge.bench.hardware import estimate_peak, machine_info, usable_cor
 from faceptor_edge.bench.spec import RowSpec
 from faceptor_edge.data import BENCH_SEED
 from faceptor_edge.errors import UserError
+from faceptor_edge.targets.artifacts import artifacts_dir, ensure_artifacts
 
 PRECISIONS = ("fp32", "int8")
 ROW_TIMEOUT_S = 1800
@@ -69,55 +69,6 @@ class BenchOptions:
     calib_count: int = 64
     peers: bool = True
     markdown: Path | None = None
-
-
-def artifact_path(directory: Path, target: str, precision: str) -> Path:
-    """`<directory>/student-<precision>.<suffix>`."""
-    return Path(directory) / f"student-{precision}{FORMATS[target].suffix}"
-
-
-def ensure_artifacts(options: BenchOptions, directory: Path, log: Callable[[str], None]) -> dict[tuple[str, str], Any]:
-    """Each (target, precision) -> its artifact path, exporting missing or stale ones.
-
-    An artifact is stale when it was exported from other student weights. A target
-    whose toolkit is not installed maps to a skip note (a str) instead of a path.
-    """
-    from faceptor_edge.student.io import read_card
-    from faceptor_edge.targets import get_target
-    from faceptor_edge.targets.export import export_student
-
-    weights = read_card(options.student)["weights_sha256"]
-    found: dict[tuple[str, str], Any] = {}
-    for target in options.targets:
-        toolkit = FORMATS[target].toolkit
-        if importlib.util.find_spec(toolkit) is None:
-            for precision in options.precisions:
-                found[target, precision] = f"{toolkit} is not installed (pip install faceptor-edge[{target}])"
-            continue
-        for precision in options.precisions:
-            path = artifact_path(directory, target, precision)
-            reason = _stale(get_target(target), path, weights)
-            if reason:
-                log(f"exporting {path.name} ({reason}) …")
-                started = time.perf_counter()
-                export_student(options.student, target, precision, path, calibration_count=options.calib_count,
-                               log=lambda message: log(f"  {message}"))  # fmt: skip
-                log(f"  done in {time.perf_counter() - started:.1f} s")
-            found[target, precision] = path
-    return found
-
-
-def _stale(target: Any, path: Path, weights: str) -> str:
-    """Why `path` must be (re)exported, or "" when it is a current artifact of this student."""
-    if not path.exists():
-        return "missing"
-    try:
-        metadata = target.read_metadata(path)
-    except UserError as error:
-        return f"unreadable: {error}"
-    if metadata.get("student_identity", {}).get("weights_sha256") != weights:
-        return "exported from other student weights"
-    return ""
 
 
 def write_face_image(path: Path) -> Path:
@@ -211,8 +162,9 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = print) -> dict
 
     _check(options)
     threads = options.threads or usable_cores()
-    directory = options.artifacts or Path(options.student).resolve().parent / "artifacts"
-    artifacts = ensure_artifacts(options, directory, log)
+    directory = options.artifacts or artifacts_dir(options.student)
+    artifacts = ensure_artifacts(options.student, directory, targets=options.targets, precisions=options.precisions,
+                                 calibration_count=options.calib_count, log=log)
     peak = estimate_peak(threads)
     machine = machine_info(threads)  # samples the background load right before measuring
     rows: list[dict[str, Any]] = []
