@@ -1,4 +1,5 @@
-"""Self-contained HTML parity report: tables, an agreement chart and face overlays (inline PNGs)."""
+"""The release gate's report: `report.json`, and a self-contained `report.html` with the table of
+artifacts, each one's two gates per head and face overlays (inline PNGs)."""
 
 from __future__ import annotations
 
@@ -33,25 +34,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def agreement_chart(report: dict[str, Any]) -> str:
-    """Bars per head: the artifact's check value against its threshold (pass green, fail red,
-    grey for heads the student's teacher did not train)."""
-    plt = _pyplot()
-    heads = report["heads"]
-    names = list(heads)
-    fig, ax = plt.subplots(figsize=(9, 3.2))
-    values = [heads[n]["value"] for n in names]
-    colours = ["#adb5bd" if not heads[n]["judged"] else "#2a9d8f" if heads[n]["passed"] else "#e63946" for n in names]
-    ax.bar(range(len(names)), values, color=colours)
-    ax.scatter(range(len(names)), [heads[n]["threshold"] for n in names], marker="_", s=400, color="black",
-               label="threshold")  # fmt: skip
-    ax.set_xticks(range(len(names)), [f"{n}\n{heads[n]['metric']}" for n in names], rotation=60, fontsize=7, ha="right")
-    ax.set_yscale("log" if report["precision"] == "fp32" else "linear")
-    ax.set_title(f"{report['target']} {report['precision']} vs float student")
-    ax.legend(fontsize=8)
-    return _png(fig)
 
 
 def shown_heads(
@@ -96,61 +78,77 @@ def overlay_grid(
     return _png(fig)
 
 
-def _table(rows: dict[str, dict[str, Any]], columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["head", *columns])
-    body = []
-    for name, row in rows.items():
-        cells = "".join(f"<td>{_fmt(row.get(c))}</td>" for c in columns)
-        css = " class=untrained" if not row.get("judged", True) else "" if row.get("passed", True) else " class=fail"
-        body.append(f"<tr{css}><td>{html.escape(name)}</td>{cells}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1em}"
+         "td,th{border:1px solid #ccc;padding:2px 8px;font-size:13px}tr.failed{background:#fdd}"
+         "tr.not-run,tr.unjudged{color:#888}")  # fmt: skip
+SUMMARY = ("target", "precision", "size MB", "status", "load s", "reason")
+HEADS = ("head", "vs float student: metric", "value", "threshold", "ok", "vs teacher: metric", "artifact",
+         "mean-output baseline", "gap closed", "float student's", "must exceed", "ok")  # fmt: skip
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return html.escape(str(value))
-
-
-def write_report(run, tasks: tuple[TaskSpec, ...], out: Path) -> Path:
-    """Write `report.json` and `report.html` into `out`; returns the HTML path."""
+def write_gate_report(report: dict[str, Any], runs: dict, tasks: tuple[TaskSpec, ...], out: Path) -> Path:
+    """Write `report.json` and `report.html` (the gate's `report()`, `runs` its `ParityRun`s by
+    (target, precision), for the overlays) into `out`; returns the HTML path."""
     out.mkdir(parents=True, exist_ok=True)
-    report = run.report
     atomic_write_json(out / "report.json", report)
     parts = [
-        f"<h1>Parity: {html.escape(report['target'])} {html.escape(report['precision'])}</h1>",
-        (
-            f"<p>{html.escape(report['artifact'])}: {report['size_bytes'] / 1e6:.2f} MB, {report['quantization']}; "
-            f"{report['faces']} faces from {html.escape(report['images'])}. Overall: <b>{_verdict(report)}</b></p>"
-        ),
+        f"<h1>Release gate: {'PASS' if report['passed'] else 'FAIL'}</h1>",
+        f"<p>{html.escape(report['student'])}, teacher {html.escape(report['teacher'])}; {report['faces']} faces "
+        f"({html.escape(', '.join(f'{k} {v}' for k, v in report['per_dataset'].items()))}). Thresholds: against "
+        f"the float student {html.escape(report['thresholds']['student'])}; against the teacher "
+        f"{html.escape(report['thresholds']['teacher'])}.</p>",
+        _table(SUMMARY, [(row["status"], _summary_cells(row)) for row in report["artifacts"]]),
     ]
-    if report.get("skipped"):
-        parts.append(f"<p>Prediction parity skipped: {html.escape(report['skipped'])}</p>")
-    else:
-        parts.append("<h2>Against the float student</h2>")
-        parts.append(_table(report["heads"], ["metric", "value", "threshold", "passed", "judged", "max_abs_error"]))
-        if report.get("untrained_heads"):
-            parts.append(f"<p>Not judged (grey): {html.escape(', '.join(report['untrained_heads']))}, heads the "
-                         "student's teacher did not train; their outputs mean nothing.</p>")  # fmt: skip
-        parts.append(f'<img src="{agreement_chart(report)}">')
-        if run.teacher is not None:
-            parts.append("<h2>Against the teacher (fidelity drop from the float student)</h2>")
-            parts.append(_table(report["teacher"], ["metric", "student", "artifact", "drop", "max_drop", "passed"]))
-        reference, label = (run.teacher, "teacher") if run.teacher is not None else (run.student, "float student")
-        untrained = frozenset(report.get("untrained_heads", ()))
-        shown = ", ".join(t.name for t in shown_heads(tasks, reference, untrained) if t is not None)
-        parts.append(f"<h2>Faces</h2><p>{html.escape(shown)}: {label} and artifact</p>")
-        parts.append(f'<img src="{overlay_grid(tasks, run.crops, reference, run.artifact, label, untrained)}">')
-    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;" \
-            "padding:2px 8px;font-size:13px}tr.fail{background:#fdd}tr.untrained{color:#888}"  # fmt: skip
-    page = (
-        f"<!doctype html><meta charset=utf-8><title>faceptor-edge parity</title><style>{style}</style>{''.join(parts)}"
-    )
+    for row in report["artifacts"]:
+        parts.append(f"<h2>{html.escape(row['target'])} {html.escape(row['precision'])}: {row['status']}</h2>")
+        if row["status"] == "not-run":
+            parts.append(f"<p>not run: {html.escape(str(row['reason']))}</p>")
+            continue
+        heads = [(_head_class(head), _head_cells(name, head)) for name, head in row["heads"].items()]
+        parts.append(_table(HEADS, heads))
+        run = runs.get((row["target"], row["precision"]))
+        if run is not None:
+            untrained = frozenset(run.report.get("untrained_heads", ()))
+            grid = overlay_grid(tasks, run.crops, run.student, run.artifact, "float student", untrained)
+            shown = ", ".join(t.name for t in shown_heads(tasks, run.student, untrained) if t is not None)
+            parts.append(f'<p>{html.escape(shown)}: float student and artifact</p><img src="{grid}">')
+    title = "<!doctype html><meta charset=utf-8><title>faceptor-edge release gate</title>"
+    page = f"{title}<style>{STYLE}</style>{''.join(parts)}"
     atomic_write_bytes(out / "report.html", page.encode())
     return out / "report.html"
 
 
-def _verdict(report: dict[str, Any]) -> str:
-    if report.get("passed") is None:
-        return "not run on this platform"
-    return "PASS" if report["passed"] else "FAIL"
+def _summary_cells(row: dict[str, Any]) -> list[Any]:
+    size = None if row["size_bytes"] is None else row["size_bytes"] / 1e6
+    return [row["target"], row["precision"], size, row["status"], row.get("load_seconds"), row["reason"]]
+
+
+def _head_class(head: dict[str, Any]) -> str:
+    gates = [gate for gate in head.values() if gate["judged"]]
+    return "unjudged" if not gates else "failed" if not all(gate["passed"] for gate in gates) else ""
+
+
+def _head_cells(name: str, head: dict[str, Any]) -> list[Any]:
+    student, teacher = head["student"], head["teacher"]
+    return [name, student["metric"], student["value"], student["threshold"], _ok(student), teacher.get("metric"),
+            teacher.get("artifact"), teacher.get("baseline"), teacher["gap_closed"],
+            teacher["float_student_gap_closed"], teacher["min_gap"], _ok(teacher)]  # fmt: skip
+
+
+def _ok(gate: dict[str, Any]) -> str:
+    return "ok" if gate["passed"] else "FAIL" if gate["judged"] else "n/a"
+
+
+def _table(columns: tuple[str, ...], rows: list[tuple[str, list[Any]]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(f"<tr class='{css}'>" + "".join(f"<td>{_fmt(cell)}</td>" for cell in cells) + "</tr>"
+                   for css, cells in rows)  # fmt: skip
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
