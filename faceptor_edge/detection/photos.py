@@ -130,7 +130,7 @@ def find_faces(
     """
     index = FaceIndex.read(cache) if cache is not None and cache.is_file() else FaceIndex({})
     if given is not None:
-        unknown = sorted(set(given.faces) | set(given.errors) - {photos.name(i) for i in range(len(photos))})
+        unknown = sorted((set(given.faces) | set(given.errors)) - {photos.name(i) for i in range(len(photos))})
         if unknown:
             raise UserError(f"the face file names {len(unknown)} photo(s) that are not in '{photos.root}', e.g. "
                             f"'{unknown[0]}' (paths relative to the folder)")  # fmt: skip
