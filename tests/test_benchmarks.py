@@ -486,22 +486,22 @@ def test_every_layout_end_to_end_through_the_cli(tmp_path, students, capsys):
     assert len(rows) == 3 * len(BENCHMARKS) and report["skipped"] == []
     for name, bench in BENCHMARKS.items():
         teacher, student, copy = (rows[model, name] for model in ("teacher", "student", "copy"))
+        if BENCHMARKS[name].read(layouts[name]).framing == "box":  # students: RetinaFace inside the box finds no face here
+            assert teacher["value"] is None and teacher["faces"] == 0 and teacher["missed"] == teacher["listed"], name
+            continue
         assert teacher["drop"] is None and teacher["value"] is not None, name
         assert copy["value"] == teacher["value"] and copy["drop"] == 0.0  # the same weights: no drop
         sign = 1 if bench.lower_is_better else -1
         assert student["drop"] == pytest.approx(sign * (student["value"] - teacher["value"]))
         assert report["benchmarks"][name]["format_check"] is (bench.test_faces is not None)
-    assert rows["teacher", "300w"]["metrics"]["challenge/nme_io"] is not None
-    assert rows["teacher", "wflw"]["metrics"]["pose/nme_io"] is not None
-    assert rows["teacher", "wflw"]["metrics"]["makeup/nme_io"] is None  # no face of that subset
-    assert rows["teacher", "aflw19"]["faces"] == 3 and rows["teacher", "morph2"]["missed"] == 0
-    assert rows["teacher", "ferplus"]["faces"] == 3 and rows["teacher", "affectnet"]["faces"] == 2
+    assert rows["teacher", "morph2"]["missed"] == 0
+    assert rows["teacher", "ferplus"]["faces"] == 3 and rows["teacher", "affectnet"]["listed"] == 2
     assert 0 <= rows["teacher", "celebamask-hq"]["value"] <= 100 and rows["teacher", "lfw"]["metrics"]["std"] >= 0
     page = out.with_suffix(".md").read_text()
     assert "| Faceptor (paper) | 2.86 | 3.01 | 4.03 | 0.95 | 88.20 | 91.50 | 1.96 | 4.10 | 91.26 | 90.40 | – | 91.39 |" \
            " 99.40 | – | – | – | – |" in page  # fmt: skip
     assert "| teacher (teacher) |" in page and "Format check, not results" in page
-    assert "RetinaFace (the dataset gives no box)" in page and "crop scale 1 for every model" in page
+    assert "RetinaFace (the dataset gives no box)" in page and "crop scale 1 for a Faceptor teacher" in page
     assert "| Faceptor (paper) |" in capsys.readouterr().out
 
 
@@ -539,8 +539,11 @@ def test_real_landmark_photos_through_the_300w_layout_match_evaluate(tmp_path, s
     (row,) = report["rows"]
     assert row["metrics"]["full/nme_io"] == pytest.approx(today["value"], rel=1e-9)
     assert (row["faces"], row["missed"]) == (today["faces"], today["missed"])
+    # Under the paper's crops a student is still framed as it was trained: RetinaFace's points
+    # inside the dataset's box (a Faceptor teacher alone gets the paper's box crops).
     paper = evaluate_benchmarks({"s": str(students[0])}, [("300w", root)], progress=False)["rows"][0]
-    assert paper["faces"] == row["faces"] + row["missed"]  # the dataset's own boxes: no face missed
+    assert (paper["faces"], paper["missed"]) == (row["faces"], row["missed"])
+    assert paper["metrics"]["full/nme_io"] == pytest.approx(row["metrics"]["full/nme_io"], rel=1e-9)
 
 
 @pytest.mark.skipif(bool(detector_available()), reason=detector_available() or "installed")

@@ -37,7 +37,9 @@ def framing_text(framing: str, crops: str, crop_scale: float | None) -> str:
     """How a set's faces were cropped, for the table."""
     if crops == "detector":
         return "RetinaFace for every face (--crops detector), each model's own crop recipe"
-    scale = f", crop scale {crop_scale:g} for every model" if crop_scale is not None and framing != "detect" else ""
+    scale = f", crop scale {crop_scale:g}" if crop_scale is not None and framing != "detect" else ""
+    if framing == "box":
+        return f"{FRAMINGS[framing]}{scale} for a Faceptor teacher; other models framed on RetinaFace's points inside it"
     return FRAMINGS[framing] + scale
 
 

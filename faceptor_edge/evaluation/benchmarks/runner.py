@@ -139,15 +139,19 @@ class Tally:
             self.files[reason].append(key)
 
 
-def _framed(name: str, bench: Benchmark, data: SampleSet, sample: Sample, crops: Crops,
-            faces: FaceFinder) -> tuple[np.ndarray, Box | None, np.ndarray | None] | None:  # fmt: skip
+def _framed(name: str, bench: Benchmark, data: SampleSet, sample: Sample, crops: Crops, faces: FaceFinder,
+            recipe: InputRecipe) -> tuple[np.ndarray, Box | None, np.ndarray | None] | None:  # fmt: skip
     """The (image, box, points5) to crop the face from, or None when the detector misses it.
+
+    Under the paper's crops a Faceptor teacher gets the dataset's own framing (its box, its
+    points, or the whole image); any other model is framed on 5 points as it was trained,
+    RetinaFace's inside a landmark set's box (`paper_framing`).
 
     Raises:
         ImageError: The image is corrupt.
     """
     image = load_pixels(sample)
-    if crops == "paper" and data.framing != "detect":
+    if crops == "paper" and paper_framing(data, recipe):
         box = sample.box if data.framing == "box" else None
         return image, box, (sample.points5 if data.framing == "points" else None)
     if bench.pad:
@@ -156,10 +160,19 @@ def _framed(name: str, bench: Benchmark, data: SampleSet, sample: Sample, crops:
     return None if face is None else (image, None, face.points5)
 
 
+def paper_framing(data: SampleSet, recipe: InputRecipe) -> bool:
+    """Whether a model with `recipe` is framed by the dataset itself under the paper's crops: a
+    Faceptor teacher always (the paper's protocol); any other model by the dataset's 5 points or
+    its whole aligned image, but never by a landmark set's box, whose tightness differs from
+    the frame it learnt on: there RetinaFace's points inside the box frame it."""
+    return data.framing != "detect" and (recipe.face112 or data.framing != "box")
+
+
 def paper_recipe(backend: Backend, name: str, crops: Crops) -> InputRecipe:
-    """The backend's recipe, with the benchmark's landmark crop scale under the paper's crops."""
+    """The backend's recipe; a Faceptor teacher's with the benchmark's landmark crop scale under
+    the paper's crops."""
     scale = BENCHMARKS[name].crop_scale
-    if crops == "paper" and scale is not None:
+    if crops == "paper" and scale is not None and backend.recipe.face112:
         return dataclasses.replace(backend.recipe, crop_scale=scale)
     return backend.recipe
 
@@ -186,7 +199,7 @@ def predictions(
     recipe, flip = paper_recipe(backend, name, crops), bench.flip if flip is None else flip
     for index, sample in enumerate(tqdm(data.samples, desc=progress, unit="face", disable=progress is None)):
         try:
-            framed = _framed(name, bench, data, sample, crops, faces)
+            framed = _framed(name, bench, data, sample, crops, faces, recipe)
         except ImageError:
             yield index, sample, None, "corrupt"
             continue
