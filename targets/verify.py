@@ -140,7 +140,7 @@ def run_parity(
     except UserError as error:
         if format_for_path(path).runs_on(sys.platform):
             raise
-        report.update(heads={}, skipped=f"{error}", passed=None)
+        report.update(heads={}, skipped=f"{error}", passed=None, load_seconds=None)
         return ParityRun(report, inputs.crops, inputs.student, None, None)
     trained = Trained.from_teacher(card.get("teacher", {}))
     report["untrained_heads"] = sorted(trained.untrained)
