@@ -3,6 +3,7 @@ student and against the teacher. Core ML predicts only on macOS; on Linux its co
 spec, names, shapes, weight precision and metadata are checked instead."""
 
 import json
+import re
 import sys
 
 import pytest
@@ -74,19 +75,77 @@ def test_artifact_from_another_student_is_refused(artifact, student_dir, tmp_pat
         run_parity(path, other, count=2)
 
 
-def test_parity_command_writes_report_json_and_html(artifact, student_dir, tmp_path):
+def test_parity_command_writes_the_gate_report(artifact, student_dir, tmp_path):
     target, precision, path = artifact
     if (target, precision) != ("openvino", "int8"):
         pytest.skip("one report is enough")
-    code = main(["parity", "--artifact", str(path), "--student", str(student_dir), "--teacher", "demo",
+    code = main(["parity", "--artifact", str(path), "--student", str(student_dir), "--images", "synthetic",
                  "--count", "8", "--report", str(tmp_path)])  # fmt: skip
     report = json.loads((tmp_path / "report.json").read_text())
-    assert code == (0 if report["passed"] else 1)
-    assert {"target", "precision", "size_bytes", "heads"} <= set(report)
-    for row in report["heads"].values():
-        assert {"metric", "value", "threshold", "passed"} <= set(row)
+    assert code == (0 if report["passed"] else 1) and report["teacher"] == "demo" and report["faces"] > 0
+    [row] = report["artifacts"]
+    assert (row["target"], row["precision"], row["path"]) == (target, precision, str(path)) and row["size_bytes"] > 0
+    assert row["status"] == ("passed" if report["passed"] else "failed")
+    for head in row["heads"].values():
+        assert {"metric", "value", "threshold", "passed", "judged"} <= set(head["student"])
+        assert {"gap_closed", "min_gap", "passed", "judged", "float_student_gap_closed"} <= set(head["teacher"])
     page = (tmp_path / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2 and "Against the teacher" in page
+    assert page.count("data:image/png;base64,") == 1 and "vs teacher: metric" in page
+
+
+def test_coreml_is_not_run_off_macos_and_exits_with_its_own_code(artifact, student_dir, tmp_path):
+    from faceptor_edge.targets.gate import EXIT_NOT_VERIFIED
+
+    target, precision, path = artifact
+    if target != "coreml" or ON_MACOS:
+        pytest.skip("Core ML off macOS only")
+    code = main(["parity", "--artifact", str(path), "--student", str(student_dir), "--images", "synthetic",
+                 "--count", "4", "--report", str(tmp_path)])  # fmt: skip
+    report = json.loads((tmp_path / "report.json").read_text())
+    [row] = report["artifacts"]
+    assert code == EXIT_NOT_VERIFIED == 3 and report["passed"] is False
+    assert row["status"] == "not-run" and "macOS" in row["reason"] and row["heads"] == {}
+
+
+def test_a_student_that_learnt_nothing_fails_the_teacher_gate(student_dir, tmp_path):
+    pytest.importorskip("openvino")
+    from faceptor_edge.student.model import build_student
+    from faceptor_edge.targets.export import export_student
+
+    _, card = load_student(student_dir)
+    torch.manual_seed(0)
+    blank = save_student(tmp_path / "blank", build_student("tiny", pretrained=False), {"teacher": card["teacher"]})
+    path = export_student(blank, "openvino", "fp32", tmp_path / "blank.xml", log=lambda *_: None)
+    code = main(["parity", "--artifact", str(path), "--student", str(blank), "--images", "synthetic", "--count", "8",
+                 "--report", str(tmp_path / "report")])  # fmt: skip
+    [row] = json.loads((tmp_path / "report" / "report.json").read_text())["artifacts"]
+    assert code == 1 and row["status"] == "failed"
+    assert all(head["student"]["passed"] for head in row["heads"].values())  # a faithful export of nothing
+    assert any(not head["teacher"]["passed"] for head in row["heads"].values() if head["teacher"]["judged"])
+
+
+def test_export_as_written_takes_the_newest_student_and_prints_the_table(student_dir, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("coremltools")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "old").mkdir(parents=True)
+    (tmp_path / "runs" / "old" / "student").mkdir()  # no card: not a student
+    (tmp_path / "runs" / "new").mkdir()
+    (tmp_path / "runs" / "new" / "student").symlink_to(student_dir.resolve())
+    assert main(["export", "--target", "coreml", "--check-count", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "student: runs/new/student (the newest under runs/" in out
+    table = json.loads((tmp_path / "runs" / "new" / "artifacts" / "export.json").read_text())
+    [row] = table["artifacts"]
+    assert row["path"].endswith("runs/new/artifacts/student-fp32.mlpackage") and row["size_bytes"] > 0
+    assert row["status"] == ("passed" if ON_MACOS else "not-run")
+    if not ON_MACOS:
+        assert "macOS" in row["reason"] and re.search(r"^coreml +fp32 +[\d.]+ not-run ", out, re.MULTILINE)
+
+
+def test_export_without_a_student_says_how_to_make_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="no trained student under .*distill/run.py"):
+        main(["export", "--target", "openvino", "--debug"])
 
 
 def test_artifact_agrees_with_the_float_student_on_detected_real_faces(artifact, student_dir):
@@ -106,23 +165,24 @@ def test_artifact_agrees_with_the_float_student_on_detected_real_faces(artifact,
     assert not failed, failed
 
 
-def test_parity_shows_heads_the_teacher_did_not_train_without_judging_them(artifact, student_dir, tmp_path, capsys):
+def test_parity_shows_heads_the_teacher_did_not_train_without_judging_them(artifact, student_dir, tmp_path):
     target, precision, path = artifact
     if (target, precision) != ("openvino", "int8"):
         pytest.skip("one report is enough")
     student, card = load_student(student_dir)
     record = {"untrained_heads": ["align_cofw", "parsing_celebam"], "covered_labels": {"biattr_celeba": ["Male"]}}
     partial = save_student(tmp_path / "partial", student, {"teacher": {**card.get("teacher", {}), **record}})
-    code = main(["parity", "--artifact", str(path), "--student", str(partial), "--count", "8",
-                 "--report", str(tmp_path / "report")])  # fmt: skip
+    code = main(["parity", "--artifact", str(path), "--student", str(partial), "--images", "synthetic",
+                 "--count", "8", "--report", str(tmp_path / "report")])  # fmt: skip
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert report["untrained_heads"] == ["align_cofw", "parsing_celebam"]
-    judged = {name: row["judged"] for name, row in report["heads"].items()}
-    assert not judged["align_cofw"] and not judged["parsing_celebam"] and judged["parsing_lapa"]
-    assert report["passed"] == all(row["passed"] for row in report["heads"].values() if row["judged"])
+    [row] = report["artifacts"]
+    judged = {name: (head["student"]["judged"], head["teacher"]["judged"]) for name, head in row["heads"].items()}
+    assert judged["align_cofw"] == judged["parsing_celebam"] == (False, False) and judged["parsing_lapa"][0]
     assert code == (0 if report["passed"] else 1)
+    assert report["passed"] == all(head[gate]["passed"] for head in row["heads"].values() for gate in head
+                                   if head[gate]["judged"])  # fmt: skip
     page = (tmp_path / "report" / "report.html").read_text()
-    assert "Not judged (grey): align_cofw, parsing_celebam," in page
+    assert "<tr class='unjudged'><td>align_cofw</td>" in page
     assert "<p>align_300w, parsing_lapa: float student and artifact</p>" in page  # the trained parsing head
 
 
