@@ -37,7 +37,6 @@ from faceptor_edge.student.inputs import student_crop
 from faceptor_edge.tasks import FULL_TASKS, TaskSpec, heatmap_key
 from faceptor_edge.teacher import FaceptorTeacher
 
-
 TEACHER_FRAMING = "faceptor-per-head"  # SPEC §6.2's framing per dense head (`faceptor_edge.frames`)
 
 

@@ -13,12 +13,13 @@ first):
 |---|---|---|
 | `box0.8` | align_300w, align_cofw, align_wflw | the square 300W-tight box (`box_from_points`), ×0.8 (`box_crop`) |
 | `box1.0` | align_aflw | the same box, ×1.0 |
-| `celeba-hq` | parsing_celebam | the CelebA-HQ alignment (Karras et al., ICLR 2018, appendix C; `create_celebahq` in tkarras/progressive_growing_of_gans `dataset_tool.py`): an oriented square of side 2·max(2·‖eye→eye‖, 1.8·‖eyes→mouth‖) centred 0.1 of the way from the eyes' midpoint to the mouth's, the 1024 image then resized to 512 |
+| `celeba-hq` | parsing_celebam | CelebA-HQ's alignment (`celeba_hq_matrix`), the 1024 image resized to 512 |
 | `lapa` | parsing_lapa | the 5-point similarity to LaPa's template, then the tanh warp with w = 0.8 |
 
-`carry_maps` and `carry_points` bring a teacher's outputs in one frame into another frame (the
-student's), exactly through the geometry (the inverse tanh warp included), with a coverage
-mask where the source frame saw nothing.
+`carry_points` and `sampling_grid` bring a teacher's outputs in one frame into another frame
+(the student's) exactly through the geometry, the inverse tanh warp included
+(`distill.labels.carry_maps` samples maps on that grid, with a coverage mask where the source
+frame saw nothing).
 """
 
 from __future__ import annotations

@@ -127,8 +127,10 @@ def test_labelling_in_worker_processes_matches_one_process(finished, tmp_path):
     assert len(ours) == 4 and ours.keys() <= theirs.keys()  # the same cache keys: 1 held-out + 3 training shards
     for name, path in ours.items():
         mine, reference = load_file(str(path)), load_file(str(theirs[name]))
-        for key, value in reference.items():  # equal up to one float16 step (other thread counts, other sums)
-            np.testing.assert_allclose(mine[key].astype("float32"), value.astype("float32"), rtol=2e-3, atol=1e-3,
+        # Equal up to float16 steps: other thread counts give other float sums, in RetinaFace too,
+        # whose points then move a uint8-rounded pixel of the aligned crops here and there.
+        for key, value in reference.items():
+            np.testing.assert_allclose(mine[key].astype("float32"), value.astype("float32"), rtol=2e-3, atol=1e-2,
                                        err_msg=f"{name} {key}")  # fmt: skip
 
 

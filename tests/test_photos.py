@@ -124,10 +124,11 @@ def test_aligned_crops_are_one_face_each_at_the_template(tmp_path):
 def test_checkpoint_distillation_on_photos_labels_each_face_and_predict_feeds_the_same_crop(
     photos, checkpoint, tmp_path
 ):
+    from safetensors.numpy import load_file
+
     from faceptor_edge.backends import load_backend
     from faceptor_edge.detection import RetinaFaceDetector
     from faceptor_edge.distill import run as distill_run
-    from safetensors.numpy import load_file
     from faceptor_edge.images import load_photo
     from faceptor_edge.predictor import FacePredictor
 

@@ -160,7 +160,8 @@ class _Detecting(torch.utils.data.Dataset):
         return len(self.todo)
 
     def __getitem__(self, i: int) -> tuple[str, list[DetectedFace], str | None]:
-        torch.set_num_threads(1) if torch.utils.data.get_worker_info() else None
+        if torch.utils.data.get_worker_info() is not None:  # a loader worker: one thread, as many as workers
+            torch.set_num_threads(1)
         if self.detector is None:
             self.detector = RetinaFaceDetector.from_package()
         index = self.todo[i]
