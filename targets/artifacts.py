@@ -5,6 +5,7 @@ artifacts are current (exported from these very student weights)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -35,7 +36,7 @@ def newest_student(runs: Path = RUNS) -> Path:
 
 def artifacts_dir(student_dir: str | Path) -> Path:
     """The artifact folder of a run: `runs/<run>/artifacts` beside `runs/<run>/student`."""
-    return Path(student_dir).resolve().parent / "artifacts"
+    return Path(os.path.abspath(student_dir)).parent / "artifacts"  # a linked run keeps its own artifacts
 
 
 def stale_reason(target: str, path: Path, weights_sha256: str) -> str:

@@ -231,7 +231,8 @@ def artifacts_at(path: Path) -> list[tuple[str, str, Path]]:
     """
     from faceptor_edge.backends.formats import format_for_path, is_artifact_path
 
-    found = sorted(p for p in path.iterdir() if is_artifact_path(p)) if path.is_dir() else [path]
+    folder = path.is_dir() and not is_artifact_path(path)  # an .mlpackage is a folder and one artifact
+    found = sorted(p for p in path.iterdir() if is_artifact_path(p)) if folder else [path]
     if not found:
         raise UserError(f"{path}: no artifacts in it (.pte, .mlpackage, .xml); export them with `faceptor-edge export`")
     listed = []

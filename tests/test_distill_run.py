@@ -130,7 +130,8 @@ def test_labelling_in_worker_processes_matches_one_process(finished, tmp_path):
         # Equal up to float16 steps: other thread counts give other float sums, in RetinaFace too,
         # whose points then move a uint8-rounded pixel of the aligned crops here and there.
         for key, value in reference.items():
-            np.testing.assert_allclose(mine[key].astype("float32"), value.astype("float32"), rtol=2e-3, atol=1e-2,
+            atol = 1 if value.dtype == np.uint8 else 1e-2  # uint8 crops: one level
+            np.testing.assert_allclose(mine[key].astype("float32"), value.astype("float32"), rtol=2e-3, atol=atol,
                                        err_msg=f"{name} {key}")  # fmt: skip
 
 
