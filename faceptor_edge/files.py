@@ -59,6 +59,16 @@ def atomic_write_json(path: Path, record: object, *, indent: int | None = 2) -> 
     atomic_write_text(path, json.dumps(record, indent=indent, allow_nan=False) + "\n")
 
 
+def read_json(path: str | os.PathLike[str], what: str) -> object:
+    """The JSON content of a file; one `UserError` naming `what` when it cannot be read or parsed."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise UserError(f"{what} cannot be read: {error.strerror or error}") from error
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{what} is not valid JSON: {error}") from error
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()

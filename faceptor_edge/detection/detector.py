@@ -30,6 +30,7 @@ import torch
 
 from faceptor_edge.detection.retinaface import RetinaFace, anchors, convert_checkpoint, decode
 from faceptor_edge.errors import UserError
+from faceptor_edge.files import read_json
 from faceptor_edge.images import check_image
 from faceptor_edge.preprocess import ARCFACE_TEMPLATE_112, TEMPLATE_FACE_BOX_CENTRE, TEMPLATE_FACE_BOX_SIDE
 
@@ -232,12 +233,7 @@ class GivenFaces:
             UserError: The file is missing, not JSON, or not that layout.
         """
         source = f"face file '{path}'"
-        try:
-            entries = json.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as error:
-            raise UserError(f"{source} cannot be read: {error.strerror or error}") from error
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise UserError(f"{source} is not valid JSON: {error}") from error
+        entries = read_json(path, source)
         if not isinstance(entries, list):
             raise UserError(f"{source} must hold a JSON list of faces, got {type(entries).__name__}")
         return cls([face_from_json(entry, f"{source}, face {i}") for i, entry in enumerate(entries)])

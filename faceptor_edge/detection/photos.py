@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from tqdm import tqdm
 from faceptor_edge.data import FaceSample, FolderSource
 from faceptor_edge.detection.detector import DetectedFace, FaceDetector, RetinaFaceDetector, face_from_json
 from faceptor_edge.errors import UserError
-from faceptor_edge.files import atomic_write_json
+from faceptor_edge.files import atomic_write_json, read_json
 from faceptor_edge.images import ImageError
 from faceptor_edge.preprocess import ARCFACE_TEMPLATE_112, box_from_points
 
@@ -80,12 +79,7 @@ class FaceIndex:
             UserError: Not readable JSON, or not that layout.
         """
         where = f"face file '{path}'"
-        try:
-            content = json.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as error:
-            raise UserError(f"{where} cannot be read: {error.strerror or error}") from error
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise UserError(f"{where} is not valid JSON: {error}") from error
+        content = read_json(path, where)
         images = content.get("images") if isinstance(content, dict) else None
         if not isinstance(images, list) or not all(isinstance(i, dict) and "image" in i for i in images):
             raise UserError(f"{where}: expected predict --json's layout, {{\"images\": [{{\"image\": path, "
