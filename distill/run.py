@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-face-size", type=number(0), default=MIN_FACE_SIZE,
                    help=f"smallest face kept, the side of its 300W-tight box in photo pixels (default: "
                    f"{MIN_FACE_SIZE:g})")  # fmt: skip
+    p.add_argument("--frame-scale", type=number(0.3), default=STUDENT_SCALE, help=f"the student's frame: the "
+                   f"300W-tight box of a face's 5 points × this scale (default: {STUDENT_SCALE}; smaller shows more "
+                   "hair and neck, with fewer pixels per face)")  # fmt: skip
     p.add_argument("--faces", metavar="JSON", help="faces of the folder's photos in `faceptor-edge predict --json`'s "
                    "layout (a run's OUT/faces.json, or another detector's boxes and 5 points); photos it does not "
                    "name are detected")  # fmt: skip
@@ -284,7 +287,7 @@ def _run(args: argparse.Namespace, weights: LossWeights, device: torch.device, r
         )
     shape = student_config(args.student)
     recipe = CropRecipe(teacher_dense_size=teacher.info.dense_size, student_size=shape.input_size,
-                        student_scale=STUDENT_SCALE, map_grid=shape.map_size)  # fmt: skip
+                        student_scale=args.frame_scale, map_grid=shape.map_size)  # fmt: skip
     features = weights.features > 0
     caching = dict(root=args.cache, shard_size=args.shard_size, workers=args.workers, rank=rank, world=world)
     profile = {"device": str(device), "precision": args.precision, "teacher_outputs": "online" if online else "cache",
@@ -305,8 +308,8 @@ def _run(args: argparse.Namespace, weights: LossWeights, device: torch.device, r
                 f"student {args.student}: encoder {student.config.encoder}, starts from {student.encoder_init} weights"
             )
         if online:
-            data = OnlineFaces(train_source, student_recipe(student.config, framing), augment=args.augment,
-                               seed=args.seed)  # fmt: skip
+            recipe_in = student_recipe(student.config, framing, args.frame_scale)
+            data = OnlineFaces(train_source, recipe_in, augment=args.augment, seed=args.seed)
             labeller = lambda samples: teacher.outputs(samples, recipe, features=features)
         else:
             data = CachedFaces(train_cache, student.config.tasks, augment=args.augment, seed=args.seed)
@@ -372,7 +375,7 @@ def _finish(
     holdout_cache, seconds,
 ) -> None:
     provenance = {"teacher": teacher.identity, "teacher_notice": teacher.notice, "distillation": identity}
-    save_student(args.out / "student", student, provenance, framing=framing)
+    save_student(args.out / "student", student, provenance, framing=framing, crop_scale=args.frame_scale)
     count = min(BASELINE_FACES, len(data))  # the constant baseline is the teacher's mean over these
     heads_only = (STUDENT_IMAGE_KEY, *FEATURE_KEYS)  # the baseline needs the heads' outputs only
     train_sample = data.sample(count, heads_only) if labeller is None else labeller(data.source.batch(range(count)))

@@ -19,10 +19,12 @@ if TYPE_CHECKING:  # annotations only: loading a student never imports the face 
     from faceptor_edge.data import FaceSample
 
 
-def student_recipe(config: StudentConfig, framing: Framing = "detected") -> InputRecipe:
-    """The input recipe of a student: its size and normalisation, its frame (`STUDENT_SCALE`),
-    and how the faces it is distilled on were found."""
-    return InputRecipe(size=config.input_size, mean=config.mean, std=config.std, crop_scale=STUDENT_SCALE,
+def student_recipe(
+    config: StudentConfig, framing: Framing = "detected", crop_scale: float = STUDENT_SCALE
+) -> InputRecipe:
+    """The input recipe of a student: its size and normalisation, its frame (the 300W-tight
+    box of the 5 points × `crop_scale`), and how the faces it is distilled on were found."""
+    return InputRecipe(size=config.input_size, mean=config.mean, std=config.std, crop_scale=crop_scale,
                        framing=framing)  # fmt: skip
 
 

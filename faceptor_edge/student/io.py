@@ -15,7 +15,7 @@ from faceptor_edge import __version__
 from faceptor_edge.errors import UserError
 from faceptor_edge.files import file_sha256
 from faceptor_edge.recipe import Framing, InputRecipe
-from faceptor_edge.student.inputs import student_recipe
+from faceptor_edge.student.inputs import STUDENT_SCALE, student_recipe
 from faceptor_edge.student.model import FaceptorStudent, build_student, student_sizes
 from faceptor_edge.tasks import TASKS_BY_NAME
 
@@ -24,13 +24,18 @@ CARD = "student.json"
 
 
 def save_student(
-    directory: str | Path, student: FaceptorStudent, provenance: dict[str, Any], *, framing: Framing = "given"
+    directory: str | Path,
+    student: FaceptorStudent,
+    provenance: dict[str, Any],
+    *,
+    framing: Framing = "given",
+    crop_scale: float = STUDENT_SCALE,
 ) -> Path:
     """Write weights and card into `directory`, atomically (assembled aside, then renamed).
 
-    The card carries the input recipe (`student_recipe(student.config, framing)`): `framing`
-    says how the faces it was distilled on were framed; `encoder` names the encoder and how
-    it started (`"init"`: "imagenet" or "random").
+    The card carries the input recipe (`student_recipe(student.config, framing, crop_scale)`):
+    `framing` says how the faces it was distilled on were found, `crop_scale` its frame;
+    `encoder` names the encoder and how it started (`"init"`: "imagenet" or "random").
     """
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp")
@@ -43,7 +48,8 @@ def save_student(
         "size": student.config.size,
         "encoder": {"name": student.config.encoder, "init": student.encoder_init},
         "tasks": list(student.task_names),
-        "input": {**student_recipe(student.config, framing).to_json(), "color": "RGB", "layout": "NCHW float32"},
+        "input": {**student_recipe(student.config, framing, crop_scale).to_json(), "color": "RGB",
+                  "layout": "NCHW float32"},  # fmt: skip
         "weights_sha256": file_sha256(tmp / WEIGHTS),
         **provenance,
     }
