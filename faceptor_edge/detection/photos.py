@@ -184,6 +184,11 @@ class PhotoFaces:
 
     def __init__(self, photos: FolderSource, faces: Sequence[PhotoFace], identity: str) -> None:
         self.photos, self.faces, self._identity = photos, list(faces), identity
+        seen: dict[int, int] = {}
+        self._ranks = []  # each face's place among its photo's faces (1 = most confident)
+        for face in self.faces:
+            seen[face.photo] = seen.get(face.photo, 0) + 1
+            self._ranks.append(seen[face.photo])
 
     def __len__(self) -> int:
         return len(self.faces)
@@ -205,13 +210,8 @@ class PhotoFaces:
             photo = loaded[face.photo]
             points = (face.face.points5 * photo.scale).astype(np.float32)
             samples.append(FaceSample(index=i, image=photo.pixels, box=None, points5=points,
-                                      name=f"{self.photos.name(face.photo)}#{self._rank(i)}"))  # fmt: skip
+                                      name=f"{self.photos.name(face.photo)}#{self._ranks[i]}"))  # fmt: skip
         return samples
-
-    def _rank(self, i: int) -> int:
-        """Face i's place among its photo's faces (1 = most confident)."""
-        photo = self.faces[i].photo
-        return sum(1 for face in self.faces[:i] if face.photo == photo) + 1
 
 
 def faces_of(
