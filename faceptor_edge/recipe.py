@@ -30,10 +30,12 @@ from faceptor_edge.preprocess import (
     CLIP_STD,
     Box,
     Crop,
+    box_crop,
     box_from_points,
     box_to_crop,
     normalise_pixels,
     prepare_face,
+    whole_image_crop,
 )
 
 Framing = Literal["given", "detected"]
@@ -146,7 +148,9 @@ class InputRecipe:
         `crop_scale`; the whole image (a pre-cropped face) when neither is given."""
         if box is None and points5 is not None:
             box = box_from_points(points5)
-        return prepare_face(image, box=box, dense_size=self.size, dense_scale=self.crop_scale).crop512
+        if box is None:
+            return whole_image_crop(image, self.size)
+        return box_crop(image, box, size=self.size, scale=self.crop_scale)  # only this crop: no 112 group
 
     def prepare(
         self, image: np.ndarray, *, box: Box | None = None, points5: np.ndarray | None = None
