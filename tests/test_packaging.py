@@ -5,6 +5,7 @@ import argparse
 import configparser
 import importlib
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -41,8 +42,14 @@ def _resolve(value: str) -> object:
 
 @pytest.mark.slow
 def test_wheel_ships_every_module_and_py_typed_under_faceptor_edge_only(tmp_path):
+    source = tmp_path / "source"  # a fresh tree: from ./build setuptools would ship modules since renamed away
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source)
+    for folder in PARTS:
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)]
-    subprocess.run([*build, str(ROOT)], check=True, capture_output=True)
+    subprocess.run([*build, str(source)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("faceptor_edge-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
