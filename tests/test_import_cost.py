@@ -23,7 +23,7 @@ def _imports(*args: str) -> tuple[set[str], str]:
 def test_version_imports_no_torch():
     modules, out = _imports("-m", "faceptor_edge.cli", "--version")
     assert out == f"faceptor-edge {__version__}\n"
-    assert "faceptor_edge.evaluation.benchmarks.registry" in modules  # the walk sees the parser's imports
+    assert "faceptor_edge.evaluation.paper_sets.registry" in modules  # the walk sees the parser's imports
     assert "torch" not in modules
 
 

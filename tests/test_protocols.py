@@ -7,10 +7,10 @@ import pytest
 
 from faceptor_edge.backends import Backend
 from faceptor_edge.errors import UserError
-from faceptor_edge.evaluation.benchmarks import protocols
-from faceptor_edge.evaluation.benchmarks.runner import mirrored, predict
-from faceptor_edge.evaluation.benchmarks.samples import Sample
-from faceptor_edge.evaluation.benchmarks.scoring import (
+from faceptor_edge.evaluation.paper_sets import protocols
+from faceptor_edge.evaluation.paper_sets.runner import mirrored, predict
+from faceptor_edge.evaluation.paper_sets.samples import Sample
+from faceptor_edge.evaluation.paper_sets.scoring import (
     AgeScore,
     AttributeScore,
     LandmarkScore,

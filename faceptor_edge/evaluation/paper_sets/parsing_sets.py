@@ -1,4 +1,4 @@
-"""Readers of the two face-parsing benchmarks (SPEC §5 class orders, §6.2 crops, §7 splits).
+"""Readers of the two face-parsing test sets (SPEC §5 class orders, §6.2 crops, §7 splits).
 
 - CelebAMask-HQ: `CelebA-HQ-img/<idx>.jpg` (1024²) and the per-class masks
   `CelebAMask-HQ-mask-anno/<idx // 2000>/<idx:05d>_<class>.png` (512²). The test split is
@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from faceptor_edge.errors import UserError
-from faceptor_edge.evaluation.benchmarks.samples import (
+from faceptor_edge.evaluation.paper_sets.samples import (
     Sample,
     SampleSet,
     existing,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from faceptor_edge.errors import UserError
-from faceptor_edge.evaluation.benchmarks.samples import Sample, SampleSet, integer, text_lines
+from faceptor_edge.evaluation.paper_sets.samples import Sample, SampleSet, integer, text_lines
 
 # The only globals a pair file may name: numpy's array rebuilders (checked to be bool
 # arrays afterwards) and the codec protocol-2 pickles of bytes go through.

@@ -1,4 +1,4 @@
-"""What a benchmark reader hands the runner: an index of samples, images still on disk.
+"""What a paper-set reader hands the runner: an index of samples, images still on disk.
 
 A reader turns a user's copy of a dataset into a `SampleSet`: one small `Sample` per test
 face (where its image is, how the dataset frames it, its ground truth), checked against
@@ -36,7 +36,7 @@ class Sample:
         key: The image's name in reports (a path relative to the dataset, or `<file>#<i>`).
         image: Where its pixels are: a file, encoded bytes (a `.bin` pair file) or an
             H×W(×3) uint8 array (a `.mat` file).
-        truth: The ground truth, in the layout the benchmark's score expects (N×2 points,
+        truth: The ground truth, in the layout the set's score expects (N×2 points,
             a class index, a 0/1 attribute vector, an age, an identity, or a zero-argument
             callable returning an H×W uint8 label map).
         box: The dataset's face box (x1, y1, x2, y2) in image pixels, if it gives one.

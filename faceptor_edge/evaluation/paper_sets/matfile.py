@@ -43,7 +43,7 @@ def _read_v5(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
     try:
         from scipy.io import loadmat
     except ImportError:
-        raise UserError(f"{path}: reading COFW needs scipy: pip install 'faceptor-edge[benchmarks]'") from None
+        raise UserError(f"{path}: reading COFW needs scipy: pip install 'faceptor-edge[paper-sets]'") from None
     try:
         mat = loadmat(path, variable_names=COFW_KEYS)
     except (ValueError, TypeError, OSError) as error:

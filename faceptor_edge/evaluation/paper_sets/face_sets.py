@@ -1,4 +1,4 @@
-"""Readers of the 112-group benchmarks: age, expression and attributes (SPEC §5, §6.1, §7).
+"""Readers of the 112-group test sets: age, expression and attributes (SPEC §5, §6.1, §7).
 
 Labels become the heads' orders here: every expression head speaks AffectNet's order
 (0 Neutral, 1 Happy, 2 Sad, 3 Surprise, 4 Fear, 5 Disgust, 6 Anger), so RAF-DB's 1..7 and
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from faceptor_edge.errors import UserError
-from faceptor_edge.evaluation.benchmarks.samples import (
+from faceptor_edge.evaluation.paper_sets.samples import (
     Sample,
     SampleSet,
     existing,

@@ -59,7 +59,7 @@ def auc_fr(nmes: Sequence[float], threshold: float) -> tuple[float, float]:
     try:
         from scipy.integrate import simpson
     except ImportError:
-        raise UserError("AUC needs scipy: pip install 'faceptor-edge[benchmarks]'") from None
+        raise UserError("AUC needs scipy: pip install 'faceptor-edge[paper-sets]'") from None
     errors = np.sort(np.asarray(nmes, np.float64))
     if errors.size == 0:
         raise UserError("AUC of no faces")

@@ -1,8 +1,8 @@
-"""One model on one benchmark: stream the faces, crop them as the paper did, score them.
+"""One model on one paper set: stream the faces, crop them as the paper did, score them.
 
 Each face goes image → crop (the dataset's own box or points, else the whole image, else
 RetinaFace) → `Backend.run` → the shared decoding (`faceptor_edge.decode`; parsing maps
-back to the image with `predictor.labels_in_image`) → the benchmark's streaming score.
+back to the image with `predictor.labels_in_image`) → the set's streaming score.
 One image is decoded at a time. A corrupt image, a face the detector misses and a
 non-finite model output are counted and named in the result, never silently dropped.
 
@@ -25,9 +25,9 @@ from tqdm import tqdm
 from faceptor_edge import decode
 from faceptor_edge.backends import Backend
 from faceptor_edge.detection import DetectedFace, FaceDetector
-from faceptor_edge.evaluation.benchmarks.registry import BENCHMARKS, Benchmark
-from faceptor_edge.evaluation.benchmarks.samples import Sample, SampleSet, load_pixels
 from faceptor_edge.evaluation.evaluate import choose_face
+from faceptor_edge.evaluation.paper_sets.registry import PAPER_SETS, PaperSet
+from faceptor_edge.evaluation.paper_sets.samples import Sample, SampleSet, load_pixels
 from faceptor_edge.images import ImageError
 from faceptor_edge.predictor import labels_in_image
 from faceptor_edge.preprocess import Box
@@ -39,7 +39,7 @@ LISTED_FILES = 20  # corrupt or missed images named in a result
 
 
 class FaceFinder:
-    """RetinaFace detections, found once per image (file, or benchmark and key) and border, for
+    """RetinaFace detections, found once per image (file, or set and key) and border, for
     every model and every face of a run."""
 
     def __init__(self, detector: FaceDetector | None = None) -> None:
@@ -54,10 +54,10 @@ class FaceFinder:
             self._detector = RetinaFaceDetector.from_package()
         return self._detector
 
-    def find(self, bench: str, sample: Sample, image: np.ndarray, pad: int = 0) -> DetectedFace | None:
+    def find(self, name: str, sample: Sample, image: np.ndarray, pad: int = 0) -> DetectedFace | None:
         """The detection standing for the sample's face in `image` (already given `pad` px of
         border): the one overlapping `reference_box` most, else the most confident; None if missed."""
-        where = (str(sample.image.resolve()),) if isinstance(sample.image, Path) else (bench, sample.key)
+        where = (str(sample.image.resolve()),) if isinstance(sample.image, Path) else (name, sample.key)
         key = (*where, str(pad))
         if key not in self._found:
             self._found[key] = self.detector.detect(image)
@@ -89,7 +89,7 @@ def mirrored(inputs: dict[str, np.ndarray], recipe: InputRecipe) -> dict[str, np
 
 
 def _output(task: TaskSpec, raw: dict[str, np.ndarray], crop: Any, image: np.ndarray) -> Any:
-    """What the benchmark's score takes from one face's raw outputs, through the shared decoding."""
+    """What the set's score takes from one face's raw outputs, through the shared decoding."""
     if task.head.is_channels_last:
         return labels_in_image(raw[task.name][0], crop.matrix, crop.size, image.shape[:2])
     prediction = decode.decode(raw, [task], dense_crops=[crop])[0][task.name]
@@ -109,7 +109,7 @@ def predict(backend: Backend, recipe: InputRecipe, task: TaskSpec, image: np.nda
     """One face's decoded output for the score, or None when the model's output is not finite.
 
     Args:
-        recipe: The backend's recipe, or it with the benchmark's crop scale.
+        recipe: The backend's recipe, or it with the set's crop scale.
         flip: Recognition: embed the crop and its mirror, sum, then L2-normalise (SPEC §5).
     """
     inputs, crop = recipe.prepare(image, box=box, points5=points5)
@@ -139,7 +139,7 @@ class Tally:
             self.files[reason].append(key)
 
 
-def _framed(name: str, bench: Benchmark, data: SampleSet, sample: Sample, crops: Crops, faces: FaceFinder,
+def _framed(name: str, paper_set: PaperSet, data: SampleSet, sample: Sample, crops: Crops, faces: FaceFinder,
             recipe: InputRecipe) -> tuple[np.ndarray, Box | None, np.ndarray | None] | None:  # fmt: skip
     """The (image, box, points5) to crop the face from, or None when the detector misses it.
 
@@ -154,9 +154,10 @@ def _framed(name: str, bench: Benchmark, data: SampleSet, sample: Sample, crops:
     if crops == "paper" and paper_framing(data, recipe):
         box = sample.box if data.framing == "box" else None
         return image, box, (sample.points5 if data.framing == "points" else None)
-    if bench.pad:
-        image = cv2.copyMakeBorder(image, bench.pad, bench.pad, bench.pad, bench.pad, cv2.BORDER_REPLICATE)
-    face = faces.find(name, sample, image, bench.pad)
+    pad = paper_set.pad
+    if pad:
+        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    face = faces.find(name, sample, image, pad)
     return None if face is None else (image, None, face.points5)
 
 
@@ -169,9 +170,9 @@ def paper_framing(data: SampleSet, recipe: InputRecipe) -> bool:
 
 
 def paper_recipe(backend: Backend, name: str, crops: Crops) -> InputRecipe:
-    """The backend's recipe; a Faceptor teacher's with the benchmark's landmark crop scale under
+    """The backend's recipe; a Faceptor teacher's with the set's landmark crop scale under
     the paper's crops."""
-    scale = BENCHMARKS[name].crop_scale
+    scale = PAPER_SETS[name].crop_scale
     if crops == "paper" and scale is not None and backend.recipe.face112:
         return dataclasses.replace(backend.recipe, crop_scale=scale)
     return backend.recipe
@@ -181,25 +182,25 @@ def predictions(
     backend: Backend, name: str, data: SampleSet, *, crops: Crops = "paper", faces: FaceFinder | None = None,
     flip: bool | None = None, progress: str | None = None,
 ) -> Iterator[tuple[int, Sample, Any, str]]:  # fmt: skip
-    """Streams one model's decoded outputs over a benchmark's faces, one image in memory at a time.
+    """Streams one model's decoded outputs over a paper set's faces, one image in memory at a time.
 
     Args:
-        name: Key in `BENCHMARKS` (its head, crop scale, flip and border).
+        name: Key in `PAPER_SETS` (its head, crop scale, flip and border).
         crops: `paper` (the dataset's framing) or `detector` (RetinaFace for every face).
         faces: Detections shared between models (default: a new finder).
-        flip: Override the benchmark's flip (verification: orig + mirror).
+        flip: Override the set's flip (verification: orig + mirror).
         progress: The progress bar's label (None: no bar).
 
     Yields:
         (index, sample, output, "") per scored face, or (index, sample, None, reason) with
         reason `corrupt`, `missed` or `nonfinite`.
     """
-    bench, faces = BENCHMARKS[name], faces or FaceFinder()
-    task = next(t for t in backend.tasks if t.name == bench.head)
-    recipe, flip = paper_recipe(backend, name, crops), bench.flip if flip is None else flip
+    paper_set, faces = PAPER_SETS[name], faces or FaceFinder()
+    task = next(t for t in backend.tasks if t.name == paper_set.head)
+    recipe, flip = paper_recipe(backend, name, crops), paper_set.flip if flip is None else flip
     for index, sample in enumerate(tqdm(data.samples, desc=progress, unit="face", disable=progress is None)):
         try:
-            framed = _framed(name, bench, data, sample, crops, faces, recipe)
+            framed = _framed(name, paper_set, data, sample, crops, faces, recipe)
         except ImageError:
             yield index, sample, None, "corrupt"
             continue
@@ -210,14 +211,14 @@ def predictions(
         yield index, sample, output, "" if output is not None else "nonfinite"
 
 
-def run_benchmark(
+def run_paper_set(
     model: str, backend: Backend, name: str, data: SampleSet, *, crops: Crops = "paper",
     faces: FaceFinder | None = None, progress: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
-    """Scores one model on one benchmark's test faces.
+    """Scores one model on one paper set's test faces.
 
     Args:
-        model: Display name. name: Key in `BENCHMARKS`. data: Its faces (`Benchmark.read`).
+        model: Display name. name: Key in `PAPER_SETS`. data: Its faces (`PaperSet.read`).
         crops: `paper` (the dataset's framing) or `detector` (RetinaFace for every face).
         faces: Detections shared between models (default: a new finder).
 
@@ -226,7 +227,7 @@ def run_benchmark(
         "listed": faces in the set, "corrupt"/"missed"/"nonfinite": counts, "files": the
         first names per reason}.
     """
-    score, tally, scored = BENCHMARKS[name].score(), Tally(), 0
+    score, tally, scored = PAPER_SETS[name].score(), Tally(), 0
     label = f"{model} {name}" if progress else None
     for index, sample, output, reason in predictions(backend, name, data, crops=crops, faces=faces, progress=label):
         if reason:

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from faceptor_edge.errors import UserError
-from faceptor_edge.evaluation.benchmarks import protocols
-from faceptor_edge.evaluation.benchmarks.samples import Sample
+from faceptor_edge.evaluation.paper_sets import protocols
+from faceptor_edge.evaluation.paper_sets.samples import Sample
 
 Norm = Callable[[np.ndarray, Sample], float]  # (true N×2 points, sample) -> the normalising distance (px)
 Metrics = dict[str, float | None]

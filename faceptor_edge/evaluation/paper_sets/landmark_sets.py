@@ -1,4 +1,4 @@
-"""Readers of the four landmark benchmarks, in the layouts people download (SPEC §6.2, §7).
+"""Readers of the four landmark test sets, in the layouts people download (SPEC §6.2, §7).
 
 Points are (x, y) image pixels with pixel centres at integers, the package's convention:
 the 1-based MATLAB-style files (`.pts`, COFW's `.mat`) lose 1; WFLW's text and the AFLW-19
@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from faceptor_edge.errors import UserError
-from faceptor_edge.evaluation.benchmarks.matfile import read_cofw_mat
-from faceptor_edge.evaluation.benchmarks.samples import (
+from faceptor_edge.evaluation.paper_sets.matfile import read_cofw_mat
+from faceptor_edge.evaluation.paper_sets.samples import (
     Sample,
     SampleSet,
     existing,
