@@ -22,8 +22,8 @@ from faceptor_edge.arguments import number, output_file, positive, run_command
 from faceptor_edge.errors import UserError
 from faceptor_edge.files import atomic_write_json, locked_directory
 from faceptor_edge.images import load_photo
+from faceptor_edge.label_maps import face_labels, labels_in_image
 from faceptor_edge.predict_cli import output_names
-from faceptor_edge.predictor import face_labels, labels_in_image
 from faceptor_edge.preprocess import map_to_image
 from faceptor_edge.student.io import read_card, save_student
 from faceptor_edge.student.model import build_student

@@ -2,7 +2,7 @@
 
 Each face goes image → crop (the dataset's own box or points, else the whole image, else
 RetinaFace) → `Backend.run` → the shared decoding (`faceptor_edge.decode`; parsing maps
-back to the image with `predictor.labels_in_image`) → the set's streaming score.
+back to the image with `label_maps.labels_in_image`) → the set's streaming score.
 One image is decoded at a time. A corrupt image, a face the detector misses and a
 non-finite model output are counted and named in the result, never silently dropped.
 
@@ -29,7 +29,7 @@ from faceptor_edge.evaluation.evaluate import choose_face
 from faceptor_edge.evaluation.paper_sets.registry import PAPER_SETS, PaperSet
 from faceptor_edge.evaluation.paper_sets.samples import Sample, SampleSet, load_pixels
 from faceptor_edge.images import ImageError
-from faceptor_edge.predictor import labels_in_image
+from faceptor_edge.label_maps import labels_in_image
 from faceptor_edge.preprocess import Box
 from faceptor_edge.recipe import InputRecipe
 from faceptor_edge.tasks import AGE, ATTRIBUTES, EXPRESSION, RECOGNITION, TaskSpec
