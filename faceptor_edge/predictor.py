@@ -9,6 +9,7 @@ exported artifact (`.pte`, OpenVINO `.xml`, `.mlpackage` on macOS).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ from faceptor_edge.errors import UserError
 from faceptor_edge.images import check_image
 from faceptor_edge.label_maps import LabelMap, face_labels
 from faceptor_edge.tasks import RECOGNITION
+
+STAGES = ("detect", "crop", "model", "decode")  # what `FacePredictor.seconds` times
 
 
 class NoFaceFound(UserError):
@@ -82,6 +85,10 @@ class FacePredictor:
         predictor = FacePredictor(backends.load_backend("runs/distill/artifacts/student-int8.xml"))
         for face in predictor.predict(load_image("group.jpg")):
             print(face.heads["age_utkface"].years)
+
+    Attributes:
+        seconds: Time per stage (`STAGES`) of the last `predict` call, summed over its faces
+            (`predict_face` alone adds to it): what `faceptor-edge bench` reports for a photo.
     """
 
     def __init__(self, backend: Backend, detector: FaceDetector | None = None) -> None:
@@ -89,6 +96,7 @@ class FacePredictor:
             raise UserError(f"{backend.name}: {'; '.join(backend.facts.get('notes', [])) or 'cannot run here'}")
         self.backend = backend
         self._detector = detector
+        self.seconds = dict.fromkeys(STAGES, 0.0)
 
     def __enter__(self) -> FacePredictor:
         return self
@@ -110,15 +118,21 @@ class FacePredictor:
         """All faces of one image (H×W×3 uint8 RGB numpy array or PIL image), highest score
         first; raises `NoFaceFound` when there is none."""
         image = check_image(np.asarray(image.convert("RGB")) if hasattr(image, "convert") else image)
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        start = time.perf_counter()
         faces = self.detector.detect(image)[:max_faces]
+        self.seconds["detect"] = time.perf_counter() - start
         if not faces:
             raise NoFaceFound("no face found")
         return [self.predict_face(image, face) for face in faces]
 
     def predict_face(self, image: np.ndarray, face: DetectedFace) -> FaceResult:
         """One face, given its detection."""
+        marks = [time.perf_counter()]
         inputs, crop = self.backend.prepare(image, points5=face.points5)
+        marks.append(time.perf_counter())
         raw = self.backend.run(inputs)
+        marks.append(time.perf_counter())
         broken = [name for name, value in raw.items() if not np.isfinite(value).all()]
         if broken:
             raise NonFiniteOutput(f"{self.backend.name}: non-finite (NaN or infinite) outputs from head(s) "
@@ -128,6 +142,9 @@ class FacePredictor:
         parsing = {}
         for task in (t for t in self.backend.tasks if t.head.is_channels_last):
             parsing[task.name] = face_labels(raw[task.name][0], crop.matrix, crop.size, image.shape[:2])
+        marks.append(time.perf_counter())
+        for stage, start, stop in zip(("crop", "model", "decode"), marks, marks[1:]):
+            self.seconds[stage] += stop - start
         return FaceResult(face, heads, parsing, self.backend.untrained, self.backend.covered_labels)
 
     def embed(self, image: Any) -> np.ndarray:

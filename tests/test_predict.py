@@ -107,3 +107,23 @@ def test_face_predictor_takes_pil_images_and_numpy_alike(student, photo):
     assert np.allclose(
         from_numpy[0].heads["align_300w"].image_points, from_pil[0].heads["align_300w"].image_points, atol=1.0
     )
+
+
+def test_bench_photo_row_times_what_predict_reports(student, photo, tmp_path):
+    """`bench`'s photo row runs `predict` itself: the same faces, heads and label maps."""
+    from faceptor_edge.backends import load_backend
+    from faceptor_edge.bench.rows import end_to_end_photo
+    from faceptor_edge.predictor import STAGES
+
+    out = tmp_path / "result.json"
+    assert main(["predict", "--model", str(student), str(photo), "--json", str(out)]) == 0
+    faces = json.loads(out.read_text())["images"][0]["faces"]
+    row, results = end_to_end_photo(load_backend(str(student)), photo, 0, 1)
+    assert row["faces"] == len(results) == len(faces) == 5
+    assert set(row["stages_ms_median"]) == {"read_image", *STAGES} and min(row["stages_ms_median"].values()) > 0
+    for result, face in zip(results, faces):
+        record = json.loads(json.dumps(result.to_json()))
+        for name, labels in result.parsing.items():
+            assert np.array_equal(np.asarray(labels), cv2.imread(face[name]["label_map"], cv2.IMREAD_UNCHANGED))
+            record[name]["label_map"] = face[name]["label_map"]
+        assert record == face

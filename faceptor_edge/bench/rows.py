@@ -2,10 +2,11 @@
 
 Each model sits behind the same small interface, `BenchModel`: a synthetic input of a
 given batch, one inference call, and the end-to-end steps for one face (crop, infer,
-decode); for the student and its artifacts also the `predict` path on a photo of several
-faces (detect, crop, infer, decode per face). `measure_row` pins the threads, loads the model (timed), times it at batch 1
-(model alone, then end to end) and reads the process's peak resident memory, so the
-peak belongs to this model alone; the batch throughput run comes after that reading.
+decode); for the student and its artifacts also `predict` itself on a photo of several
+faces (`FacePredictor`: detect, crop, infer, decode per face). `measure_row` pins the
+threads, loads the model (timed), times it at batch 1 (model alone, then end to end) and
+reads the process's peak resident memory, so the peak belongs to this model alone; the
+batch throughput run comes after that reading.
 
 Teacher, student and artifacts are loaded by `faceptor_edge.backends.load_backend`, so a
 row times exactly what `predict` runs: artifacts at their runtime's steady-state call
@@ -30,7 +31,9 @@ import torch
 from faceptor_edge.backends import Backend
 from faceptor_edge.bench.spec import RowSpec
 from faceptor_edge.decode import decode
-from faceptor_edge.images import load_image
+from faceptor_edge.detection import RetinaFaceDetector
+from faceptor_edge.images import load_image, load_photo
+from faceptor_edge.predictor import STAGES, FacePredictor, FaceResult
 from faceptor_edge.preprocess import Crop
 from faceptor_edge.tasks import TaskSpec
 
@@ -155,37 +158,31 @@ def end_to_end(model: BenchModel, image_path: Path, warmup: int, runs: int) -> d
             "runs": runs}  # fmt: skip
 
 
-def end_to_end_photo(model: BackendModel, photo: Path, warmup: int, runs: int) -> dict[str, Any]:
-    """Per-face times of the `predict` path on a photo of several faces: read+decode JPEG →
-    RetinaFace detection → crop each face → model on each face → decode, stage by stage
-    (each photo's stage time divided by its faces)."""
-    from faceptor_edge.detection import RetinaFaceDetector
+def end_to_end_photo(backend: Backend, photo: Path, warmup: int, runs: int) -> tuple[dict[str, Any], list[FaceResult]]:
+    """Per-face times of `predict` on a photo of several faces: the photo read as `predict`
+    reads it (`load_photo`), then `FacePredictor.predict` itself (RetinaFace, each face's
+    crop, the model, the non-finite check, decoding and the parsing maps warped onto the
+    photo), stage by stage from `FacePredictor.seconds`, each divided by the photo's faces.
 
-    detector = RetinaFaceDetector.from_package()
-    stages: dict[str, list[float]] = {"read_image": [], "detect": [], "crop": [], "model": [], "decode": []}
-    faces = 0
+    Returns:
+        The row's timings, and the last run's faces (what `predict` reports for this photo).
+    """
+    predictor = FacePredictor(backend, RetinaFaceDetector.from_package())
+    stages: dict[str, list[float]] = {name: [] for name in ("read_image", *STAGES)}
     for i in range(warmup + runs):
-        marks = [time.perf_counter()]
-        image = load_image(photo)
-        marks.append(time.perf_counter())
-        found = detector.detect(image)
-        marks.append(time.perf_counter())
-        prepared = [model.backend.prepare(image, points5=face.points5) for face in found]
-        marks.append(time.perf_counter())
-        raws = [model.infer(inputs) for inputs, _ in prepared]
-        marks.append(time.perf_counter())
-        for raw, (_, crop) in zip(raws, prepared):
-            decode(raw, model.tasks, dense_crops=[crop])
-        marks.append(time.perf_counter())
-        faces = len(found)
+        start = time.perf_counter()
+        pixels = load_photo(photo).pixels
+        read = time.perf_counter() - start
+        results = predictor.predict(pixels)
         if i >= warmup:
-            for name, start, stop in zip(stages, marks, marks[1:]):
-                stages[name].append(stop - start)
-    per = max(faces, 1)
+            for name, seconds in {"read_image": read, **predictor.seconds}.items():
+                stages[name].append(seconds)
+    per = len(results)
     total = [sum(parts) for parts in zip(*stages.values())]
-    return {**{f"latency_ms_{k}": v for k, v in summary_ms(total, per).items()},
-            "stages_ms_median": {name: summary_ms(times, per)["median"] for name, times in stages.items()},
-            "faces": faces, "size": list(image.shape[1::-1]), "runs": runs}  # fmt: skip
+    row = {**{f"latency_ms_{k}": v for k, v in summary_ms(total, per).items()},
+           "stages_ms_median": {name: summary_ms(times, per)["median"] for name, times in stages.items()},
+           "faces": per, "size": list(pixels.shape[1::-1]), "runs": runs}  # fmt: skip
+    return row, results
 
 
 def _proc_status_mb(field: str) -> float | None:
@@ -238,7 +235,7 @@ def measure_row(spec: RowSpec) -> dict[str, Any]:
     if spec.image:
         row["end_to_end"] = end_to_end(model, Path(spec.image), 1, spec.runs)
     if spec.photo and isinstance(model, BackendModel):
-        row["end_to_end"]["photo"] = end_to_end_photo(model, Path(spec.photo), 1, max(3, spec.runs // 5))
+        row["end_to_end"]["photo"] = end_to_end_photo(model.backend, Path(spec.photo), 1, max(3, spec.runs // 5))[0]
     row["peak_rss_mb"] = peak_rss_mb()  # batch 1: comparable across rows
     row.update(_throughput(model, spec, row["latency_ms_median"]))
     row["peak_rss_mb_after_throughput"] = peak_rss_mb()
