@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from faceptor_edge.decode import AgePrediction, AttributesPrediction, ExpressionPrediction, LandmarksPrediction
+from faceptor_edge.decode import LandmarksPrediction
 from faceptor_edge.errors import UserError
 from faceptor_edge.predictor import FacePredictor, FaceResult
 
@@ -24,29 +24,10 @@ CLASS_COLOURS = {
 # Preference order of the heads to draw (the first one the model was trained on wins).
 PARSING_ORDER = ("parsing_lapa", "parsing_celebam")
 LANDMARK_ORDER = ("align_300w", "align_wflw", "align_cofw", "align_aflw")
-SHOWN_ATTRIBUTES = ("Male", "Smiling", "Eyeglasses", "Young", "Wearing_Hat", "No_Beard")
 
 
 def _first_trained(result: FaceResult, order: Sequence[str]) -> str | None:
     return next((name for name in order if name in result.heads and name not in result.untrained), None)
-
-
-def _labels(result: FaceResult) -> list[str]:
-    """Text lines: age, expression and a few attributes, from trained heads only."""
-    trained = [p for name, p in result.heads.items() if name not in result.untrained]
-    lines = []
-    age = next((p for p in trained if isinstance(p, AgePrediction)), None)
-    if age is not None:
-        lines.append(f"age {age.years:.0f}")
-    expression = next((p for p in trained if isinstance(p, ExpressionPrediction)), None)
-    if expression is not None:
-        lines.append(f"{expression.label} {expression.probabilities[expression.label]:.0%}")
-    attributes = next((p for p in trained if isinstance(p, AttributesPrediction)), None)
-    if attributes is not None:
-        covered = result.covered_labels.get("biattr_celeba", SHOWN_ATTRIBUTES)
-        shown = [a for a in SHOWN_ATTRIBUTES if a in covered]
-        lines.extend(f"{a.replace('_', ' ').lower()} {attributes.probabilities[a]:.0%}" for a in shown)
-    return lines
 
 
 def draw(image: np.ndarray, results: Sequence[FaceResult], *, title: str = "", alpha: float = 0.45) -> np.ndarray:
@@ -80,7 +61,7 @@ def draw(image: np.ndarray, results: Sequence[FaceResult], *, title: str = "", a
         _draw_face(out, result, scale)
     for result in results:  # after every box, so no face's box crosses another face's labels
         x1, _, _, y2 = (round(v) for v in result.face.box)
-        _label_panel(out, _labels(result), (x1, y2), 0.8 * scale)
+        _label_panel(out, result.summary(), (x1, y2), 0.8 * scale)
     if title:
         _label_panel(out, [title], (int(4 * scale), int(4 * scale)), scale)
     return np.concatenate([out, _legend(used, out.shape[1], scale)]) if used else out

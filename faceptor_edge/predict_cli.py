@@ -22,20 +22,6 @@ def _predictor(args: argparse.Namespace) -> FacePredictor:
     return FacePredictor(load_backend(args.model, threads=getattr(args, "threads", None)), detector)
 
 
-def _summary(result: FaceResult) -> str:
-    parts = [f"score {result.face.score:.2f}"]
-    for name in ("age_utkface", "age_morph2"):
-        if name in result.heads and name not in result.untrained:
-            parts.append(f"age {result.heads[name].years:.0f}")
-            break
-    if "affect_affectnet" in result.heads and "affect_affectnet" not in result.untrained:
-        expression = result.heads["affect_affectnet"]
-        parts.append(f"{expression.label} {expression.probabilities[expression.label]:.0%}")
-    if "biattr_celeba" in result.heads:
-        parts.append(f"male {result.heads['biattr_celeba'].probabilities['Male']:.0%}")
-    return ", ".join(parts)
-
-
 def _maps(result: FaceResult, json_path: Path, name: str, index: int) -> dict[str, str]:
     folder = json_path.with_name(f"{json_path.stem}-maps")
     files = {}
@@ -88,7 +74,7 @@ def _predict_all(args: argparse.Namespace, predictor: FacePredictor) -> int:
         shrunk = f"; analysed at {photo.scale:.0%} of its size" if photo.scale < 1 else ""
         print(f"{path}: {len(results)} face(s){shrunk}")
         for k, result in enumerate(results, 1):
-            print(f"  face {k}: {_summary(result)}")
+            print(f"  face {k}: " + ", ".join([f"score {result.face.score:.2f}", *result.summary()]))
             maps = _maps(result, args.json, name, k) if args.json else None
             record["faces"].append(result.to_json(maps, scale=photo.scale))
         if args.draw:

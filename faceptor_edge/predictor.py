@@ -24,6 +24,7 @@ from faceptor_edge.label_maps import LabelMap, face_labels
 from faceptor_edge.tasks import RECOGNITION
 
 STAGES = ("detect", "crop", "model", "decode")  # what `FacePredictor.seconds` times
+SHOWN_ATTRIBUTES = ("Male", "Smiling", "Eyeglasses", "Young", "Wearing_Hat", "No_Beard")  # of `FaceResult.summary`
 
 
 class NoFaceFound(UserError):
@@ -53,6 +54,24 @@ class FaceResult:
     parsing: dict[str, LabelMap] = field(default_factory=dict)
     untrained: frozenset[str] = frozenset()
     covered_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def summary(self) -> list[str]:
+        """The face in a few words for people (predict's terminal lines, the overlay's labels):
+        age, expression and a few attributes, from trained heads only."""
+        trained = [p for name, p in self.heads.items() if name not in self.untrained]
+        lines = []
+        age = next((p for p in trained if isinstance(p, decode.AgePrediction)), None)
+        if age is not None:
+            lines.append(f"age {age.years:.0f}")
+        expression = next((p for p in trained if isinstance(p, decode.ExpressionPrediction)), None)
+        if expression is not None:
+            lines.append(f"{expression.label} {expression.probabilities[expression.label]:.0%}")
+        attributes = next((p for p in trained if isinstance(p, decode.AttributesPrediction)), None)
+        if attributes is not None:
+            covered = self.covered_labels.get("biattr_celeba", SHOWN_ATTRIBUTES)
+            shown = [a for a in SHOWN_ATTRIBUTES if a in covered]
+            lines.extend(f"{a.replace('_', ' ').lower()} {attributes.probabilities[a]:.0%}" for a in shown)
+        return lines
 
     def to_json(self, parsing_files: dict[str, str] | None = None, *, scale: float = 1.0) -> dict[str, Any]:
         """The documented JSON record of one face (see `faceptor-edge predict --help`);

@@ -109,8 +109,9 @@ def test_face_predictor_takes_pil_images_and_numpy_alike(student, photo):
     )
 
 
-def test_bench_photo_row_times_what_predict_reports(student, photo, tmp_path):
-    """`bench`'s photo row runs `predict` itself: the same faces, heads and label maps."""
+def test_bench_photo_row_times_what_predict_reports(student, photo, tmp_path, capsys):
+    """`bench`'s photo row runs `predict` itself: the same faces, heads and label maps; predict
+    prints each face's summary, the overlay's labels."""
     from faceptor_edge.backends import load_backend
     from faceptor_edge.bench.rows import end_to_end_photo
     from faceptor_edge.predictor import STAGES
@@ -118,6 +119,7 @@ def test_bench_photo_row_times_what_predict_reports(student, photo, tmp_path):
     out = tmp_path / "result.json"
     assert main(["predict", "--model", str(student), str(photo), "--json", str(out)]) == 0
     faces = json.loads(out.read_text())["images"][0]["faces"]
+    printed = capsys.readouterr().out
     row, results = end_to_end_photo(load_backend(str(student)), photo, 0, 1)
     assert row["faces"] == len(results) == len(faces) == 5
     assert set(row["stages_ms_median"]) == {"read_image", *STAGES} and min(row["stages_ms_median"].values()) > 0
@@ -127,3 +129,6 @@ def test_bench_photo_row_times_what_predict_reports(student, photo, tmp_path):
             assert np.array_equal(np.asarray(labels), cv2.imread(face[name]["label_map"], cv2.IMREAD_UNCHANGED))
             record[name]["label_map"] = face[name]["label_map"]
         assert record == face
+    for k, result in enumerate(results, 1):
+        assert len(result.summary()) == 8  # age, expression, the 6 shown attributes
+        assert f"  face {k}: " + ", ".join([f"score {result.face.score:.2f}", *result.summary()]) in printed
