@@ -6,7 +6,7 @@ format is visible: greyscale, alpha and 16-bit images are refused unless the cal
 asks for them to be converted. `load_image` uses pixels as stored, without EXIF
 orientation, as PIL's `.convert('RGB')` does in the official 112-px datasets; `load_photo`
 reads photos as people took them: EXIF orientation applied, and bounded in pixels so that
-memory stays bounded for any photo.
+memory stays bounded for any photo. `write_png` writes label maps and overlays, atomically.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from faceptor_edge.errors import UserError
+from faceptor_edge.files import atomic_write_bytes
 
 _CONVERT_HINT = "convert it with --convert-images (convert=True in Python)"
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40 MP photo decodes to 120 MB of RGB
@@ -201,3 +202,13 @@ def _standardise(image: np.ndarray, source: str, convert: bool) -> np.ndarray:
     elif channels != 3:
         raise ImageError(f"{source} has {channels} channels; expected 3 (RGB)")
     return np.ascontiguousarray(image)
+
+
+def write_png(path: Path, pixels: np.ndarray, *, rgb: bool = False) -> None:
+    """Write an H×W label map or H×W×3 image as a PNG, atomically (folders made as needed);
+    `rgb` marks RGB pixels (OpenCV writes BGR)."""
+    ok, data = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if rgb else pixels)
+    if not ok:
+        raise UserError(f"{path}: could not encode PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data.tobytes())

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from faceptor_edge.decode import LandmarksPrediction
-from faceptor_edge.errors import UserError
+from faceptor_edge.images import write_png
 from faceptor_edge.predictor import FacePredictor, FaceResult
 
 # Fixed colours per class name (RGB), shared by LaPa and CelebAMask-HQ names where they mean the same.
@@ -105,18 +105,6 @@ def _legend(used: dict[str, tuple[int, int, int]], width: int, scale: float) -> 
         cv2.putText(strip, name, (x + int(18 * scale), y + int(12 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.42 * scale, (235, 235, 235), max(1, int(scale)), cv2.LINE_AA)  # fmt: skip
     return strip
-
-
-def write_png(path: Path, pixels: np.ndarray, *, rgb: bool = False) -> None:
-    """Write an H×W label map or H×W×3 image as a PNG, atomically (folders made as needed);
-    `rgb` marks RGB pixels (OpenCV writes BGR)."""
-    from faceptor_edge.files import atomic_write_bytes
-
-    ok, data = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if rgb else pixels)
-    if not ok:
-        raise UserError(f"{path}: could not encode PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data.tobytes())
 
 
 def write_overlay(predictor: FacePredictor, photo: Path, out: Path, *, title: str = "") -> list[FaceResult]:

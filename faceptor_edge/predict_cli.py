@@ -10,8 +10,8 @@ import numpy as np
 
 from faceptor_edge.backends import load_backend
 from faceptor_edge.errors import UserError
-from faceptor_edge.images import load_photo
-from faceptor_edge.overlay import draw, write_png
+from faceptor_edge.images import load_photo, write_png
+from faceptor_edge.overlay import draw
 from faceptor_edge.predictor import FacePredictor, FaceResult, NoFaceFound
 
 
