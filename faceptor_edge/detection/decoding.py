@@ -9,6 +9,7 @@ the photo's pixels). It imports numpy and OpenCV only, so a deployed bundle need
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -141,6 +142,14 @@ def anchors(config: RetinaFaceConfig, height: int, width: int) -> np.ndarray:
     return np.concatenate(rows).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)
+def _cached_anchors(config: RetinaFaceConfig, height: int, width: int) -> np.ndarray:
+    """`anchors`, computed once per input size (an exported detector has one), read-only."""
+    priors = anchors(config, height, width)
+    priors.setflags(write=False)
+    return priors
+
+
 def anchor_count(config: RetinaFaceConfig, height: int, width: int) -> int:
     """N, the number of anchors (network outputs) of an H×W input."""
     return sum(
@@ -230,7 +239,7 @@ def faces_from_outputs(
                         f"expected {anchor_count(config, in_h, in_w)}")  # fmt: skip
     scores = face_scores(logits)
     keep = np.flatnonzero(scores >= score_threshold)
-    scores, priors = scores[keep], anchors(config, in_h, in_w)[keep]
+    scores, priors = scores[keep], _cached_anchors(config, in_h, in_w)[keep]
     boxes, points = decode(config, priors, offsets[keep], landmarks[keep])
     order = keep_after_nms(boxes, scores, nms_threshold)
     to_original = np.asarray(prepared.to_original)
