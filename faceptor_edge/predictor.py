@@ -129,8 +129,8 @@ class FacePredictor:
 
     @property
     def detector(self) -> FaceDetector:
-        if self._detector is None:
-            self._detector = RetinaFaceDetector.from_package()
+        if self._detector is None:  # a bundle's own detector, else RetinaFace in PyTorch
+            self._detector = self.backend.detector or RetinaFaceDetector.from_package()
         return self._detector
 
     def predict(self, image: Any, *, max_faces: int | None = None) -> list[FaceResult]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from faceptor_edge.backends.base import Backend
+from faceptor_edge.backends.bundle import load_bundle
 from faceptor_edge.backends.formats import FORMATS
 from faceptor_edge.backends.models import load_artifact, load_student_backend
 from faceptor_edge.backends.sources import TEACHER_KINDS, source_kind
@@ -44,6 +45,7 @@ SOURCE_KINDS: dict[str, Callable[..., Backend]] = {
     "specialists": load_specialists,
     "checkpoint": load_checkpoint,
     "student": load_student_backend,
+    "bundle": load_bundle,
     **{name: load_artifact for name in FORMATS},
 }
 
@@ -55,8 +57,8 @@ def load_backend(
 
     Args:
         source: `specialists` (the real offline face models distillation can learn from),
-            `demo` (stand-in Faceptor weights), a Faceptor checkpoint, a student folder, or
-            an artifact (`.pte`, `.xml`, `.mlpackage`).
+            `demo` (stand-in Faceptor weights), a Faceptor checkpoint, a student folder, an
+            artifact (`.pte`, `.xml`, `.mlpackage`) or a bundle (detector and student, `.bundle`).
         threads: CPU threads of artifact runtimes (default: theirs).
         dense_size: The Faceptor teacher's dense-group input side.
         parsing_size: Side of the teacher's parsing logits (default: its input side).

@@ -42,6 +42,7 @@ class Backend:
         static_batch: The artifact's fixed batch (None: any batch).
         runnable: False where this platform cannot run it (Core ML off macOS).
         model: The underlying model (torch module, runtime runner, specialist models).
+        detector: The face detector that ships with the model (a bundle's); None: the caller's.
         close: Releases native resources (MediaPipe's graph); idempotent.
     """
 
@@ -58,6 +59,7 @@ class Backend:
     static_batch: int | None = None
     runnable: bool = True
     model: Any = None
+    detector: Any = None
     close: Callable[[], None] = _nothing
 
     def prepare(
