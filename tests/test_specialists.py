@@ -26,13 +26,15 @@ def test_heatmap_logits_soft_argmax_near_the_points():
     assert np.abs(found - points).max() < 0.02  # the 1e-4 floor pulls < 2 % of the crop towards the centre
 
 
-def test_embedding_projection_keeps_cosines():
+def test_identity_embedding_averages_both_teachers_and_the_projection_keeps_cosines():
     p = specialists.embedding_projection()
-    a, b = np.random.default_rng(0).standard_normal((2, 128)).astype(np.float32)
-    cos = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
-    pa, pb = a @ p, b @ p
-    assert p.shape == (128, 512)
-    assert abs(pa @ pb / np.linalg.norm(pa) / np.linalg.norm(pb) - cos) < 1e-5
+    a, b, c, d = np.random.default_rng(0).standard_normal((4, 128)).astype(np.float32)
+    cos = lambda x, y: x @ y / np.linalg.norm(x) / np.linalg.norm(y)
+    ab, cd = specialists.identity_embedding(a, c), specialists.identity_embedding(b, d)
+    assert np.linalg.norm(ab) == pytest.approx(1.0) and ab.shape == (256,)
+    assert cos(ab, cd) == pytest.approx((cos(a, b) + cos(c, d)) / 2, abs=1e-6)  # the two teachers' mean
+    assert p.shape == (256, 512)
+    assert cos(ab @ p, cd @ p) == pytest.approx(cos(ab, cd), abs=1e-5)
 
 
 def test_the_smile_moves_only_happy_against_the_rest():
@@ -107,7 +109,11 @@ def test_specialists_label_a_real_face():
         pytest.skip(detector_available() or "no real photo installed")
     image = load_image(demo_photo(), convert=True)
     with FacePredictor(load_backend("specialists"), RetinaFaceDetector.from_package()) as predictor:
-        result = predictor.predict(image, max_faces=1)[0]
+        results = predictor.predict(image)
+    result = results[0]
+    embeddings = np.stack([r.heads["recog_ms1mv3"].vector for r in results])
+    similarity = embeddings @ embeddings.T
+    assert len(results) == 5 and similarity[np.triu_indices(5, 1)].max() < 0.7  # five people (dlib alone: 0.81-0.94)
     points = result.heads["align_300w"].image_points
     x1, y1, x2, y2 = result.face.box
     width = x2 - x1
@@ -141,7 +147,6 @@ def test_teacher_checks_frame_faces_as_the_student_was_framed():
     (before, `teacher_raw` re-read the images and cropped them whole)."""
     from faceptor_edge.backends import load_backend
     from faceptor_edge.detection import detector_available
-    from faceptor_edge.preprocess import prepare_face
     from faceptor_edge.recipe import InputRecipe
     from faceptor_edge.targets.verify import check_faces, teacher_raw
 
@@ -153,9 +158,8 @@ def test_teacher_checks_frame_faces_as_the_student_was_framed():
     card = {"teacher": {"dense_size": 64}}
     ours = teacher_raw("demo", card, faces, parsing_size=16)
     teacher = load_backend("demo", dense_size=64, parsing_size=16)
-    framed = [prepare_face(f.image, points5=f.points5, dense_size=64) for f in faces]
-    whole = [prepare_face(f.image, dense_size=64) for f in faces]
-    for crops, same in ((framed, True), (whole, False)):
-        inputs = {"face112": np.stack([c.x112 for c in crops]), "image": np.stack([c.x512 for c in crops])}
+    framed = teacher.recipe.prepare_many([(f.image, None, f.points5) for f in faces])[0]
+    whole = teacher.recipe.prepare_many([(f.image, None, None) for f in faces])[0]
+    for inputs, same in ((framed, True), (whole, False)):
         reference = teacher.run(inputs)
         assert np.allclose(ours["align_300w"], reference["align_300w"], atol=1e-5) is same

