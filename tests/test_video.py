@@ -89,3 +89,21 @@ def test_no_installed_clip_is_a_photo_evaluate_scores():
         scored = {path.resolve() for path in allfaces._pyfeat_photos()}
         assert scored and not scored & {clip.resolve() for clip in clips}
         assert all(path.suffix == ".jpg" for path in scored)
+
+
+def test_distillation_adds_the_video_frames_to_generated_faces_only(tmp_path):
+    from faceptor_edge.data import SyntheticSource
+    from faceptor_edge.distill.run import _found, _sources, build_parser
+
+    try:
+        frames = len(VideoFrames())
+    except UserError as error:
+        pytest.skip(str(error))
+    args = build_parser().parse_args(["--images", "synthetic", "--count", "3", "--holdout", "2", "--video-faces"])
+    train, holdout, data = _sources(args, tmp_path)
+    assert len(train) == 3 + frames and len(holdout) == 2 and data["train"]["video_frames"] == frames
+    assert train.source.sources[0].fingerprint() == SyntheticSource(3).fingerprint()
+    assert _found(data) == f"train: 3 generated portraits and {frames} video frames; holdout: 2 generated portraits"
+    args = build_parser().parse_args(["--images", str(tmp_path), "--video-faces"])
+    with pytest.raises(UserError, match="--video-faces"):
+        _sources(args, tmp_path)
