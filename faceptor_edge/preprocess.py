@@ -8,8 +8,8 @@ so crop-frame predictions can be returned to the original image with M⁻¹.
   alignment to the InsightFace ArcFace template, the layout of the MS1MV3 training
   crops (SPEC §6.1 flags this as the natural in-the-wild choice, an assumption), and
   0.5/0.5 normalisation.
-- The dense group (parsing, landmarks) gets the official landmark box crop (SPEC §6.2)
-  and CLIP/FaRL normalisation.
+- The dense group (parsing, landmarks) gets the official landmark box crop (SPEC §6.2),
+  normalised as the model's `InputRecipe` says (CLIP/FaRL's mean and std for Faceptor).
 - Without points or box the image is taken to be a pre-cropped face: it is resized
   whole, aspect not preserved, like the official `Resize`.
 """
@@ -45,6 +45,8 @@ TEMPLATE_FACE_BOX_CENTRE = (56.0, 80.0)
 TEMPLATE_FACE_BOX_SIDE = 84.0
 
 Box = tuple[float, float, float, float]
+# `scale_mu` of Faceptor's 300W, COFW and WFLW crops (SPEC §6.2): every dense crop's default.
+LANDMARK_CROP_SCALE = 0.8
 
 _NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "face112": (FACE112_MEAN, FACE112_STD),
@@ -71,23 +73,6 @@ class Crop:
         return np.clip(np.rint(self.pixels * 255.0), 0, 255).astype(np.uint8)
 
 
-@dataclass(frozen=True, eq=False)
-class FaceCrops:
-    """Model inputs for one face, both groups.
-
-    Attributes:
-        x112: 3×112×112 float32, 0.5/0.5-normalised input of the 112 group.
-        x512: 3×S×S float32, CLIP-normalised input of the dense group (S = dense_size).
-        crop112: The 112-px crop behind `x112`.
-        crop512: The dense crop behind `x512`.
-    """
-
-    x112: np.ndarray
-    x512: np.ndarray
-    crop112: Crop
-    crop512: Crop
-
-
 def align_112(image: np.ndarray, points5: np.ndarray) -> Crop:
     """Aligns a face to the ArcFace 112×112 template with a 5-point similarity.
 
@@ -109,7 +94,7 @@ def align_112(image: np.ndarray, points5: np.ndarray) -> Crop:
     return _warp_uint8(image, matrix, 112)
 
 
-def box_crop(image: np.ndarray, box: Box, *, size: int = 512, scale: float = 0.8) -> Crop:
+def box_crop(image: np.ndarray, box: Box, *, size: int = 512, scale: float = LANDMARK_CROP_SCALE) -> Crop:
     """The official landmark crop of a face box (SPEC §6.2, `align_test_transform`).
 
     C maps the box onto the crop, `u = (x − x1)·size/(x2 − x1) − 0.5` (same for v);
@@ -216,50 +201,22 @@ def normalise_pixels(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[flo
     return (pixels - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
 
 
-def prepare_face(
-    image: np.ndarray,
-    *,
-    box: Box | None = None,
-    points5: np.ndarray | None = None,
-    dense_size: int = 512,
-    dense_scale: float = 0.8,
-) -> FaceCrops:
-    """Builds both model inputs for one face.
-
-    112 group: `points5` → `align_112`; else `box` → the upright similarity that puts
-    the box on the template's face box (the framing `align_112` gives an upright face,
-    assuming a 300W-tight box); else the whole image. Dense group: `box`, or
-    `box_from_points(points5)`, → `box_crop`; else the whole image.
+def crop_112(image: np.ndarray, *, box: Box | None = None, points5: np.ndarray | None = None) -> Crop:
+    """The 112 group's crop of one face: `points5` → `align_112`; else `box` → the upright
+    similarity that puts the box on the template's face box (the framing `align_112` gives
+    an upright face, assuming a 300W-tight box); else the whole image.
 
     Args:
         image: H×W×3 uint8 RGB.
         box: (x1, y1, x2, y2) square face box of 300W tightness.
         points5: 5×2 (x, y) points in ARCFACE_TEMPLATE_112 order.
-        dense_size: Side of the dense crop; a positive multiple of 16 (the patch size).
-        dense_scale: `scale` of `box_crop` (a model's `InputRecipe.crop_scale`; SPEC §6.2).
-
-    Returns:
-        The normalised inputs and their crops.
     """
     image = check_image(image)
-    _check_size(dense_size, multiple=16)  # the ViT patch size
     if points5 is not None:
-        crop112 = align_112(image, points5)
-        box = box_from_points(points5) if box is None else box
-    elif box is not None:
-        crop112 = _box_to_112(image, box)
-    else:
-        crop112 = whole_image_crop(image, 112)
+        return align_112(image, points5)
     if box is not None:
-        crop_dense = box_crop(image, box, size=dense_size, scale=dense_scale)
-    else:
-        crop_dense = whole_image_crop(image, dense_size)
-    return FaceCrops(
-        x112=to_tensor_input(crop112, "face112"),
-        x512=to_tensor_input(crop_dense, "face512"),
-        crop112=crop112,
-        crop512=crop_dense,
-    )
+        return _box_to_112(image, box)
+    return whole_image_crop(image, 112)
 
 
 def points_to_image(points_crop: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -419,12 +376,11 @@ def _make_crop(pixels: np.ndarray, matrix: np.ndarray, size: int) -> Crop:
     return Crop(pixels=pixels, matrix=matrix, size=size)
 
 
-def _check_size(size: int, multiple: int = 1) -> None:
-    """Rejects crop sizes that are not positive integer multiples of `multiple`."""
+def _check_size(size: int) -> None:
+    """Rejects crop sizes that are not positive integers."""
     is_int = isinstance(size, (int, np.integer)) and not isinstance(size, bool)
-    if not is_int or size <= 0 or size % multiple:
-        what = f"a positive multiple of {multiple}" if multiple > 1 else "a positive integer"
-        raise UserError(f"crop size must be {what}, got {size!r}")
+    if not is_int or size <= 0:
+        raise UserError(f"crop size must be a positive integer, got {size!r}")
 
 
 def _as_points5(points5: np.ndarray) -> np.ndarray:

@@ -28,13 +28,15 @@ from faceptor_edge.errors import UserError
 from faceptor_edge.preprocess import (
     CLIP_MEAN,
     CLIP_STD,
+    LANDMARK_CROP_SCALE,
     Box,
     Crop,
     box_crop,
     box_from_points,
     box_to_crop,
+    crop_112,
     normalise_pixels,
-    prepare_face,
+    to_tensor_input,
     whole_image_crop,
 )
 
@@ -66,7 +68,7 @@ class InputRecipe:
     size: int
     mean: tuple[float, ...] = CLIP_MEAN
     std: tuple[float, ...] = CLIP_STD
-    crop_scale: float = 0.8
+    crop_scale: float = LANDMARK_CROP_SCALE
     framing: Framing = "given"
     pixels: Pixels = "normalised"
     face112: bool = False
@@ -160,12 +162,13 @@ class InputRecipe:
         Keys: `image` (1×3×S×S float32, or 1×S×S×3 uint8 for `pixels="uint8"`), `box`
         (1×4 face box in crop pixels, uint8 recipes), `face112` (1×3×112×112, `face112`).
         """
-        if self.face112:
-            crops = prepare_face(image, box=box, points5=points5, dense_size=self.size, dense_scale=self.crop_scale)
-            return {"face112": crops.x112[None], "image": crops.x512[None]}, crops.crop512
+        face112 = crop_112(image, box=box, points5=points5) if self.face112 else None
         if box is None and points5 is not None:
             box = box_from_points(points5)
         crop = self.crop(image, box=box)
+        if face112 is not None:  # the Faceptor teacher: float pixels, as its official pipeline feeds them
+            dense = normalise_pixels(crop.pixels.astype(np.float32), self.mean, self.std).transpose(2, 0, 1)
+            return {"face112": to_tensor_input(face112, "face112")[None], "image": np.ascontiguousarray(dense)[None]}, crop
         if self.pixels == "uint8":
             inside = box_to_crop(box, crop.matrix) if box is not None else self.central_box()
             return {"image": crop.uint8()[None], "box": np.asarray([inside], np.float32)}, crop

@@ -14,12 +14,13 @@ from faceptor_edge.preprocess import (
     align_112,
     box_crop,
     box_from_points,
+    crop_112,
     map_to_image,
     points_to_image,
-    prepare_face,
     to_tensor_input,
     whole_image_crop,
 )
+from faceptor_edge.recipe import InputRecipe
 
 RNG = np.random.default_rng(0)
 TEMPLATE = np.asarray(ARCFACE_TEMPLATE_112)
@@ -147,10 +148,12 @@ def test_box_from_points_scales_and_follows_the_face() -> None:
 def test_box_only_framing_matches_alignment_for_upright_faces() -> None:
     image = RNG.integers(0, 256, (360, 360, 3), dtype=np.uint8)
     points = _apply(_similarity(0.0, 2.5, (30.0, 10.0)), TEMPLATE)
-    by_points = prepare_face(image, points5=points)
-    by_box = prepare_face(image, box=box_from_points(points))
-    np.testing.assert_allclose(by_box.crop112.matrix, by_points.crop112.matrix, atol=1e-9)
-    np.testing.assert_allclose(by_box.crop512.matrix, by_points.crop512.matrix)
+    by_points = crop_112(image, points5=points)
+    by_box = crop_112(image, box=box_from_points(points))
+    np.testing.assert_allclose(by_box.matrix, by_points.matrix, atol=1e-9)
+    recipe = InputRecipe(512, face112=True)
+    np.testing.assert_allclose(recipe.prepare(image, box=box_from_points(points))[1].matrix,
+                               recipe.prepare(image, points5=points)[1].matrix)  # fmt: skip
 
 
 def test_to_tensor_input_normalises_per_group() -> None:
@@ -168,17 +171,20 @@ def test_to_tensor_input_normalises_per_group() -> None:
         to_tensor_input(crop, "face256")  # type: ignore[arg-type]
 
 
-def test_prepare_face_modes_and_sizes() -> None:
+def test_both_groups_modes_and_sizes() -> None:
     image = RNG.integers(0, 256, (90, 70, 3), dtype=np.uint8)
-    whole = prepare_face(image, dense_size=256)
-    assert whole.x112.shape == (3, 112, 112) and whole.x512.shape == (3, 256, 256)
-    np.testing.assert_allclose(whole.crop512.matrix, whole_image_crop(image, 256).matrix)
-    boxed = prepare_face(image, box=(10, 10, 60, 60), dense_scale=1.0)
+    whole, crop = InputRecipe(256, face112=True).prepare(image)
+    assert whole["face112"].shape == (1, 3, 112, 112) and whole["image"].shape == (1, 3, 256, 256)
+    np.testing.assert_allclose(crop.matrix, whole_image_crop(image, 256).matrix)
+    np.testing.assert_allclose(crop_112(image).matrix, whole_image_crop(image, 112).matrix)
+    _, boxed = InputRecipe(512, crop_scale=1.0, face112=True).prepare(image, box=(10, 10, 60, 60))
     expected = box_crop(image, (10, 10, 60, 60), scale=1.0).matrix
-    np.testing.assert_allclose(boxed.crop512.matrix, expected)
-    for bad in (100, 0, -16, 512.0):
+    np.testing.assert_allclose(boxed.matrix, expected)
+    for bad in (100, 0, -16):
         with pytest.raises(ValueError, match="multiple of 16"):
-            prepare_face(image, dense_size=bad)  # type: ignore[arg-type]
+            InputRecipe(bad, face112=True).check()
+    with pytest.raises(ValueError, match="positive integer"):
+        box_crop(image, (10, 10, 60, 60), size=512.0)  # type: ignore[arg-type]
 
 
 def test_bad_geometry_is_rejected() -> None:

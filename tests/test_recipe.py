@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from faceptor_edge.errors import UserError
-from faceptor_edge.preprocess import box_crop, box_from_points, normalise_pixels
+from faceptor_edge.preprocess import align_112, box_crop, box_from_points, normalise_pixels, to_tensor_input
 from faceptor_edge.recipe import InputRecipe
 
 POINTS5 = np.array([[90, 110], [160, 108], [125, 150], [98, 190], [152, 188]], np.float32)
@@ -69,3 +69,16 @@ def test_prepare_gives_each_kind_of_model_its_inputs():
     assert 0 < x1 < x2 < 64 and 0 < y1 < y2 < 64  # the face box, in crop pixels
     whole, _ = InputRecipe(64, pixels="uint8").prepare(image)  # a pre-cropped face: the central box
     assert tuple(whole["box"][0]) == pytest.approx(InputRecipe(64).central_box())
+
+
+def test_the_teachers_inputs_follow_its_recipe():
+    """The 112 group aligned on the points with its fixed 0.5/0.5; the dense crop's float
+    pixels normalised with the recipe's own mean and std (CLIP's for Faceptor)."""
+    image, mean, std = _photo(), (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    clip, crop = InputRecipe(64, face112=True).prepare(image, points5=POINTS5)
+    assert np.array_equal(crop.matrix, box_crop(image, box_from_points(POINTS5), size=64).matrix)
+    assert np.array_equal(clip["image"][0], to_tensor_input(crop, "face512"))
+    assert np.array_equal(clip["face112"][0], to_tensor_input(align_112(image, POINTS5), "face112"))
+    other, _ = InputRecipe(64, mean=mean, std=std, face112=True).prepare(image, points5=POINTS5)
+    expected = normalise_pixels(crop.pixels.astype(np.float32), mean, std).transpose(2, 0, 1)
+    assert np.array_equal(other["image"][0], expected) and np.array_equal(other["face112"], clip["face112"])
