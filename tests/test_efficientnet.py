@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD
 from faceptor_edge.student import efficientnet
 from faceptor_edge.student import model as student_model
 from faceptor_edge.student.efficientnet import (
@@ -17,6 +18,7 @@ from faceptor_edge.student.efficientnet import (
     load_wheel_state,
     wheel_key_table,
 )
+from faceptor_edge.student.inputs import student_recipe
 from faceptor_edge.student.io import load_student, save_student
 from faceptor_edge.student.model import build_student
 from faceptor_edge.tasks import BASE_TASKS, FULL_TASKS
@@ -89,7 +91,8 @@ def test_lite0_student_is_small_and_has_the_tiny_students_outputs():
     lite0, tiny = build_student("lite0", pretrained=False).eval(), build_student("tiny").eval()
     assert lite0.config.tasks == FULL_TASKS and lite0.encoder_init == "random"
     assert sum(p.numel() for p in lite0.parameters()) <= 5e6
-    assert (lite0.config.mean, lite0.config.std) == (LITE0_MEAN, LITE0_STD)
+    assert (student_recipe(lite0.config).mean, student_recipe(lite0.config).std) == (LITE0_MEAN, LITE0_STD)
+    assert (student_recipe(tiny.config).mean, student_recipe(tiny.config).std) == (CLIP_MEAN, CLIP_STD)
     image = torch.randn(1, 3, 256, 256)
     with torch.no_grad():
         out, ref = lite0(image), tiny(image)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from faceptor_edge.recipe import Framing, InputRecipe
-from faceptor_edge.student.model import StudentConfig
+from faceptor_edge.student.model import ENCODER_NORMALISATION, StudentConfig
 
 # The student's frame: the 300W-tight box of a face's 5 points, ×0.8 (docs/distillation.md,
 # "The student's frame"); the same frame as Faceptor's 300W, COFW and WFLW heads.
@@ -22,10 +22,10 @@ if TYPE_CHECKING:  # annotations only: loading a student never imports the face 
 def student_recipe(
     config: StudentConfig, framing: Framing = "detected", crop_scale: float = STUDENT_SCALE
 ) -> InputRecipe:
-    """The input recipe of a student: its size and normalisation, its frame (the 300W-tight
-    box of the 5 points × `crop_scale`), and how the faces it is distilled on were found."""
-    return InputRecipe(size=config.input_size, mean=config.mean, std=config.std, crop_scale=crop_scale,
-                       framing=framing)  # fmt: skip
+    """The input recipe of a student: its size, its encoder's normalisation, its frame (the
+    300W-tight box of the 5 points × `crop_scale`), and how the faces it is distilled on were found."""
+    mean, std = ENCODER_NORMALISATION[config.encoder]
+    return InputRecipe(size=config.input_size, mean=mean, std=std, crop_scale=crop_scale, framing=framing)
 
 
 def student_crop(sample: FaceSample, recipe: InputRecipe) -> np.ndarray:

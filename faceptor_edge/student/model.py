@@ -42,6 +42,12 @@ EncoderInit = Literal["imagenet", "random"]
 # from the mean of at most this many decoded queries, instead of one query per output,
 # which keeps the decoder's query count small.
 MAX_VALUE_QUERIES = 8
+# The input normalisation (mean, std) each encoder learns with: Lite0's ImageNet weights
+# expect their own; the from-scratch encoder uses CLIP's. The student's recipe reads it here.
+ENCODER_NORMALISATION: dict[EncoderName, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "efficientnet-lite0": (LITE0_MEAN, LITE0_STD),
+    "conv": (CLIP_MEAN, CLIP_STD),
+}
 
 
 def student_queries(task: TaskSpec) -> int:
@@ -93,8 +99,6 @@ class StudentConfig:
     ffn_dim: int
     layers: int
     input_size: int = 256
-    mean: tuple[float, float, float] = CLIP_MEAN  # input normalisation the encoder learns with
-    std: tuple[float, float, float] = CLIP_STD
     encoder: EncoderName = "conv"
 
     def __post_init__(self) -> None:
@@ -114,7 +118,8 @@ class StudentConfig:
 class FaceptorStudent(nn.Module):
     """Small multi-task face model.
 
-    Input: B×3×256×256, the teacher's dense-group crop resized to 256 (`config.mean/std`).
+    Input: B×3×256×256, the student's crop normalised as `ENCODER_NORMALISATION` says for its
+    encoder (the input recipe in its card carries it).
     `encoder_init` records how the encoder started: `build_student` sets it to "imagenet"
     when it loads the ImageNet weights, and `load_student` restores it from the card.
     """
@@ -206,7 +211,7 @@ class FaceptorStudent(nn.Module):
 
 
 _SIZES = {
-    "lite0": dict(encoder="efficientnet-lite0", widths=(STEM_WIDTH, *LITE0_WIDTHS), depths=LITE0_DEPTHS, expand=6, pixel_dim=64, dim=128, heads=4, ffn_dim=256, layers=2, mean=LITE0_MEAN, std=LITE0_STD),
+    "lite0": dict(encoder="efficientnet-lite0", widths=(STEM_WIDTH, *LITE0_WIDTHS), depths=LITE0_DEPTHS, expand=6, pixel_dim=64, dim=128, heads=4, ffn_dim=256, layers=2),
     "tiny": dict(widths=(8, 16, 24, 32, 48), depths=(1, 1, 1, 1), expand=2, pixel_dim=24, dim=48, heads=4, ffn_dim=96, layers=1),
     "small": dict(widths=(16, 24, 40, 80, 160), depths=(1, 2, 3, 2), expand=4, pixel_dim=64, dim=128, heads=4, ffn_dim=256, layers=2),
     "medium": dict(widths=(24, 32, 64, 128, 224), depths=(2, 3, 4, 3), expand=6, pixel_dim=96, dim=192, heads=6, ffn_dim=512, layers=3),
