@@ -5,7 +5,9 @@ for `lite0`, or the small from-scratch `ConvEncoder` for the other sizes.
 
 Its raw outputs use the teacher's keys and layouts (SPEC §4), so decoding and metrics are
 shared. Map outputs (parsing logits, landmark heatmaps) live on the student's stride-4
-grid over the same crop; `faceptor_edge.decode` resizes parsing to the crop size.
+grid over the same crop: landmarks are read from the heatmaps in crop coordinates, and
+parsing stays on the grid until `faceptor_edge.label_maps.face_labels` warps it onto the
+photo.
 """
 
 from __future__ import annotations
@@ -59,9 +61,8 @@ class ValueReadout(nn.Linear):
     """One value task's outputs from its pooled queries: `bias + scale · W q`.
 
     `scale` is a buffer. Distillation sets it to how far the teacher's logits move between
-    faces (class-centred for expressions), so `W` learns in units of that spread: the
-    stand-in's expressions move by hundredths, fer's by about 1.5, the specialists' age
-    bins by several logits.
+    faces (class-centred for expressions), so `W` learns in units of that spread, whatever
+    the teacher's own scale (docs/architecture.md, "The student").
     """
 
     def __init__(self, dim: int, outputs: int) -> None:
