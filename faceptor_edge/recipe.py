@@ -44,6 +44,9 @@ Framing = Literal["given", "detected"]
 Pixels = Literal["normalised", "uint8"]
 FRAMINGS: tuple[Framing, ...] = ("given", "detected")
 MAX_SIZE = 1024  # no model input here is larger; a bigger stored size is a corrupt record
+# The student's frame: the 300W-tight box of a face's 5 points ×0.8 (docs/distillation.md,
+# "The student's frame"), the frame of Faceptor's 300W, COFW and WFLW heads.
+STUDENT_SCALE = LANDMARK_CROP_SCALE
 
 
 def _is_number(value: Any) -> bool:
@@ -168,7 +171,8 @@ class InputRecipe:
         crop = self.crop(image, box=box)
         if face112 is not None:  # the Faceptor teacher: float pixels, as its official pipeline feeds them
             dense = normalise_pixels(crop.pixels.astype(np.float32), self.mean, self.std).transpose(2, 0, 1)
-            return {"face112": to_tensor_input(face112, "face112")[None], "image": np.ascontiguousarray(dense)[None]}, crop
+            dense = np.ascontiguousarray(dense)[None]
+            return {"face112": to_tensor_input(face112, "face112")[None], "image": dense}, crop
         if self.pixels == "uint8":
             inside = box_to_crop(box, crop.matrix) if box is not None else self.central_box()
             return {"image": crop.uint8()[None], "box": np.asarray([inside], np.float32)}, crop

@@ -14,8 +14,8 @@ from faceptor_edge.backends.base import Backend, Inputs, RawOutputs
 from faceptor_edge.backends.sources import source_kind
 from faceptor_edge.errors import UserError
 from faceptor_edge.files import file_sha256
-from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD
-from faceptor_edge.recipe import InputRecipe
+from faceptor_edge.preprocess import CLIP_MEAN, CLIP_STD, LANDMARK_CROP_SCALE
+from faceptor_edge.recipe import STUDENT_SCALE, InputRecipe
 from faceptor_edge.tasks import FULL_TASKS, TaskSpec
 
 SPECIALIST_CROP = 256  # the specialists label the student's own crop at this side
@@ -28,12 +28,13 @@ DEMO_BACKEND_NOTICE = "stand-in teacher (demo weights): outputs mean nothing abo
 
 def faceptor_recipe(dense_size: int) -> InputRecipe:
     """The Faceptor teacher's input: the 112 aligned group plus the CLIP-normalised dense crop."""
-    return InputRecipe(size=dense_size, mean=CLIP_MEAN, std=CLIP_STD, crop_scale=0.8, framing="given", face112=True)
+    return InputRecipe(size=dense_size, mean=CLIP_MEAN, std=CLIP_STD, crop_scale=LANDMARK_CROP_SCALE, framing="given",
+                       face112=True)  # fmt: skip
 
 
 def specialist_recipe() -> InputRecipe:
     """The specialists' input: the student-frame uint8 crop of a detected face and its box."""
-    return InputRecipe(size=SPECIALIST_CROP, crop_scale=0.8, framing="detected", pixels="uint8")
+    return InputRecipe(size=SPECIALIST_CROP, crop_scale=STUDENT_SCALE, framing="detected", pixels="uint8")
 
 
 def _faceptor_backend(

@@ -8,12 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from faceptor_edge.recipe import Framing, InputRecipe
+from faceptor_edge.recipe import STUDENT_SCALE, Framing, InputRecipe
 from faceptor_edge.student.model import ENCODER_NORMALISATION, StudentConfig
-
-# The student's frame: the 300W-tight box of a face's 5 points, ×0.8 (docs/distillation.md,
-# "The student's frame"); the same frame as Faceptor's 300W, COFW and WFLW heads.
-STUDENT_SCALE = 0.8
 
 if TYPE_CHECKING:  # annotations only: loading a student never imports the face sources (their GANs)
     from faceptor_edge.data import FaceSample
