@@ -20,9 +20,9 @@ from faceptor_edge.tasks import FULL_TASKS, TaskSpec
 
 SPECIALIST_CROP = 256  # the specialists label the student's own crop at this side
 SPECIALIST_GRIDS = {"map_grid": 64, "heatmap_grid": 32}
-DEMO_DENSE_SIZE = (
-    192  # demo teacher's dense input in distillation: 0.22 s/face here (both groups), vs 0.36 s at 256 and 1.9 s at 512
-)
+# The demo teacher's dense side in distillation: its outputs mean nothing about faces, so it
+# runs small to keep CPU runs short (docs/distillation.md, "Teacher cost").
+DEMO_DENSE_SIZE = 192
 DEMO_BACKEND_NOTICE = "stand-in teacher (demo weights): outputs mean nothing about faces"
 
 
