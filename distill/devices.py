@@ -18,9 +18,10 @@ import torch.distributed as dist
 from faceptor_edge.errors import UserError
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
-Precision = Literal["fp32", "bf16", "fp16"]
+# Distillation's autocast dtype (`--precision`), not an artifact's precision (fp32, int8: targets).
+AutocastDtype = Literal["fp32", "bf16", "fp16"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+AUTOCAST_DTYPES: tuple[str, ...] = ("fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -54,8 +55,8 @@ def resolve_device(name: str) -> torch.device:
 
 def check_precision(device: torch.device, precision: str) -> None:
     """Raises UserError when `device` cannot autocast to `precision`."""
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+    if precision not in AUTOCAST_DTYPES:
+        raise UserError(f"--precision {precision!r}: choose from {', '.join(AUTOCAST_DTYPES)}")
     if precision == "fp16" and device.type == "cpu":
         raise UserError("--precision fp16: the CPU has no fast fp16 autocast; use bf16 (or fp32) on the CPU")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():

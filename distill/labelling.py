@@ -20,7 +20,7 @@ from tqdm import tqdm
 from faceptor_edge.backends import Backend, describe_teacher, load_backend
 from faceptor_edge.data import FaceSample
 from faceptor_edge.distill.cache import ShardCache, cache_key
-from faceptor_edge.distill.devices import Precision, barrier
+from faceptor_edge.distill.devices import AutocastDtype, barrier
 from faceptor_edge.distill.keys import FEATURE_KEYS
 from faceptor_edge.distill.labels import CropRecipe, specialist_outputs, teacher_outputs
 from faceptor_edge.files import atomic_write_bytes
@@ -41,7 +41,7 @@ class Teacher:
     """
 
     def __init__(
-        self, spec: str, dense_size: int | None, device: torch.device | None = None, precision: Precision = "fp32"
+        self, spec: str, dense_size: int | None, device: torch.device | None = None, precision: AutocastDtype = "fp32"
     ) -> None:
         self.info = describe_teacher(spec, dense_size=dense_size)
         self.identity, self.notice, self.tasks = self.info.identity, self.info.notice, self.info.tasks

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from faceptor_edge.data import FaceSample
-from faceptor_edge.distill.devices import Precision, autocast
+from faceptor_edge.distill.devices import AutocastDtype, autocast
 from faceptor_edge.distill.keys import FEATURE_KEYS, FEATURE_MASK_KEY, STUDENT_IMAGE_KEY, coverage_key, mask_key
 from faceptor_edge.frames import FRAMES, Frame, FrameSpec, carry_points, head_frame, sampling_grid
 from faceptor_edge.preprocess import (
@@ -144,7 +144,7 @@ def teacher_outputs(
     *,
     features: bool = False,
     device: torch.device | None = None,
-    precision: Precision = "fp32",
+    precision: AutocastDtype = "fp32",
 ) -> dict[str, np.ndarray]:
     """Run the teacher on a batch of faces (on `device`, autocast to `precision`), each head on
     its own framing of each face, and carry its outputs into the student's frame.

@@ -52,8 +52,8 @@ from faceptor_edge.detection.photos import (
 )
 from faceptor_edge.distill.dataset import CachedFaces, OnlineFaces
 from faceptor_edge.distill.devices import (
+    AUTOCAST_DTYPES,
     DEVICES,
-    PRECISIONS,
     barrier,
     check_precision,
     join_process_group,
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         default="fp32",
-        choices=PRECISIONS,
+        choices=AUTOCAST_DTYPES,
         help="autocast precision of teacher and student: bf16 on CPUs and recent GPUs, fp16 on GPUs (default: fp32)",
     )
     p.add_argument(

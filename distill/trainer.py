@@ -20,7 +20,7 @@ from tqdm import tqdm
 from faceptor_edge.data import FaceSample
 from faceptor_edge.distill.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from faceptor_edge.distill.dataset import CachedFaces, OnlineFaces, StepBatches, collate_samples, collate_tensors
-from faceptor_edge.distill.devices import Precision, autocast
+from faceptor_edge.distill.devices import AutocastDtype, autocast
 from faceptor_edge.distill.keys import STUDENT_IMAGE_KEY
 from faceptor_edge.distill.losses import (
     FEATURE_KEYS,
@@ -47,7 +47,7 @@ class TrainConfig:
     clip: float = 1.0
     checkpoint_every: int = 100
     seed: int = 0
-    precision: Precision = "fp32"
+    precision: AutocastDtype = "fp32"
     workers: int = 2  # data-loader processes (0: load in the training process)
 
 
