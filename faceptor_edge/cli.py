@@ -18,13 +18,14 @@ Commands = argparse._SubParsersAction  # what add_subparsers returns; each _add_
 def _student_option(parser: argparse.ArgumentParser, *, default: Path | None = None) -> None:
     """--student: a trained student directory; None (the default) means the newest runs/*/student."""
     where = default or "the newest runs/*/student"
-    parser.add_argument("--student", type=Path, default=default, help=f"student directory (default: {where})")
+    parser.add_argument("--student", type=Path, default=default, help="student directory, or 'release' (the student "
+                        f"shipped with the package) (default: {where})")  # fmt: skip
 
 
 def _model_option(parser: argparse.ArgumentParser) -> None:
     """--model: any source `load_backend` reads (predict, compare)."""
-    parser.add_argument("--model", required=True, help="artifact (.pte/.xml/.mlpackage), student directory, "
-                        "teacher checkpoint, 'demo' or 'specialists'")  # fmt: skip
+    parser.add_argument("--model", help="artifact (.pte/.xml/.mlpackage), student directory, teacher checkpoint, "
+                        "'demo', 'specialists' or 'release' (default: release, the student shipped with the package)")  # fmt: skip
 
 
 def _photo_options(parser: argparse.ArgumentParser) -> None:
@@ -171,10 +172,11 @@ def _export(args: argparse.Namespace) -> int:
 
 def _student_or_newest(student: Path | None) -> Path:
     """`student`, or the newest student under runs/ (and say which)."""
+    from faceptor_edge.release import resolve_model
     from faceptor_edge.targets.artifacts import newest_student
 
     if student is not None:
-        return student
+        return Path(resolve_model(student))
     student = newest_student()
     print(f"student: {student} (the newest under runs/; --student to choose)")
     return student

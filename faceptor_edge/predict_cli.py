@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,18 @@ from faceptor_edge.errors import UserError
 from faceptor_edge.images import load_photo, write_png
 from faceptor_edge.overlay import draw
 from faceptor_edge.predictor import FacePredictor, FaceResult, NoFaceFound
+from faceptor_edge.release import RELEASE, release_missing, release_summary
 
 
 def _predictor(args: argparse.Namespace) -> FacePredictor:
     from faceptor_edge.detection import GivenFaces
 
+    if args.model is None:  # the default: the release student, said on stderr so stdout stays the results
+        reason = release_missing()
+        if reason:
+            raise UserError(f"no --model given, and {reason}")
+        args.model = RELEASE
+        print(f"model: {release_summary()}; --model to choose another", file=sys.stderr)
     detector = GivenFaces.from_json(args.faces) if getattr(args, "faces", None) else None
     return FacePredictor(load_backend(args.model, threads=getattr(args, "threads", None)), detector)
 

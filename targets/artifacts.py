@@ -12,6 +12,7 @@ from pathlib import Path
 
 from faceptor_edge.backends.formats import FORMATS, artifact_path
 from faceptor_edge.errors import UserError
+from faceptor_edge.release import RELEASE_ARTIFACTS, is_release
 from faceptor_edge.student.io import CARD, read_card
 from faceptor_edge.targets import get_target
 
@@ -35,7 +36,10 @@ def newest_student(runs: Path = RUNS) -> Path:
 
 
 def artifacts_dir(student_dir: str | Path) -> Path:
-    """The artifact folder of a run: `runs/<run>/artifacts` beside `runs/<run>/student`."""
+    """The artifact folder of a run: `runs/<run>/artifacts` beside `runs/<run>/student`
+    (the release student's: `runs/release/artifacts`, not inside the installed package)."""
+    if is_release(student_dir):
+        return RELEASE_ARTIFACTS
     return Path(os.path.abspath(student_dir)).parent / "artifacts"  # a linked run keeps its own artifacts
 
 

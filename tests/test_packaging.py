@@ -28,10 +28,14 @@ COMMANDS = {"teacher-info", "student-info", "export", "inspect", "parity", "benc
 
 
 def _source_files() -> set[str]:
-    """Every module of the repository's four parts, and py.typed, at its path inside a wheel."""
+    """Every module of the repository's four parts, py.typed and the release student's files (when
+    shipped), at its path inside a wheel."""
     files = {f"{installed}/{path.relative_to(ROOT / folder).as_posix()}"
              for folder, installed in PARTS.items() for path in (ROOT / folder).rglob("*.py")}  # fmt: skip
-    return files | {"faceptor_edge/py.typed"}
+    release = {
+        f"faceptor_edge/release_student/{path.name}" for path in (ROOT / "faceptor_edge/release_student").glob("*")
+    }
+    return files | {"faceptor_edge/py.typed"} | release
 
 
 def _resolve(value: str) -> object:

@@ -27,6 +27,7 @@ from faceptor_edge.backends.teachers import (
     resolve_teacher,
 )
 from faceptor_edge.errors import UserError
+from faceptor_edge.release import resolve_model
 
 __all__ = [
     "SOURCE_KINDS",
@@ -56,7 +57,8 @@ def load_backend(
     """Load any model this package makes or reads.
 
     Args:
-        source: `specialists` (the real offline face models distillation can learn from),
+        source: `release` (the student shipped with the package), `specialists` (the real
+            offline face models distillation can learn from),
             `demo` (stand-in Faceptor weights), a Faceptor checkpoint, a student folder, an
             artifact (`.pte`, `.xml`, `.mlpackage`) or a bundle (detector and student, `.bundle`).
         threads: CPU threads of artifact runtimes (default: theirs).
@@ -65,5 +67,6 @@ def load_backend(
     """
     if threads is not None and threads < 1:
         raise UserError(f"threads must be at least 1, got {threads}")
+    source = resolve_model(source)
     kind = source_kind(source)
     return SOURCE_KINDS[kind](str(source), threads=threads, dense_size=dense_size, parsing_size=parsing_size)

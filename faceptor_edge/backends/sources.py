@@ -32,5 +32,5 @@ def source_kind(source: str | Path) -> str:
     raise UserError(
         f"{source}: not a Faceptor checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}), student folder ({STUDENT_CARD}), "
         f"bundle ({BUNDLE_MANIFEST}), "
-        f"artifact ({', '.join(f.suffix for f in FORMATS.values())}), 'demo' or 'specialists'"
+        f"artifact ({', '.join(f.suffix for f in FORMATS.values())}), 'release', 'demo' or 'specialists'"
     )
