@@ -89,7 +89,7 @@ class FaceptorTeacher(nn.Module):
     def forward_raw(
         self,
         x112: torch.Tensor | None,
-        x512: torch.Tensor | None,
+        x_dense: torch.Tensor | None,
         *,
         with_features: bool = False,
         parsing_size: int | None = None,
@@ -99,7 +99,7 @@ class FaceptorTeacher(nn.Module):
 
         Args:
             x112: B×3×112×112 aligned faces normalised 0.5/0.5, or None to skip that group.
-            x512: B×3×D×D dense crops (D = config.dense_size) with CLIP normalisation, or None.
+            x_dense: B×3×D×D dense crops (D = config.dense_size) with CLIP normalisation, or None.
             with_features: Also return `"encoder/<group>/layer<i>"` maps (B×768×S×S) for
                 feature distillation.
             parsing_size: Side of the parsing logits; default (official) the input side D.
@@ -112,7 +112,7 @@ class FaceptorTeacher(nn.Module):
             and `"<align task>/heatmap"` B×N×(D/4)×(D/4) logits.
         """
         outputs: dict[str, torch.Tensor] = {}
-        for group, image in (("face112", x112), ("face512", x512)):
+        for group, image in (("face112", x112), ("face512", x_dense)):
             chosen = [t for t in self.config.tasks if t.input_group == group and (tasks is None or t.name in tasks)]
             if image is None or not chosen:
                 continue
