@@ -22,14 +22,18 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-import psutil
+from typing import TYPE_CHECKING
 
 from faceptor_edge.files import atomic_write_json
+
+if TYPE_CHECKING:  # psutil is imported where it runs: the CLI builds this parser without torch's extra
+    import psutil
 
 
 def _tree_rss(process: psutil.Process) -> int:
     """Bytes resident in a process and all its descendants now."""
+    import psutil
+
     total = 0
     for member in [process, *process.children(recursive=True)]:
         try:
@@ -41,6 +45,8 @@ def _tree_rss(process: psutil.Process) -> int:
 
 def run_sampled(command: Sequence[str]) -> dict:
     """Run a command; its wall time and the peak RSS of its process tree (MiB)."""
+    import psutil
+
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
@@ -103,6 +109,7 @@ def bench(args: argparse.Namespace) -> dict:
 def _machine() -> dict:
     import platform
 
+    import psutil
     import torch
 
     return {"cpu": platform.processor() or platform.machine(), "cores": psutil.cpu_count(logical=True),
