@@ -68,8 +68,9 @@ from faceptor_edge.distill.trainer import DistillModel, TrainConfig, train
 from faceptor_edge.errors import UserError
 from faceptor_edge.files import atomic_write_json, locked_directory
 from faceptor_edge.recipe import Framing
+from faceptor_edge.release import resolve_model
 from faceptor_edge.student.inputs import STUDENT_SCALE, student_recipe
-from faceptor_edge.student.io import save_student
+from faceptor_edge.student.io import init_from_student, save_student
 from faceptor_edge.student.model import FaceptorStudent, build_student, student_config, student_sizes
 from faceptor_edge.stylegan import StyleGANSource
 from faceptor_edge.video import VIDEO_INSTALL, JoinedSource, VideoFrames
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the lite0 encoder starts: ImageNet weights (default; needs the [pretrained] extra, else it "
         "starts random and says so) or random",
     )
+    p.add_argument("--init", metavar="STUDENT", help="start the student from a trained student's weights instead: "
+                   "'release' (the student shipped with the package) or a student folder of the same size; heads "
+                   "it lacks start fresh")  # fmt: skip
     p.add_argument(
         "--steps", type=positive, default=200, help="training steps (default: 200, a CPU demo; thousands at scale)"
     )
@@ -314,7 +318,9 @@ def _run(args: argparse.Namespace, weights: LossWeights, device: torch.device, r
                 train_cache, stage["faces"] = build_cache("train", teacher, train_source, recipe, features=features,
                                                           **caching)  # fmt: skip
         torch.manual_seed(args.seed)  # here, so the initialisation does not depend on whether the teacher ran
-        student = build_student(args.student, teacher.tasks, pretrained=args.encoder_init == "imagenet")
+        student = build_student(args.student, teacher.tasks,
+                                pretrained=args.encoder_init == "imagenet" and not args.init)
+        init = _init_student(student, args.init) if args.init else None
         if rank == 0:
             print(
                 f"student {args.student}: encoder {student.config.encoder}, starts from {student.encoder_init} weights"
@@ -332,6 +338,7 @@ def _run(args: argparse.Namespace, weights: LossWeights, device: torch.device, r
                              checkpoint_every=args.checkpoint_every, seed=args.seed, precision=args.precision,
                              workers=args.workers)  # fmt: skip
         identity = {**teacher.identity, "student": args.student, "encoder_init": student.encoder_init,
+                    **({"init": init} if init else {}),
                     "images": train_source.fingerprint(),
                     "recipe": asdict(recipe), "weights": weights.as_dict(), "batch_size": args.batch_size,
                     "lr": args.lr, "seed": args.seed, "augment": args.augment, "precision": args.precision,
@@ -356,6 +363,15 @@ def _run(args: argparse.Namespace, weights: LossWeights, device: torch.device, r
         atomic_write_json(args.out / "profile.json", profile)
     barrier()
     return 0
+
+
+def _init_student(student: FaceptorStudent, source: str) -> dict:
+    """Start `student` from a trained one's weights (--init); what the run's identity records of it."""
+    card, fresh = init_from_student(student, resolve_model(source))
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(f"student starts from {source}'s weights (sha256 {card['weights_sha256'][:12]}…)"
+              + (f"; {len(fresh)} tensors it lacks start fresh" if fresh else ""))  # fmt: skip
+    return {"from": source, "weights_sha256": card["weights_sha256"]}
 
 
 @contextlib.contextmanager

@@ -92,3 +92,29 @@ def test_the_shipped_release_student_loads():
     card = load_student(release.RELEASE_DIR)[1]
     assert model.kind == "student" and card["release"]["weights"] == "float16"
     assert card["teacher"]["teacher"].startswith("specialists")
+
+
+def test_init_starts_a_student_from_the_release_students_weights(shipped, tmp_path):
+    from faceptor_edge.distill.run import _init_student, build_parser
+    from faceptor_edge.student.io import init_from_student
+    from faceptor_edge.tasks import FULL_TASKS
+
+    assert build_parser().parse_args(["--init", "release"]).init == "release"
+    torch.manual_seed(1)
+    student = build_student("tiny", pretrained=False)
+    released, card = load_student(shipped)
+    assert _init_student(student, "release") == {"from": "release", "weights_sha256": card["weights_sha256"]}
+    assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(), released.state_dict().values()))
+    # A student with heads the trained one lacks: those start fresh, the rest are copied.
+    fewer = save_student(tmp_path / "fewer", build_student("tiny", FULL_TASKS[:3], pretrained=False), {})
+    student = build_student("tiny", pretrained=False)
+    before = {key: value.clone() for key, value in student.state_dict().items()}
+    _, fresh = init_from_student(student, fewer)
+    trained = load_student(fewer)[0].state_dict()
+    now = student.state_dict()
+    assert set(fresh) == {key for key in now if key not in trained or trained[key].shape != now[key].shape}
+    assert "value_heads.affect_affectnet.weight" in fresh and "encoder.stem.0.weight" not in fresh
+    assert all(torch.equal(now[key], before[key]) for key in fresh)
+    assert all(torch.equal(now[key], value) for key, value in trained.items() if key not in fresh)
+    with pytest.raises(UserError, match="cannot start a small one"):
+        init_from_student(build_student("small", pretrained=False), shipped)

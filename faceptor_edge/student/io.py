@@ -119,3 +119,25 @@ def load_student(directory: str | Path) -> tuple[FaceptorStudent, dict[str, Any]
                         f"{student.config.input_size}")  # fmt: skip
     student.encoder_init = card.get("encoder", {}).get("init", "random")
     return student.eval(), card
+
+
+def init_from_student(student: FaceptorStudent, directory: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """Start `student` from a trained student's weights (`distill/run.py --init`): every tensor
+    whose name and shape match is copied; the rest (heads the trained one lacks) keep their
+    initialisation, and `encoder_init` becomes the trained one's.
+
+    Returns:
+        The trained student's card, and the names of the tensors left as they were.
+
+    Raises:
+        UserError: The trained student is of another size.
+    """
+    trained, card = load_student(directory)
+    if card["size"] != student.config.size:
+        raise UserError(f"{directory}: a {card['size']} student cannot start a {student.config.size} one "
+                        f"(--student {card['size']})")  # fmt: skip
+    own = student.state_dict()
+    copied = {key: value for key, value in trained.state_dict().items() if key in own and own[key].shape == value.shape}
+    student.load_state_dict(copied, strict=False)
+    student.encoder_init = trained.encoder_init
+    return card, sorted(key for key in own if key not in copied)
