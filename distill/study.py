@@ -70,6 +70,17 @@ PLANS = {
         Row("dcgan-10240x600", "ImageNet encoder, DCGAN 10,240 faces (64 px), 600 steps",
             ("--count", "10240", "--steps", "600")),
     ),
+    # The release student (docs/model-card.md), and what starting from it saves against ImageNet
+    # weights on the same small budget (`--init release` needs the shipped weights).
+    "release": (
+        Row("release", "ImageNet encoder, StyleGAN 4,096 faces and 1,002 real video frames, 3,000 steps "
+            "(the release student)", ("--images", "stylegan", "--count", "4096", "--holdout", "128",
+                                      "--video-faces", "--steps", "3000")),
+        Row("stylegan-384x200", "ImageNet encoder, StyleGAN 384 faces, 200 steps",
+            ("--images", "stylegan", "--count", "384", "--holdout", "128", "--steps", "200")),
+        Row("stylegan-384x200-init-release", "from the release student, StyleGAN 384 faces, 200 steps",
+            ("--images", "stylegan", "--count", "384", "--holdout", "128", "--steps", "200", "--init", "release")),
+    ),
     # Two short rows: checks the study machinery end to end (minutes, demo teacher).
     "smoke": (
         Row("tiny-a", "tiny student, demo teacher, 24 faces, 2 steps",
