@@ -30,7 +30,7 @@ def release_missing(where: Path | None = None) -> str:
     where = RELEASE_DIR if where is None else where
     if (where / "student.json").is_file() and (where / "model.safetensors").is_file():
         return ""
-    return (f"this install carries no release student ({where} is empty); distil one with "
+    return (f"this install carries no release student (nothing in {where}); distil one with "
             "`python distill/run.py` and pass its student folder instead")  # fmt: skip
 
 
