@@ -138,6 +138,11 @@ def _add_export(commands: Commands) -> argparse.ArgumentParser:
                         "(as parity --images)")  # fmt: skip
     export.add_argument("--check-count", type=positive, default=112, help="faces for the parity check (default: 112; "
                         "a 98 %% agreement is judged on at least 50 decisive faces, where one flip is not yet a failure)")  # fmt: skip
+    export.add_argument("--bundle", action="store_true", help="also write <target>-<precision>.bundle beside each "
+                        "artifact: it, a RetinaFace detector for the same runtime and a manifest with hashes, which "
+                        "predict --model runs (OpenVINO: without torch; docs/export.md)")  # fmt: skip
+    export.add_argument("--detector-side", type=positive, default=640,
+                        help="--bundle: the detector's square input side in pixels (default: 640)")  # fmt: skip
     export.set_defaults(run=_export)
     return export
 
@@ -165,6 +170,10 @@ def _export(args: argparse.Namespace) -> int:
             if row is None:
                 return 130
             rows.append(row)
+            if args.bundle:
+                from faceptor_edge.targets.bundle import bundle_export_row
+
+                bundle_export_row(row, side=args.detector_side)
     print("\n" + export_table(rows))
     json_path = args.json or Path(rows[-1]["path"]).parent / "export.json"
     write_export_json(json_path, read_card(student), student, rows)
