@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -43,5 +44,11 @@ def normalise(images: np.ndarray, recipe: InputRecipe) -> torch.Tensor:
 def normalise_tensor(images: torch.Tensor, recipe: InputRecipe) -> torch.Tensor:
     """B×S×S×3 uint8 crops on any device -> B×3×S×S float32 in channels-last memory, on that
     device: the same per-channel lookup (and values) as `normalise`."""
-    table = torch.from_numpy(recipe.table).to(images.device)  # 256×3
-    return table[images.long(), torch.arange(3, device=images.device)].permute(0, 3, 1, 2)  # B×S×S×3 -> B×3×S×S
+    table, channels = _device_table(recipe, images.device)  # 256×3, [0, 1, 2]
+    return table[images.long(), channels].permute(0, 3, 1, 2)  # B×S×S×3 -> B×3×S×S
+
+
+@functools.lru_cache(maxsize=8)
+def _device_table(recipe: InputRecipe, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recipe's lookup table and the channel indices, copied to `device` once (not per batch)."""
+    return torch.from_numpy(recipe.table).to(device), torch.arange(3, device=device)
