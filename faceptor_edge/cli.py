@@ -112,16 +112,19 @@ def _student_info(args: argparse.Namespace) -> int:
 
 EXPORT_EPILOG = """Each artifact is checked against the float student right after export; the table
 lists target, precision, size, that parity verdict (passed, failed, or not-run where this
-platform cannot run the format: Core ML off macOS), load and export time. Exit code: 0, or 1
-when an artifact fails its check (not-run does not: the export itself succeeded)."""
+platform cannot run the format: Core ML off macOS, where its PyTorch proxy is checked instead),
+load time, ms per face here and export time, with a note under an int8 row that runs no faster
+than its fp32 row on this CPU. Exit code: 0, or 1 when an artifact (or a Core ML proxy) fails
+its check (not-run does not: the export itself succeeded)."""
 
 
 def _add_export(commands: Commands) -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export a trained student, check it in its runtime, print the table",
                                  epilog=EXPORT_EPILOG)  # fmt: skip
     export.add_argument("--target", required=True, choices=(*FORMAT_NAMES, "all"),
-                        help="one format, or all: every format in fp32 and int8")  # fmt: skip
-    export.add_argument("--precision", choices=("fp32", "int8"), help="default: fp32 (all: both)")
+                        help="one format, or all: every format in each of its precisions")  # fmt: skip
+    export.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+                        help="default: fp32 (all: each format's own; fp16: Core ML only, for the Neural Engine)")
     _student_option(export)
     export.add_argument("--out", type=output_file, help="artifact path (.pte, .mlpackage or .xml; default: "
                         "runs/<run>/artifacts/student-<precision>.<suffix> beside the student)")  # fmt: skip
@@ -148,32 +151,35 @@ def _add_export(commands: Commands) -> argparse.ArgumentParser:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from faceptor_edge.backends.formats import artifact_path
+    from faceptor_edge.backends.formats import FORMATS, artifact_path
     from faceptor_edge.errors import UserError
     from faceptor_edge.student.io import read_card
-    from faceptor_edge.targets.artifacts import PRECISIONS, artifacts_dir
+    from faceptor_edge.targets.artifacts import artifacts_dir
     from faceptor_edge.targets.export import export_table, write_export_json
-    from faceptor_edge.targets.verify import FAILED, parity_inputs
+    from faceptor_edge.targets.verify import FAILED, int8_notes, parity_inputs
 
     student = _student_or_newest(args.student)
-    targets = FORMAT_NAMES if args.target == "all" else (args.target,)
-    precisions = (args.precision,) if args.precision else PRECISIONS if args.target == "all" else ("fp32",)
-    if args.out is not None and len(targets) * len(precisions) > 1:
+    if args.target == "all":
+        pairs = [(target, precision) for target in FORMAT_NAMES for precision in FORMATS[target].precisions
+                 if args.precision in (None, precision)]  # fmt: skip
+    else:
+        pairs = [(args.target, args.precision or "fp32")]
+    if args.out is not None and len(pairs) > 1:
         raise UserError("--out names one artifact; leave it out to write runs/<run>/artifacts/"
                         "student-<precision>.<suffix>")
     inputs = parity_inputs(student, images=args.check_images, count=args.check_count)
     rows = []
-    for target in targets:
-        for precision in precisions:
-            out = args.out or artifact_path(artifacts_dir(student), target, precision)
-            row = _export_one(args, student, target, precision, out, inputs)
-            if row is None:
-                return 130
-            rows.append(row)
-            if args.bundle:
-                from faceptor_edge.targets.bundle import bundle_export_row
+    for target, precision in pairs:
+        out = args.out or artifact_path(artifacts_dir(student), target, precision)
+        row = _export_one(args, student, target, precision, out, inputs)
+        if row is None:
+            return 130
+        rows.append(row)
+        if args.bundle:
+            from faceptor_edge.targets.bundle import bundle_export_row
 
-                bundle_export_row(row, side=args.detector_side)
+            bundle_export_row(row, side=args.detector_side)
+    int8_notes(rows)
     print("\n" + export_table(rows))
     json_path = args.json or Path(rows[-1]["path"]).parent / "export.json"
     write_export_json(json_path, read_card(student), student, rows)

@@ -17,7 +17,6 @@ from faceptor_edge.student.io import CARD, read_card
 from faceptor_edge.targets import get_target
 
 RUNS = Path("runs")  # where `python distill/run.py --out runs/<run>` puts its runs
-PRECISIONS = ("fp32", "int8")
 # (target, precision) -> the artifact's path, or why there is none here (its toolkit is missing)
 Artifacts = dict[tuple[str, str], "Path | str"]
 
@@ -61,11 +60,12 @@ def ensure_artifacts(
     directory: Path,
     *,
     targets: Iterable[str] = tuple(FORMATS),
-    precisions: Iterable[str] = PRECISIONS,
+    precisions: Iterable[str] | None = None,
     calibration_count: int = 64,
     log: Callable[[str], None] = print,
 ) -> Artifacts:
-    """Each (target, precision) -> its current artifact in `directory`, exporting missing or stale ones.
+    """Each (target, precision) -> its current artifact in `directory`, exporting missing or stale
+    ones (`precisions`: default each target's own, `Format.precisions`).
 
     A target whose toolkit is not installed maps to why (a str) instead of a path.
     """
@@ -75,7 +75,7 @@ def ensure_artifacts(
     found: Artifacts = {}
     for target in targets:
         toolkit = FORMATS[target].toolkit
-        for precision in precisions:
+        for precision in FORMATS[target].precisions if precisions is None else precisions:
             if importlib.util.find_spec(toolkit) is None:
                 found[target, precision] = f"{toolkit} is not installed (pip install faceptor-edge[{target}])"
                 continue

@@ -32,7 +32,7 @@ from faceptor_edge.backends.artifact import INPUT_NAME, OutputSpec, Runner
 from faceptor_edge.errors import UserError
 from faceptor_edge.student.model import FaceptorStudent
 
-Precision = Literal["fp32", "int8"]
+Precision = Literal["fp32", "fp16", "int8"]
 # Keys every target writes; caller metadata may not reuse them.
 RESERVED_KEYS = (
     "faceptor_edge_version", "format", "precision", "quantization", "batch_size", "input", "outputs", "student",
@@ -137,14 +137,16 @@ def check_export_args(
     metadata: dict[str, Any],
     precision: str,
     calibration: torch.Tensor | None,
+    *,
+    precisions: tuple[str, ...] = ("fp32", "int8"),
 ) -> Path:
     """Validate the common `Target.export` arguments before any slow work; returns `path` as a Path."""
     path = Path(path)
     _check_caller_metadata(metadata)
     if path.suffix != suffix:
         raise UserError(f"{path}: artifact path must end in {suffix}")
-    if precision not in ("fp32", "int8"):
-        raise UserError(f"precision must be 'fp32' or 'int8', got {precision!r}")
+    if precision not in precisions:
+        raise UserError(f"precision must be one of {', '.join(precisions)} for {suffix} artifacts, got {precision!r}")
     wrapper.check_example(example)
     if precision == "int8":
         if calibration is None:

@@ -1,11 +1,14 @@
 """Core ML target: `coremltools.convert(ExportedProgram)` → ML Program `.mlpackage`.
 
 Deployment target iOS 17 / macOS 14: the oldest opset with activation `quantize`/
-`dequantize` ops, so fp32 and int8 packages share one floor. fp32 packages compute in
-float32; int8 packages compute the ops left in float in float16 (what the Neural
-Engine runs). Metadata is a JSON string in `user_defined_metadata["faceptor_edge"]`.
+`dequantize` ops, so every package shares one floor. fp32 packages compute in float32
+(CPU and GPU only); fp16 and int8 packages compute in float16, what the Neural Engine
+runs (int8: the ops left float). Metadata is a JSON string in
+`user_defined_metadata["faceptor_edge"]`.
 
-Conversion and saving work on Linux; `backends.coreml` loads, inspects and (on macOS) runs it.
+Conversion and saving work on Linux; `backends.coreml` loads, inspects and (on macOS) runs
+it with `ComputeUnit.ALL`. Off macOS, `proxy` rebuilds what was converted as a PyTorch
+program (`targets.proxy`), which parity checks in its place and labels as a proxy.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import faceptor_edge
 from faceptor_edge.backends import coreml as runtime
 from faceptor_edge.backends.artifact import INPUT_NAME, check_outputs, output_specs_from_metadata
 from faceptor_edge.backends.coreml import METADATA_KEY, CoreMLRunner, inspect_mlpackage
+from faceptor_edge.backends.formats import FORMATS
 from faceptor_edge.errors import UserError
 from faceptor_edge.quantize.coreml import (
     W8A8_DESCRIPTION,
@@ -40,6 +44,7 @@ from faceptor_edge.targets.base import (
     commit,
     staging_dir,
 )
+from faceptor_edge.targets.proxy import Proxy, activation_scales, coreml_proxy
 
 _log = logging.getLogger(__name__)
 Int8Route = Literal["auto", "w8a8", "weights"]
@@ -51,17 +56,20 @@ class CoreMLTarget:
 
     Attributes:
         int8_route: `"auto"` tries weights+activations (PT2E) and falls back to
-            weights-only if conversion fails; `"w8a8"` or `"weights"` force one route.
+            weights-only if coremltools cannot convert the quantized program (the
+            metadata's `quantization` and `w8a8_failure` say so); without torchao or
+            ExecuTorch's quantizer it is an error, never a silent fallback. `"w8a8"` or
+            `"weights"` force one route.
         keep_float, keep_float_types: W8A8 only: wrapper modules kept float
             (see `quantize.executorch.quantize_pt2e`).
-        compute_units: `coremltools.ComputeUnit` name used for prediction on macOS;
-            CPU_ONLY gives the float32 numbers parity checks expect.
+        compute_units: `coremltools.ComputeUnit` name used for prediction on macOS (ALL:
+            what an app gets; the Neural Engine runs fp16 and int8 packages).
     """
 
     int8_route: Int8Route = "auto"
     keep_float: Sequence[str] = ()
     keep_float_types: Sequence[type[nn.Module]] = ()
-    compute_units: str = "CPU_ONLY"
+    compute_units: str = "ALL"
     name: str = "coreml"
     suffix: str = ".mlpackage"
 
@@ -76,12 +84,14 @@ class CoreMLTarget:
         calibration: torch.Tensor | None = None,
     ) -> Path:
         """Convert (and quantize), save to a staging dir, inspect, then move into place."""
-        path = check_export_args(wrapper, example, path, self.suffix, metadata, precision, calibration)
+        path = check_export_args(wrapper, example, path, self.suffix, metadata, precision, calibration,
+                                 precisions=FORMATS["coreml"].precisions)  # fmt: skip
         if self.int8_route not in ("auto", "w8a8", "weights"):
             raise UserError(f"int8_route must be 'auto', 'w8a8' or 'weights', got {self.int8_route!r}")
         extra: dict[str, Any] = {}
-        if precision == "fp32":
-            mlmodel, quantization = self._convert_float(wrapper, example, "float32"), "none (float32)"
+        if precision != "int8":
+            compute = "float32" if precision == "fp32" else "float16"
+            mlmodel, quantization = self._convert_float(wrapper, example, compute), f"none ({compute} compute)"
         else:
             mlmodel, quantization, extra = self._convert_int8(wrapper, example, calibration)
         record = artifact_metadata(
@@ -112,8 +122,13 @@ class CoreMLTarget:
                     wrapper, example, calibration, keep_float=self.keep_float, keep_float_types=self.keep_float_types
                 )
                 mlmodel = _convert(quantized.program, example, wrapper.output_names, "float16")
-                return mlmodel, W8A8_DESCRIPTION, {"float_layers": list(quantized.float_layers)}
-            except UserError:
+                return mlmodel, W8A8_DESCRIPTION, {"float_layers": list(quantized.float_layers),
+                                                   "keep_float": list(self.keep_float),
+                                                   "activation_scales": activation_scales(quantized.program)}
+            except (UserError, ImportError) as err:
+                if isinstance(err, ImportError):
+                    raise UserError(f"Core ML int8 weights and activations need torchao and ExecuTorch's XNNPACK "
+                                    f"quantizer ({err}): pip install faceptor-edge[executorch]") from err
                 raise
             except Exception as err:
                 if self.int8_route == "w8a8":
@@ -123,6 +138,10 @@ class CoreMLTarget:
                 mlmodel = quantize_weights(self._convert_float(wrapper, example, "float16"))
                 return mlmodel, WEIGHTS_DESCRIPTION, {"w8a8_failure": reason}
         return quantize_weights(self._convert_float(wrapper, example, "float16")), WEIGHTS_DESCRIPTION, {}
+
+    def proxy(self, path: Path, student_dir: Path) -> Proxy | None:
+        """What was converted into the package, as a PyTorch program (`targets.proxy.coreml_proxy`)."""
+        return coreml_proxy(self.read_metadata(path), student_dir)
 
     def load(self, path: Path, *, threads: int | None = None) -> CoreMLRunner:
         return runtime.load(path, compute_units=self.compute_units)

@@ -9,7 +9,8 @@
    nothing fails however faithfully it was exported.
 
 An artifact this platform cannot run (Core ML off macOS), or whose toolkit is missing, is
-"not-run" with the reason, never passed. `faceptor-edge parity` and `pytest tests/parity
+"not-run" with the reason, never passed; a Core ML fp16 or int8 package's PyTorch proxy
+(`targets.proxy`) is checked against the float student instead, and fails it if it fails. `faceptor-edge parity` and `pytest tests/parity
 --student DIR` both drive `Gate` and write `write_gate_report`'s report.
 """
 
@@ -30,7 +31,17 @@ from faceptor_edge.errors import UserError
 from faceptor_edge.evaluation.allfaces import RealFace
 from faceptor_edge.images import load_image
 from faceptor_edge.student.io import read_card
-from faceptor_edge.targets.verify import FAILED, NOT_RUN, PASSED, REAL, ParityRun, parity_inputs, run_parity
+from faceptor_edge.targets.verify import (
+    FAILED,
+    NOT_RUN,
+    PASSED,
+    REAL,
+    ParityRun,
+    int8_notes,
+    parity_inputs,
+    run_parity,
+    verdict,
+)
 
 SYNTHETIC = "synthetic"
 # `faceptor-edge parity`: nothing failed, but an artifact could not be verified here.
@@ -165,9 +176,11 @@ class Gate:
         run = run_parity(path, self.inputs.student_dir, inputs=self.inputs)
         report = run.report
         row = {"path": str(path), "size_bytes": report["size_bytes"], "quantization": report["quantization"],
-               "load_seconds": report.get("load_seconds")}  # fmt: skip
-        if report.get("skipped"):
-            return {**row, "status": NOT_RUN, "reason": report["skipped"]}
+               "load_seconds": report.get("load_seconds"), "ms_per_face": report.get("ms_per_face"),
+               "cpu": report.get("cpu")}  # fmt: skip
+        if report.get("skipped"):  # not runnable here: not-run, or failed when its proxy failed
+            status, reason = verdict(report)
+            return {**row, "status": status, "reason": reason, "proxy": report.get("proxy")}
         self.runs[target, precision] = run
         fidelity = self._fidelity(path)
         heads = head_gates(report["heads"], fidelity["heads"], self.student_fidelity["heads"], self.options.min_gap)
@@ -179,6 +192,7 @@ class Gate:
         """The whole report: `passed` (no artifact failed, and at least one ran), thresholds,
         the faces, the float student's own gaps, and every artifact's row."""
         ran = [row for row in self.rows if row["status"] != NOT_RUN]
+        int8_notes(self.rows)
         return {
             "passed": bool(ran) and all(row["status"] == PASSED for row in ran),
             "student": str(self.inputs.student_dir),
@@ -258,5 +272,7 @@ def gate_table(report: dict[str, Any]) -> str:
         load = "-" if row.get("load_seconds") is None else f"{row['load_seconds']:.2f}"
         lines.append(f"{row['target']:11s} {row['precision']:9s} {size:>8s} {row['status']:8s} {load:>7s}  "
                      f"{row['reason'] or ''}")  # fmt: skip
+        if row.get("note"):
+            lines.append(f"{'':11s} note: {row['note']}")
     lines.append(f"passed: {str(report['passed']).lower()}")
     return "\n".join(lines)

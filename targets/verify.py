@@ -3,6 +3,8 @@ face crops, and collect everything a parity report shows."""
 
 from __future__ import annotations
 
+import os
+import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ from faceptor_edge.tasks import TaskSpec
 
 REAL = "real"  # --images value: every real face available offline (`evaluation.allfaces`)
 PASSED, FAILED, NOT_RUN = "passed", "failed", "not-run"  # an artifact's verdict; not-run is never passed
+SPEED_FACES = 8  # faces timed per run by `ms_per_face`
+INT8_MIN_SPEEDUP = 0.95  # an int8 artifact slower than this × its fp32 one's time buys no speed here
 
 
 def real_faces(count: int) -> list[FaceSample]:
@@ -137,10 +141,12 @@ def run_parity(
         backend = load_backend(path)
         report["load_seconds"] = time.perf_counter() - started
         artifact_raw = backend.run({"image": x.numpy()})
+        report["ms_per_face"], report["cpu"] = ms_per_face(backend, x.numpy()), cpu_kind()
     except UserError as error:
         if format_for_path(path).runs_on(sys.platform):
             raise
         report.update(heads={}, skipped=f"{error}", passed=None, load_seconds=None)
+        report["proxy"] = proxy_report(target, path, inputs, x, metadata["precision"])
         return ParityRun(report, inputs.crops, inputs.student, None, None)
     trained = Trained.from_teacher(card.get("teacher", {}))
     report["untrained_heads"] = sorted(trained.untrained)
@@ -155,14 +161,79 @@ def run_parity(
     return ParityRun(report, inputs.crops, inputs.student, artifact_raw, teacher_out)
 
 
+def ms_per_face(backend, x: np.ndarray, runs: int = 5) -> float:
+    """Median milliseconds per face of `backend` on the first `SPEED_FACES` crops (after one warm-up
+    run), on this machine as it is: a sign of what int8 buys here, not a benchmark (`faceptor-edge bench`)."""
+    batch = {"image": x[:SPEED_FACES]}
+    backend.run(batch)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        backend.run(batch)
+        times.append(time.perf_counter() - started)
+    return 1000 * float(np.median(times)) / len(batch["image"])
+
+
+def cpu_kind() -> str:
+    """This CPU as int8 kernels see it: x86 with or without VNNI (int8 dot products), and any
+    oneDNN ISA cap (`ONEDNN_MAX_CPU_ISA`, which OpenVINO's CPU plugin obeys)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return platform.machine()
+    kind = "x86 with VNNI" if flags & {"avx512_vnni", "avx_vnni"} else "x86 without VNNI (AVX2 int8)"
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return f"{kind}, ONEDNN_MAX_CPU_ISA={cap}" if cap else kind
+
+
+def int8_notes(rows: list[dict[str, Any]]) -> None:
+    """Add a `note` to each int8 row that runs no faster here than the same target's fp32 row
+    (both timed by `ms_per_face` in this table): on x86 without VNNI int8 often buys only size."""
+    fp32 = {row["target"]: row for row in rows if row["precision"] == "fp32" and row.get("ms_per_face")}
+    for row in rows:
+        base = fp32.get(row["target"])
+        if row["precision"] != "int8" or not base or not row.get("ms_per_face"):
+            continue
+        if row["ms_per_face"] >= INT8_MIN_SPEEDUP * base["ms_per_face"]:
+            row["note"] = (f"int8 buys no speed on this CPU ({row.get('cpu')}): {row['ms_per_face']:.1f} ms per face "
+                           f"against fp32 {base['ms_per_face']:.1f} ms; size {row['size_bytes'] / base['size_bytes']:.2f}×")
+
+
+def proxy_report(target, path: Path, inputs: ParityInputs, x, precision: str) -> dict[str, Any] | None:
+    """For an artifact this platform cannot run: its PyTorch proxy (`targets.proxy`) checked
+    against the float student as the artifact would be, or why there is none; None when its
+    target has no proxy."""
+    make = getattr(target, "proxy", None)
+    try:
+        proxy = make(path, inputs.student_dir) if make else None
+    except UserError as error:
+        return {"what": None, "passed": None, "reason": str(error), "heads": {}}
+    if proxy is None:
+        return None
+    trained = Trained.from_teacher(inputs.card.get("teacher", {}))
+    checks = against_student(inputs.tasks, proxy.run(x), inputs.student, precision, trained)
+    return {"what": proxy.description, "passed": all_passed(checks),
+            "heads": {name: check.to_json() for name, check in checks.items()}}  # fmt: skip
+
+
 def verdict(report: dict[str, Any]) -> tuple[str, str]:
     """A `run_parity` report's status (`PASSED`, `FAILED`, `NOT_RUN`) and why (failed heads, or
-    why it could not run here)."""
+    why it could not run here). An artifact that cannot run here is never passed: not-run, with
+    its proxy's verdict in the reason, or failed when its proxy failed."""
     if report.get("skipped"):
-        return NOT_RUN, report["skipped"]
-    failed = sorted(name for name, row in report["heads"].items() if row["judged"] and not row["passed"])
+        proxy = report.get("proxy") or {}
+        if proxy.get("passed") is False:
+            return FAILED, f"proxy ({proxy['what']}) failed: " + ", ".join(_failed(proxy["heads"]))
+        if proxy.get("passed"):
+            return NOT_RUN, f"{report['skipped']}; its proxy ({proxy['what']}) passed"
+        return NOT_RUN, report["skipped"] + (f"; {proxy['reason']}" if proxy.get("reason") else "")
+    failed = _failed(report["heads"])
     failed += sorted(f"{name} (teacher)" for name, row in report.get("teacher", {}).items() if not row["passed"])
     return (FAILED, "failed: " + ", ".join(failed)) if failed else (PASSED, "")
+
+
+def _failed(heads: dict[str, dict[str, Any]]) -> list[str]:
+    return sorted(name for name, row in heads.items() if row["judged"] and not row["passed"])
 
 
 def teacher_raw(

@@ -157,13 +157,13 @@ class CoreMLRunner(Runner):
         return [np.asarray(result[spec.name]) for spec in self.outputs]
 
 
-def load(path: Path, *, threads: int | None = None, compute_units: str = "CPU_ONLY") -> CoreMLRunner:
+def load(path: Path, *, threads: int | None = None, compute_units: str = "ALL") -> CoreMLRunner:
     """Inspect a package and check its outputs against its metadata.
 
     Args:
         threads: Ignored: Core ML schedules its own compute units.
-        compute_units: `coremltools.ComputeUnit` name used for prediction on macOS;
-            CPU_ONLY gives the float32 numbers parity checks expect.
+        compute_units: `coremltools.ComputeUnit` name used for prediction on macOS; ALL (what
+            an app gets) lets the Neural Engine run fp16 and int8 packages.
     """
     info = inspect_mlpackage(Path(path))
     record = _package_metadata(info, Path(path))

@@ -26,6 +26,7 @@ class Format:
         runtime: Module with `load(path, **options) -> Runner` and `read_metadata(path)`.
         exporter: `module:Class` of its `targets.base.Target`.
         platforms: `sys.platform` values its runtime predicts on (empty: any).
+        precisions: What it exports: fp32, int8 and (Core ML, for the Neural Engine) fp16.
     """
 
     name: str
@@ -34,6 +35,7 @@ class Format:
     runtime: str
     exporter: str
     platforms: tuple[str, ...] = ()
+    precisions: tuple[str, ...] = ("fp32", "int8")
 
     def runs_on(self, platform: str) -> bool:
         """Whether artifacts of this format predict on `platform` (a `sys.platform` value)."""
@@ -48,7 +50,8 @@ FORMATS: dict[str, Format] = {
     "executorch": Format("executorch", ".pte", "executorch", "faceptor_edge.backends.executorch",
                          "faceptor_edge.targets.executorch:ExecuTorchTarget"),
     "coreml": Format("coreml", ".mlpackage", "coremltools", "faceptor_edge.backends.coreml",
-                     "faceptor_edge.targets.coreml:CoreMLTarget", platforms=("darwin",)),
+                     "faceptor_edge.targets.coreml:CoreMLTarget", platforms=("darwin",),
+                     precisions=("fp32", "fp16", "int8")),
     "openvino": Format("openvino", ".xml", "openvino", "faceptor_edge.backends.openvino",
                        "faceptor_edge.targets.openvino:OpenVINOTarget"),
 }  # fmt: skip

@@ -1,4 +1,4 @@
-"""The parity suite's student, its six artifacts and the release gate that judges them.
+"""The parity suite's student, its seven artifacts and the release gate that judges them.
 
 Without options: a small student distilled from the demo teacher in seconds, its artifacts
 exported into a temporary folder, the gate on 16 synthetic faces (fast, for CI);
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from faceptor_edge.backends.formats import FORMAT_NAMES
+from faceptor_edge.backends.formats import FORMAT_NAMES, FORMATS
 
-PRECISIONS = ("fp32", "int8")
+ARTIFACTS = [(target, precision) for target in FORMAT_NAMES for precision in FORMATS[target].precisions]
 HERE = Path(__file__).parent
 GATE_TESTS = "test_gate.py"
 _REPORT = pytest.StashKey[tuple]()
@@ -69,7 +69,7 @@ def artifacts_folder(pytestconfig, student_dir, tmp_path_factory) -> Path:
     return pytestconfig.getoption("artifacts") or artifacts_dir(student_dir)
 
 
-@pytest.fixture(scope="session", params=[(t, p) for t in FORMAT_NAMES for p in PRECISIONS], ids=lambda tp: "-".join(tp))
+@pytest.fixture(scope="session", params=ARTIFACTS, ids=lambda tp: "-".join(tp))
 def exported(request, student_dir, artifacts_folder):
     """(target, precision, the artifact's path or why there is none), exported when missing."""
     from faceptor_edge.targets.artifacts import ensure_artifacts

@@ -61,8 +61,8 @@ def test_coreml_package_checks_on_linux(artifact):
         assert "int8" in metadata["quantization"] and info.weights_quantized
         assert info.weight_dtypes.get("int8", 0) > 0
         assert info.activations_quantized == ("activations" in metadata["quantization"])
-    else:
-        assert set(info.weight_dtypes) == {"fp32"} and not info.weights_quantized
+    else:  # fp16 packages store float16 weights (Neural Engine), fp32 packages float32
+        assert set(info.weight_dtypes) == {precision} and not info.weights_quantized
 
 
 def test_artifact_from_another_student_is_refused(artifact, student_dir, tmp_path):
@@ -105,6 +105,12 @@ def test_coreml_is_not_run_off_macos_and_exits_with_its_own_code(artifact, stude
     [row] = report["artifacts"]
     assert code == EXIT_NOT_VERIFIED == 3 and report["passed"] is False
     assert row["status"] == "not-run" and "macOS" in row["reason"] and row["heads"] == {}
+    if precision == "fp32":  # float32 in Core ML is the float student: no proxy says more
+        assert row["proxy"] is None
+    else:  # the converted program, run in PyTorch, checked against the float student
+        assert row["proxy"]["passed"] and "its proxy" in row["reason"] and "PyTorch" in row["proxy"]["what"]
+        assert len(row["proxy"]["heads"]) == 13
+        assert all({"metric", "value", "threshold", "passed"} <= set(h) for h in row["proxy"]["heads"].values())
 
 
 def test_a_student_that_learnt_nothing_fails_the_teacher_gate(student_dir, tmp_path):
