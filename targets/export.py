@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from faceptor_edge.backends.formats import FORMATS
 from faceptor_edge.data import CALIBRATION_SEED, VALIDATION_SEED
 from faceptor_edge.errors import UserError
 from faceptor_edge.files import atomic_write_json
@@ -84,13 +85,17 @@ def export_student(
     fidelity score (`metrics.fidelity_score`) on held-out faces within it, fidelity to `teacher`:
     "student" (the float student itself), a Faceptor checkpoint or "demo".
     """
+    if precision not in FORMATS[target_name].precisions:
+        raise UserError(f"{target_name} exports {', '.join(FORMATS[target_name].precisions)}, not {precision}")
     student, card = load_student(student_dir)
     wrapper = ExportWrapper(student)
+    metadata = artifact_card(student, card)
     calibration = None
     if precision == "int8":
         recipe = card_recipe(card, student_dir)
         log(f"calibration: {calibration_count} face crops from {calibration_images} ({recipe.framing} framing)")
         calibration = normalise(face_crops(calibration_images, calibration_count, CALIBRATION_SEED, recipe), recipe)
+        metadata["calibration"] = {"images": calibration_images, "count": calibration_count, "seed": CALIBRATION_SEED}
     log(f"exporting {card['size']} student ({len(student.task_names)} heads) to {target_name} {precision} …")
     options = _int8_options(target_name, student) if precision == "int8" else {}
     if max_drop is not None:
@@ -101,7 +106,7 @@ def export_student(
         reference = str(student_dir) if teacher == "student" else teacher
         options["accuracy_control"] = _accuracy_control(student, card, reference, max_drop, log)
     target = get_target(target_name, **options)
-    return export_wrapper(target, wrapper, Path(out), artifact_card(student, card), precision, calibration)
+    return export_wrapper(target, wrapper, Path(out), metadata, precision, calibration)
 
 
 def export_wrapper(target, wrapper: ExportWrapper, out: Path, metadata: dict[str, Any], precision: Precision,
@@ -131,32 +136,27 @@ def _accuracy_control(student: FaceptorStudent, card: dict[str, Any], teacher: s
     return AccuracyControl(normalise(student_crops(faces, recipe), recipe), reference, tasks, max_drop)
 
 
-# Measured on the lite0 student (demo teacher, ExecuTorch int8, embedding cosine to the float
-# student over 24 faces; threshold 0.98): all int8 0.943; stage 3 float 0.942; stem float
-# 0.949; stage 0 float 0.974; stem and stage 0 float 0.9996 (about 3.5 % of the multiply-adds).
-# Its full-resolution stem and first depthwise block carry the error; the later stages do not.
+# int8 rule: the layers whose error no later layer can undo stay float, each chosen by measuring
+# the artifact's parity with its float student (docs/export.md, "What stays float in int8").
+# EfficientNet-Lite0's full-resolution stem and first depthwise block carry most of the error.
 INT8_FLOAT_LAYERS = {"efficientnet-lite0": ("student.encoder.stem", "student.encoder.stages.0")}
-# Measured on the README main command's student (OpenVINO int8, parity with the float student on
-# 112 detected real faces; expression threshold 0.98 of decisive decisions): the query decoder
-# int8 0.963, float 0.9815 (+0.33 MB as float16); the value readouts alone float 0.963. The
-# embedding head int8 keeps its cosine at 0.9999 there, so it no longer stays float (-0.52 MB).
+# OpenVINO: the query decoder, whose attention feeds every classifier head.
 OPENVINO_FLOAT_LAYERS = ("student.decoder",)
-# The same student in ExecuTorch int8 (112 detected real faces): age MAE to the float student
-# 1.004 years with the value readouts int8 (threshold 1), 0.43 with them float (+0.09 MB).
+# ExecuTorch: the value readouts (34k parameters), which move age by a year in int8.
 EXECUTORCH_FLOAT_LAYERS = ("student.value_heads",)
+COREML_FLOAT_LAYERS = EXECUTORCH_FLOAT_LAYERS  # the same PT2E program, converted
 
 
 def _int8_options(target_name: str, student: FaceptorStudent) -> dict[str, Any]:
-    """What int8 leaves out of static int8, each measured (`INT8_FLOAT_LAYERS`, `OPENVINO_FLOAT_LAYERS`,
-    `EXECUTORCH_FLOAT_LAYERS`): the encoder layers that break the embedding, in both; in ExecuTorch
-    the value readouts stay float and the embedding head runs dynamic int8 (int8 weights, inputs
-    quantized per call); in OpenVINO the query decoder stays float (stored as float16)."""
+    """What int8 leaves out of static int8 (`INT8_FLOAT_LAYERS` and each target's own): in
+    ExecuTorch the embedding head also runs dynamic int8 (int8 weights, inputs quantized per
+    call), which Core ML has no op for."""
     encoder = INT8_FLOAT_LAYERS.get(student.config.encoder, ())
     if target_name == "executorch":
         return {"keep_float": (*encoder, *EXECUTORCH_FLOAT_LAYERS), "dynamic": ("student.embedding_head",)}
     if target_name == "openvino":
         return {"keep_float": (*encoder, *OPENVINO_FLOAT_LAYERS)}
-    return {}
+    return {"keep_float": (*encoder, *COREML_FLOAT_LAYERS)}
 
 
 def check_export(path: Path, student_dir: str | Path, inputs: ParityInputs, export_seconds: float
@@ -172,19 +172,32 @@ def check_export(path: Path, student_dir: str | Path, inputs: ParityInputs, expo
     row = {"target": report["target"], "precision": report["precision"], "path": str(path),
            "size_bytes": report["size_bytes"], "status": status, "reason": reason,
            "quantization": report["quantization"], "faces": report["faces"], "images": report["images"],
-           "load_seconds": report.get("load_seconds"), "export_seconds": export_seconds}  # fmt: skip
+           "load_seconds": report.get("load_seconds"), "export_seconds": export_seconds,
+           "ms_per_face": report.get("ms_per_face"), "cpu": report.get("cpu"),
+           "note": _fallback_note(report)}  # fmt: skip
     return row, report
 
 
+def _fallback_note(report: dict[str, Any]) -> str:
+    """What an int8 export did instead of weights and activations (Core ML's weights-only fallback)."""
+    return f"not W8A8: {report['quantization']}" if "weights only" in (report["quantization"] or "") else ""
+
+
 def export_table(rows: list[dict[str, Any]]) -> str:
-    """The export's status table, one line per artifact (as Ultralytics' export summary)."""
-    lines = [f"{'target':11s} {'precision':9s} {'size MB':>8s} {'parity':8s} {'load s':>7s} {'export s':>8s}  path"]
+    """The export's status table, one line per artifact (as Ultralytics' export summary), with
+    each artifact's parity reason and notes (`verify.int8_notes`) under it."""
+    header = f"{'target':11s} {'precision':9s} {'size MB':>8s} {'parity':8s} {'load s':>7s} {'ms/face':>7s} "
+    lines = [header + f"{'export s':>8s}  path"]
     for row in rows:
         load = "-" if row["load_seconds"] is None else f"{row['load_seconds']:.2f}"
+        speed = "-" if row.get("ms_per_face") is None else f"{row['ms_per_face']:.1f}"
         lines.append(f"{row['target']:11s} {row['precision']:9s} {row['size_bytes'] / 1e6:8.2f} {row['status']:8s} "
-                     f"{load:>7s} {row['export_seconds']:8.1f}  {row['path']}")  # fmt: skip
-        if row["reason"]:
-            lines.append(f"{'':11s} {row['status']}: {row['reason']}")
+                     f"{load:>7s} {speed:>7s} {row['export_seconds']:8.1f}  {row['path']}")  # fmt: skip
+        lines += [f"{'':11s} {label}: {row[key]}" for key, label in (("reason", row["status"]), ("note", "note"))
+                  if row.get(key)]  # fmt: skip
+    cpus = sorted({row["cpu"] for row in rows if row.get("cpu")})
+    if cpus:
+        lines.append(f"ms/face: median of 5 runs of 8 faces here ({'; '.join(cpus)}), not a benchmark")
     return "\n".join(lines)
 
 
