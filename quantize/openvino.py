@@ -114,9 +114,8 @@ def ignored_scope_for_modules(program: ExportedProgram, model: Any, module_paths
 
     OpenVINO names converted ops `<torch node>/<aten op>/<OV op>`, so Linear layers are found
     by name through the exported program's module stack. Convolutions lose their names when
-    BatchNorm is folded into them, so they are matched by position instead: the k-th
-    convolution of the exported program is the k-th (Group)Convolution of the OpenVINO
-    model in topological order, checked by count and by kernel shape.
+    BatchNorm is folded into them, so they are matched by kernel shape and order instead
+    (`_convs_by_position`).
 
     Raises:
         UserError: a module path has no layer to match in `model`, or the convolutions of the
@@ -174,19 +173,31 @@ def output_decoding_ops(model: Any) -> list[str]:
 
 
 def _convs_by_position(torch_convs: list, ov_convs: list, positions: list[int], module: str) -> list[str]:
-    """OpenVINO names of the convolutions at `positions` of the exported program (docstring above)."""
+    """OpenVINO names of the convolutions at `positions` of the exported program: matched by
+    kernel (output channels, elements, height, width), then by order among the convolutions of
+    that kernel. The two topological orders differ across branches (OpenVINO puts the pixel
+    decoder's lateral convolutions beside the encoder stage they read); along one branch they agree."""
     if len(torch_convs) != len(ov_convs):
         raise UserError(f"cannot keep {module!r} float: the exported program has {len(torch_convs)} "
                         f"convolutions, the OpenVINO model {len(ov_convs)}")  # fmt: skip
+    torch_keys = [_kernel_key(tuple(node.args[1].meta["val"].shape)) for node in torch_convs]  # O×I/g×kH×kW
+    ov_keys = [_kernel_key(tuple(int(d) for d in op.input(1).get_partial_shape().to_shape())) for op in ov_convs]
     out = []
     for i in positions:
-        weight = tuple(torch_convs[i].args[1].meta["val"].shape)  # O×I/g×kH×kW
-        kernel = tuple(int(d) for d in ov_convs[i].input(1).get_partial_shape().to_shape())
-        if kernel[-2:] != weight[-2:] or int(np.prod(kernel)) != int(np.prod(weight)):
-            raise UserError(f"cannot keep {module!r} float: convolution {i} is {weight} in the exported program "
-                            f"but {kernel} in the OpenVINO model")  # fmt: skip
-        out.append(ov_convs[i].get_friendly_name())
+        key = torch_keys[i]
+        rank = torch_keys[:i].count(key)
+        same = [op for op, ov_key in zip(ov_convs, ov_keys) if ov_key == key]
+        if len(same) != torch_keys.count(key):
+            raise UserError(f"cannot keep {module!r} float: {torch_keys.count(key)} convolutions of kernel {key} "
+                            f"in the exported program, {len(same)} in the OpenVINO model")  # fmt: skip
+        out.append(same[rank].get_friendly_name())
     return out
+
+
+def _kernel_key(kernel: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """(output channels, elements, kH, kW) of a torch O×I/g×kH×kW or an OpenVINO (G×)O×I×kH×kW kernel."""
+    outputs = kernel[0] * kernel[1] if len(kernel) == 5 else kernel[0]  # GroupConvolution: G×O/G×I/G×kH×kW
+    return outputs, int(np.prod(kernel)), kernel[-2], kernel[-1]
 
 
 def _inside(node: torch.fx.Node, module: str) -> bool:
