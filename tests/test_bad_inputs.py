@@ -6,6 +6,7 @@ import argparse
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -242,3 +243,23 @@ def test_ctrl_c_during_export_keeps_nothing_half_written(tiny_student, tmp_path,
     assert staged == ["tiny.bin", "tiny.xml"]  # Ctrl-C landed while a staged artifact existed
     assert _last_line(capsys) == "faceptor-edge export: interrupted; nothing half-written was kept"
     assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == previous  # the earlier artifact, untouched
+
+
+def test_a_bundle_manifest_cannot_point_outside_its_checked_files(tmp_path):
+    from faceptor_edge.backends.artifact import ArtifactError
+    from faceptor_edge.backends.bundle import BUNDLE_FORMAT, MANIFEST, file_records, read_manifest
+
+    bundle = tmp_path / "coreml-fp32.bundle"
+    (bundle / "student.mlpackage").mkdir(parents=True)
+    (bundle / "student.mlpackage" / "weights.bin").write_bytes(b"student")
+    (bundle / "detector.xml").write_bytes(b"detector")
+    (tmp_path / "elsewhere.xml").write_bytes(b"unchecked")
+    manifest = {"format": BUNDLE_FORMAT, "target": "coreml", "files": file_records(bundle),
+                "detector": {"file": "detector.xml", "side": 640},
+                "student": {"file": "student.mlpackage", "recipe": {}, "tasks": []}}  # fmt: skip
+    atomic_write_json(bundle / MANIFEST, manifest)
+    assert read_manifest(bundle) == manifest  # a folder artifact is checked through its files
+    for entry, name in (("student", "../elsewhere.xml"), ("detector", "detector.bin")):
+        atomic_write_json(bundle / MANIFEST, {**manifest, entry: {**manifest[entry], "file": name}})
+        with pytest.raises(ArtifactError, match=f"names '{re.escape(name)}', which is not among its checked files"):
+            read_manifest(bundle)

@@ -73,6 +73,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
     extra = sorted(set(found) - set(files))
     if extra:
         raise ArtifactError(f"{path}: files not in the manifest: {', '.join(extra)}")
+    for name in names[:2]:  # the artifacts loaded are among the files checked (an .mlpackage: its files)
+        if not any(listed == name or listed.startswith(f"{name}/") for listed in files):
+            raise ArtifactError(f"{path}: {MANIFEST} names {name!r}, which is not among its checked files")
     return manifest
 
 
