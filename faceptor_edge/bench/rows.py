@@ -160,14 +160,14 @@ def end_to_end(model: BenchModel, image_path: Path, warmup: int, runs: int) -> d
 
 def end_to_end_photo(backend: Backend, photo: Path, warmup: int, runs: int) -> tuple[dict[str, Any], list[FaceResult]]:
     """Per-face times of `predict` on a photo of several faces: the photo read as `predict`
-    reads it (`load_photo`), then `FacePredictor.predict` itself (RetinaFace, each face's
-    crop, the model, the non-finite check, decoding and the parsing maps warped onto the
-    photo), stage by stage from `FacePredictor.seconds`, each divided by the photo's faces.
+    reads it (`load_photo`), then `FacePredictor.predict` itself (RetinaFace, in PyTorch or a
+    bundle's own exported one; each face's crop, the model, the non-finite check, decoding and
+    the parsing maps warped onto the photo), stage by stage from `FacePredictor.seconds`, each divided by the photo's faces.
 
     Returns:
         The row's timings, and the last run's faces (what `predict` reports for this photo).
     """
-    predictor = FacePredictor(backend, RetinaFaceDetector.from_package())
+    predictor = FacePredictor(backend, backend.detector or RetinaFaceDetector.from_package())  # a bundle's own
     stages: dict[str, list[float]] = {name: [] for name in ("read_image", *STAGES)}
     for i in range(warmup + runs):
         start = time.perf_counter()
@@ -236,6 +236,10 @@ def measure_row(spec: RowSpec) -> dict[str, Any]:
         row["end_to_end"] = end_to_end(model, Path(spec.image), 1, spec.runs)
     if spec.photo and isinstance(model, BackendModel):
         row["end_to_end"]["photo"] = end_to_end_photo(model.backend, Path(spec.photo), 1, max(3, spec.runs // 5))[0]
+    elif spec.photo and spec.source == "mediapipe":
+        from faceptor_edge.bench.peers import mediapipe_photo
+
+        row["end_to_end"]["photo"] = mediapipe_photo(Path(spec.photo), 1, max(3, spec.runs // 5))
     row["peak_rss_mb"] = peak_rss_mb()  # batch 1: comparable across rows
     row.update(_throughput(model, spec, row["latency_ms_median"]))
     row["peak_rss_mb_after_throughput"] = peak_rss_mb()

@@ -7,6 +7,9 @@ thread pool or caches leak into the next row. Missing artifacts are exported fir
 (`<artifacts>/student-<precision>.<suffix>`). Artifacts have a static batch of 1, so
 their throughput is 1000 / median latency; exporting batch-B variants would double the
 export time (int8 calibration included) for a number the batch-1 latency already gives.
+Each runnable artifact is also bundled with an exported detector (`targets.bundle`), and
+its bundle row times `predict` on the group photo with that detector, beside MediaPipe
+FaceLandmarker on the same photo with `num_faces` set to its faces.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from faceptor_edge.backends.formats import FORMAT_NAMES, FORMATS
+from faceptor_edge.backends.formats import FORMAT_NAMES
 from faceptor_edge.bench.hardware import estimate_peak, machine_info, usable_cores
 from faceptor_edge.bench.spec import RowSpec
 from faceptor_edge.data import BENCH_SEED
+from faceptor_edge.detection import detector_available
 from faceptor_edge.errors import UserError
 from faceptor_edge.targets.artifacts import artifacts_dir, ensure_artifacts
+from faceptor_edge.targets.bundle import ensure_bundles
 
 PRECISIONS = ("fp32", "int8")
 ROW_TIMEOUT_S = 1800
@@ -133,6 +138,22 @@ def row_specs(
     return specs
 
 
+def bundle_specs(
+    options: BenchOptions, bundles: dict[tuple[str, str], Any], image: Path, threads: int, photo: str
+) -> list[Any]:
+    """The bundle rows (`targets.bundle`): photo → every face's predictions with the bundle's own
+    detector, stage by stage; skip notes (str) where there is no bundle or no photo."""
+    specs: list[Any] = []
+    for (target, precision), path in bundles.items():
+        labels = {"name": f"{target} {precision} bundle", "kind": "bundle", "target": target, "precision": precision}
+        if isinstance(path, str) or not photo:
+            specs.append({**labels, "skipped": path if isinstance(path, str) else "no photo"})
+        else:
+            specs.append(RowSpec(**labels, source=str(path), runs=options.runs, warmup=options.warmup, batch=1,
+                                 threads=threads, image=str(image), photo=photo))  # fmt: skip
+    return specs
+
+
 def measure_in_subprocess(spec: RowSpec, workdir: Path) -> dict[str, Any]:
     """Run one row in a fresh interpreter; a failed row comes back with an "error"."""
     spec_file = workdir / f"{len(os.listdir(workdir))}-spec.json"
@@ -164,7 +185,8 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = print) -> dict
     threads = options.threads or usable_cores()
     directory = options.artifacts or artifacts_dir(options.student)
     artifacts = ensure_artifacts(options.student, directory, targets=options.targets, precisions=options.precisions,
-                                 calibration_count=options.calib_count, log=log)
+                                 calibration_count=options.calib_count, log=log)  # fmt: skip
+    bundles = {} if detector_available() else ensure_bundles(artifacts, log=log)
     peak = estimate_peak(threads)
     machine = machine_info(threads)  # samples the background load right before measuring
     rows: list[dict[str, Any]] = []
@@ -174,8 +196,9 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = print) -> dict
         if no_photo:
             log(f"no photo rows: {no_photo}")
         specs = row_specs(options, artifacts, image, threads, photo)
+        specs += bundle_specs(options, bundles, image, threads, photo)
         if options.peers:
-            specs += peer_specs(options.runs, options.warmup, threads, image)
+            specs += peer_specs(options.runs, options.warmup, threads, image, photo)
         for i, spec in enumerate(specs, 1):
             if isinstance(spec, dict):  # skipped before measuring
                 log(f"[{i}/{len(specs)}] {spec['name']}: skipped ({spec['skipped']})")
