@@ -50,7 +50,7 @@ def resolve_model(source: str | os.PathLike[str]) -> str:
         return os.fspath(source)
     reason = release_missing()
     if reason:
-        raise UserError(f"--model release: {reason}")
+        raise UserError(f"release: {reason}")  # --model, --student or --init
     return str(RELEASE_DIR)
 
 
@@ -89,7 +89,10 @@ def ship_release(student_dir: str | Path, summary: str, dest: Path = RELEASE_DIR
                               "weights": "float16", "summary": summary}  # fmt: skip
     card = {**card, "weights_sha256": file_sha256(tmp / WEIGHTS), "release": record}
     (tmp / CARD).write_text(json.dumps(card, indent=2))
+    old = dest.with_name(f".{dest.name}.old")  # the shipped student moves aside: never a missing or mixed folder
+    shutil.rmtree(old, ignore_errors=True)
     if dest.exists():
-        shutil.rmtree(dest)
+        dest.rename(old)
     os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
     return dest

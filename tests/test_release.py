@@ -13,7 +13,7 @@ from faceptor_edge import release
 from faceptor_edge.backends import load_backend
 from faceptor_edge.cli import _student_or_newest, main
 from faceptor_edge.errors import UserError
-from faceptor_edge.student.io import WEIGHTS, load_student, save_student
+from faceptor_edge.student.io import WEIGHTS, load_student, read_card, save_student
 from faceptor_edge.student.model import build_student
 from faceptor_edge.targets.artifacts import artifacts_dir
 
@@ -36,6 +36,9 @@ def shipped(trained, tmp_path, monkeypatch) -> Path:
 
 
 def test_shipping_halves_the_weights_and_records_where_they_came_from(trained, shipped):
+    assert release.ship_release(trained, "shipped again", dest=shipped) == shipped  # replaces the shipped one
+    assert sorted(p.name for p in shipped.parent.iterdir()) == ["release_student"]
+    assert read_card(shipped)["release"]["summary"] == "shipped again"
     dtypes = {value.dtype for value in load_file(str(shipped / WEIGHTS)).values()}
     assert torch.float16 in dtypes and torch.float32 not in dtypes
     student, card = load_student(shipped)
@@ -86,7 +89,7 @@ def test_predict_and_compare_default_to_the_release_student_and_say_so(shipped, 
 def test_without_a_shipped_student_release_says_what_to_do(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(release, "RELEASE_DIR", tmp_path / "empty")
     assert "carries no release student" in release.release_missing()
-    with pytest.raises(UserError, match="--model release: this install carries no release student"):
+    with pytest.raises(UserError, match="release: this install carries no release student"):
         load_backend("release")
     assert main(["predict", str(tmp_path / "photo.jpg")]) != 0
     assert "no --model given, and this install carries no release student" in capsys.readouterr().err
