@@ -58,17 +58,21 @@ class FaceResult:
     def summary(self) -> list[str]:
         """The face in a few words for people (predict's terminal lines, the overlay's labels):
         age, expression and a few attributes, from trained heads only."""
-        trained = [p for name, p in self.heads.items() if name not in self.untrained]
+        trained = {name: p for name, p in self.heads.items() if name not in self.untrained}
+
+        def first(kind: type) -> tuple[str, Any]:
+            return next(((name, p) for name, p in trained.items() if isinstance(p, kind)), ("", None))
+
         lines = []
-        age = next((p for p in trained if isinstance(p, decode.AgePrediction)), None)
+        _, age = first(decode.AgePrediction)
         if age is not None:
             lines.append(f"age {age.years:.0f}")
-        expression = next((p for p in trained if isinstance(p, decode.ExpressionPrediction)), None)
+        _, expression = first(decode.ExpressionPrediction)
         if expression is not None:
             lines.append(f"{expression.label} {expression.probabilities[expression.label]:.0%}")
-        attributes = next((p for p in trained if isinstance(p, decode.AttributesPrediction)), None)
+        name, attributes = first(decode.AttributesPrediction)
         if attributes is not None:
-            covered = self.covered_labels.get("biattr_celeba", SHOWN_ATTRIBUTES)
+            covered = self.covered_labels.get(name, SHOWN_ATTRIBUTES)
             shown = [a for a in SHOWN_ATTRIBUTES if a in covered]
             lines.extend(f"{a.replace('_', ' ').lower()} {attributes.probabilities[a]:.0%}" for a in shown)
         return lines

@@ -132,3 +132,17 @@ def test_bench_photo_row_times_what_predict_reports(student, photo, tmp_path, ca
     for k, result in enumerate(results, 1):
         assert len(result.summary()) == 8  # age, expression, the 6 shown attributes
         assert f"  face {k}: " + ", ".join([f"score {result.face.score:.2f}", *result.summary()]) in printed
+
+
+def test_the_face_summary_shows_trained_heads_and_covered_attributes_only():
+    from faceptor_edge import decode
+    from faceptor_edge.detection import DetectedFace
+    from faceptor_edge.predictor import SHOWN_ATTRIBUTES, FaceResult
+
+    face = DetectedFace((0.0, 0.0, 10.0, 10.0), np.zeros((5, 2)), 0.9)
+    shown = dict.fromkeys(SHOWN_ATTRIBUTES, 0.7)
+    attributes = decode.AttributesPrediction(shown, {name: True for name in shown})
+    heads = {"age_utkface": decode.AgePrediction(31.4), "attrs": attributes,
+             "affect_rafdb": decode.ExpressionPrediction("Happy", {"Happy": 0.8, "Neutral": 0.2})}  # fmt: skip
+    result = FaceResult(face, heads, {}, frozenset({"age_utkface"}), {"attrs": ("Eyeglasses", "Smiling")})
+    assert result.summary() == ["Happy 80%", "smiling 70%", "eyeglasses 70%"]
