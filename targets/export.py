@@ -140,8 +140,11 @@ def _accuracy_control(student: FaceptorStudent, card: dict[str, Any], teacher: s
 # the artifact's parity with its float student (docs/export.md, "What stays float in int8").
 # EfficientNet-Lite0's full-resolution stem and first depthwise block carry most of the error.
 INT8_FLOAT_LAYERS = {"efficientnet-lite0": ("student.encoder.stem", "student.encoder.stages.0")}
-# OpenVINO: the query decoder, whose attention feeds every classifier head.
-OPENVINO_FLOAT_LAYERS = ("student.decoder",)
+# OpenVINO: the query decoder, whose attention feeds every classifier head; and, so that the IR
+# agrees with its float student on x86 CPUs without VNNI too (whose int8 kernels saturate 16-bit
+# sums), the second encoder stage and the small readouts (value heads, token and mask projections).
+OPENVINO_FLOAT_LAYERS = ("student.decoder", "student.encoder.stages.1", "student.value_heads", "student.token_proj",
+                         "student.mask_embed")  # fmt: skip
 # ExecuTorch: the value readouts (34k parameters), which move age by a year in int8.
 EXECUTORCH_FLOAT_LAYERS = ("student.value_heads",)
 COREML_FLOAT_LAYERS = EXECUTORCH_FLOAT_LAYERS  # the same PT2E program, converted
