@@ -120,10 +120,9 @@ def detector_input(
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     in_h, in_w = image.shape[:2]
-    bgr = image[:, :, ::-1].astype(np.float32) - np.asarray(config.pixel_mean_bgr, np.float32)
-    if side is not None:
-        bgr = np.pad(bgr, ((0, side - in_h), (0, side - in_w), (0, 0)))
-    x = np.ascontiguousarray(bgr.transpose(2, 0, 1))[None]  # H×W×3 -> 1×3×H×W
+    x = np.zeros((1, 3, side or in_h, side or in_w), np.float32)  # the pad: 0, the mean pixel
+    for channel, mean in enumerate(config.pixel_mean_bgr):  # RGB H×W×3 -> BGR 1×3×H×W, one pass per channel
+        np.subtract(image[:, :, 2 - channel], np.float32(mean), out=x[0, channel, :in_h, :in_w], dtype=np.float32)
     return DetectorInput(x, (width / in_w, height / in_h))
 
 
