@@ -124,11 +124,11 @@ class CoreMLTarget:
                 mlmodel = _convert(quantized.program, example, wrapper.output_names, "float16")
                 return mlmodel, W8A8_DESCRIPTION, {"float_layers": list(quantized.float_layers),
                                                    "keep_float": list(self.keep_float),
-                                                   "activation_scales": activation_scales(quantized.program)}
+                                                   "activation_scales": activation_scales(quantized.program)}  # fmt: skip
             except (UserError, ImportError) as err:
                 if isinstance(err, ImportError):
                     raise UserError(f"Core ML int8 weights and activations need torchao and ExecuTorch's XNNPACK "
-                                    f"quantizer ({err}): pip install faceptor-edge[executorch]") from err
+                                    f"quantizer ({err}): pip install faceptor-edge[executorch]") from err  # fmt: skip
                 raise
             except Exception as err:
                 if self.int8_route == "w8a8":

@@ -117,7 +117,7 @@ def check_teacher(given: str | None, card: dict[str, Any], student_dir: str | Pa
     record = card.get("teacher", {})
     if given is not None and Path(given).is_file() and not record.get("teacher_sha256"):
         raise UserError(f"--teacher {given}: {student_dir} was not distilled from a Faceptor checkpoint (its "
-                        f"teacher: {record.get('teacher', 'none recorded')}); leave --teacher out for its own")
+                        f"teacher: {record.get('teacher', 'none recorded')}); leave --teacher out for its own")  # fmt: skip
 
 
 def _sample(index: int, face: RealFace) -> FaceSample:
@@ -264,8 +264,8 @@ def exit_code(report: dict[str, Any]) -> int:
 
 def gate_table(report: dict[str, Any]) -> str:
     """The report for a terminal: one line per artifact, the heads that failed, the verdict."""
-    lines = [f"release gate on {report['faces']} faces ({report['images']}), teacher {report['teacher']}; "
-             f"{report['thresholds']['teacher']}",
+    title = f"release gate on {report['faces']} faces ({report['images']}), teacher {report['teacher']}; "
+    lines = [title + report["thresholds"]["teacher"],
              f"{'target':11s} {'precision':9s} {'size MB':>8s} {'status':8s} {'load s':>7s}  reason"]  # fmt: skip
     for row in report["artifacts"]:
         size = "-" if row["size_bytes"] is None else f"{row['size_bytes'] / 1e6:.2f}"

@@ -196,7 +196,7 @@ def int8_notes(rows: list[dict[str, Any]]) -> None:
             continue
         if row["ms_per_face"] >= INT8_MIN_SPEEDUP * base["ms_per_face"]:
             row["note"] = (f"int8 buys no speed on this CPU ({row.get('cpu')}): {row['ms_per_face']:.1f} ms per face "
-                           f"against fp32 {base['ms_per_face']:.1f} ms; size {row['size_bytes'] / base['size_bytes']:.2f}×")
+                           f"against fp32 {base['ms_per_face']:.1f} ms; size {row['size_bytes'] / base['size_bytes']:.2f}×")  # fmt: skip
 
 
 def proxy_report(target, path: Path, inputs: ParityInputs, x, precision: str) -> dict[str, Any] | None:

@@ -110,7 +110,7 @@ def gate(pytestconfig, student_dir, artifacts_folder, tmp_path_factory):
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """With --student, pytest's exit code agrees with report.json: a report that did not pass never exits 0."""
-    out, report = session.config.stash.get(_REPORT, (None, None))
+    _, report = session.config.stash.get(_REPORT, (None, None))
     user = _user_student(session.config) is not None
     if user and report is not None and not report["passed"] and exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
