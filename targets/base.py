@@ -221,3 +221,11 @@ def commit(built: Path, path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(built, path)
+
+
+def commit_ir(built: Path, path: Path) -> None:
+    """Move a finished OpenVINO IR (`built`, an .xml beside its .bin) onto `path`. The old
+    .xml goes first: an interruption leaves no artifact rather than an old .xml over a new .bin."""
+    path.unlink(missing_ok=True)
+    commit(built.with_suffix(".bin"), path.with_suffix(".bin"))
+    commit(built, path)

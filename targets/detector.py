@@ -30,7 +30,7 @@ from faceptor_edge.detection.decoding import DetectedFace, detector_input
 from faceptor_edge.errors import UserError
 from faceptor_edge.files import file_sha256, package_dir
 from faceptor_edge.images import load_photo
-from faceptor_edge.targets.base import Precision, commit, staging_dir
+from faceptor_edge.targets.base import Precision, commit, commit_ir, staging_dir
 
 DETECTOR_SIDE = 640  # px: the bench photo's longer side; faces down to ~16 px at this scale
 DETECTOR_NAME = "detector"  # a bundle's detector file: detector-<precision><suffix>
@@ -100,8 +100,9 @@ def export_detector(
     with staging_dir(path) as tmp:
         built = export(net, example, calibration, tmp / path.name, lambda q: _record(net, side, target, precision, q))
         if target == "openvino":
-            commit(built.with_suffix(".bin"), path.with_suffix(".bin"))
-        commit(built, path)
+            commit_ir(built, path)
+        else:
+            commit(built, path)
     return path
 
 

@@ -33,7 +33,7 @@ from faceptor_edge.targets.base import (
     Precision,
     artifact_metadata,
     check_export_args,
-    commit,
+    commit_ir,
     staging_dir,
 )
 from faceptor_edge.tasks import TaskSpec
@@ -138,8 +138,7 @@ class OpenVINOTarget:
             built = tmp / path.name
             ov.save_model(model, built, compress_to_fp16=False)
             _verify(built)
-            commit(built.with_suffix(".bin"), path.with_suffix(".bin"))
-            commit(built, path)
+            commit_ir(built, path)
         return path
 
     def load(self, path: Path, *, threads: int | None = None) -> OpenVINORunner:

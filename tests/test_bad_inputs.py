@@ -263,3 +263,24 @@ def test_a_bundle_manifest_cannot_point_outside_its_checked_files(tmp_path):
         atomic_write_json(bundle / MANIFEST, {**manifest, entry: {**manifest[entry], "file": name}})
         with pytest.raises(ArtifactError, match=f"names '{re.escape(name)}', which is not among its checked files"):
             read_manifest(bundle)
+
+
+def test_an_interrupted_ir_replacement_leaves_no_mixed_pair(tmp_path, monkeypatch):
+    from faceptor_edge.targets import base
+
+    path, built = tmp_path / "student.xml", tmp_path / "staging" / "student.xml"
+    built.parent.mkdir()
+    for xml, text in ((path, "old"), (built, "new")):
+        xml.write_text(f"{text} graph")
+        xml.with_suffix(".bin").write_text(f"{text} weights")
+    real_commit = base.commit
+
+    def interrupted_after_the_bin(source, dest):
+        if dest.suffix == ".xml":
+            raise KeyboardInterrupt
+        real_commit(source, dest)
+
+    monkeypatch.setattr(base, "commit", interrupted_after_the_bin)
+    with pytest.raises(KeyboardInterrupt):
+        base.commit_ir(built, path)
+    assert path.with_suffix(".bin").read_text() == "new weights" and not path.exists()  # no old .xml over it
