@@ -24,8 +24,9 @@ def _student_option(parser: argparse.ArgumentParser, *, default: Path | None = N
 
 def _model_option(parser: argparse.ArgumentParser) -> None:
     """--model: any source `load_backend` reads (predict, compare)."""
-    parser.add_argument("--model", help="artifact (.pte/.xml/.mlpackage), student directory, teacher checkpoint, "
-                        "'demo', 'specialists' or 'release' (default: release, the student shipped with the package)")  # fmt: skip
+    parser.add_argument("--model", help="artifact (.pte/.xml/.mlpackage), bundle (.bundle: its own detector), student "
+                        "directory, teacher checkpoint, 'demo', 'specialists' or 'release' (default: release, the "
+                        "student shipped with the package)")  # fmt: skip
 
 
 def _photo_options(parser: argparse.ArgumentParser) -> None:
