@@ -6,12 +6,13 @@ import json
 import pytest
 
 from faceptor_edge import cli
+from faceptor_edge.backends.formats import artifact_path
 from faceptor_edge.bench import report as bench_report
 from faceptor_edge.bench.hardware import estimate_peak
 from faceptor_edge.bench.peers import combine_peers, peer_specs
-from faceptor_edge.backends.formats import artifact_path
-from faceptor_edge.bench.run import BenchOptions, measure_in_subprocess
+from faceptor_edge.bench.run import measure_in_subprocess
 from faceptor_edge.bench.spec import RowSpec
+from faceptor_edge.detection import detector_available
 from faceptor_edge.student.io import read_card, save_student
 from faceptor_edge.student.model import build_student
 from faceptor_edge.targets.artifacts import ensure_artifacts, stale_reason
@@ -51,7 +52,8 @@ def test_bench_measures_teacher_student_and_artifacts(bench_run):
     code, _, _, report = bench_run
     assert code == 0
     rows = {row["name"]: row for row in report["rows"]}
-    assert set(rows) == {"teacher", "student", "openvino fp32", "openvino int8"}
+    bundles = set() if detector_available() else {"openvino fp32 bundle", "openvino int8 bundle"}
+    assert set(rows) == {"teacher", "student", "openvino fp32", "openvino int8"} | bundles
     assert [rows[n]["kind"] for n in ("teacher", "student", "openvino fp32")] == ["teacher", "student", "artifact"]
     for row in rows.values():
         assert not row.get("error"), row
@@ -98,7 +100,7 @@ def test_photo_rows_time_detection_and_every_face(bench_run):
     _, root, _, report = bench_run
     e2e = {row["name"]: row for row in report["end_to_end"]}
     assert "photo" not in e2e["teacher"]  # a second per face: no photo row
-    for name in ("student", "openvino fp32", "openvino int8"):
+    for name in ("student", "openvino fp32", "openvino int8", "openvino fp32 bundle", "openvino int8 bundle"):
         photo = e2e[name]["photo"]
         assert photo["faces"] == 5 and max(photo["size"]) == 640
         stages = photo["stages_ms_median"]

@@ -46,7 +46,7 @@ def build_report(
     rows = [{**{key: None for key in ROW_FIELDS}, **row} for row in rows]
     student = next((row for row in rows if row["kind"] == "student"), None)
     for row in rows:
-        if row["kind"] == "artifact" and student:  # same graph, same multiply-adds
+        if row["kind"] in ("artifact", "bundle") and student:  # same graph, same multiply-adds
             row["params"], row["flops"] = student["params"], student["flops"]
         if row["flops"] and row["latency_ms_median"]:
             row["achieved_gflops"] = row["flops"] / row["latency_ms_median"] / 1e6
