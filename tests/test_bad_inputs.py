@@ -220,6 +220,8 @@ def test_ctrl_c_during_export_keeps_nothing_half_written(tiny_student, tmp_path,
     from faceptor_edge.targets import export
     from faceptor_edge.targets import openvino as target
 
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own, as in `faceptor-edge`
+
     out = tmp_path / "artifacts" / "tiny.xml"
     command = ["export", "--target", "openvino", "--student", str(tiny_student), "--out", str(out),
                "--check-count", "4"]  # fmt: skip
