@@ -7,41 +7,31 @@ see exactly the faces, and exactly the augmentations, of an uninterrupted one, w
 number of loader workers.
 
 - `CachedFaces` reads one face at a time from the teacher-output shards (memory-mapped
-  safetensors), verifying each shard's checksum the first time a worker opens it.
-- `OnlineFaces` yields augmented face samples for a teacher that labels every batch as it
-  trains (`--teacher-outputs online`).
+  safetensors), each shard's checksum verified once, before training, by one rank.
+- `OnlineFaces` yields what the teacher on the device needs of each augmented face
+  (`distill.crops`) for a teacher that labels every batch as it trains (`--teacher-outputs online`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors import safe_open
 from torch.utils.data import Dataset, Sampler
 
-from faceptor_edge.data import FaceSample
-from faceptor_edge.distill.augment import (
-    AugmentParams,
-    augment_image,
-    augment_item,
-    augment_rng,
-    sample_params,
-    warp_matrix,
-)
+from faceptor_edge.distill.augment import augment_item, augment_rng, sample_params
 from faceptor_edge.distill.cache import ShardCache
+from faceptor_edge.distill.crops import Plan, collate_inputs, face_inputs
+from faceptor_edge.distill.labels import CropRecipe
 from faceptor_edge.errors import UserError
-from faceptor_edge.preprocess import box_from_points
-from faceptor_edge.recipe import InputRecipe
 from faceptor_edge.tasks import TaskSpec
 
 OPEN_SHARDS = 8  # memory-mapped shards a loader worker keeps open (bounds its resident pages)
-POINTS5_FLIP = (1, 0, 2, 4, 3)  # the 5 points' order after a mirror: image-left eye <-> image-right eye, ...
 
 
 class StepBatches(Sampler[list[tuple[int, int]]]):
@@ -92,7 +82,6 @@ class CachedFaces(Dataset):
     def __init__(self, cache: ShardCache, tasks: tuple[TaskSpec, ...], *, augment: bool, seed: int) -> None:
         self.cache, self.tasks, self.augment, self.seed = cache, tasks, augment, seed
         self._open: OrderedDict[int, Any] = OrderedDict()  # per worker process: shard -> safe_open handle
-        self._verified: set[int] = set()
 
     def __len__(self) -> int:
         return self.cache.num_items
@@ -100,18 +89,31 @@ class CachedFaces(Dataset):
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_open": OrderedDict()}  # handles do not cross processes
 
+    def verify(self, device: torch.device | None = None) -> None:
+        """Check every shard's checksum once: each rank its share (shards ≡ rank mod world), and
+        every rank fails together when any share holds a shard that changed since it was built
+        (deleted, to be rebuilt by the next run).
+
+        Raises:
+            UserError: A shard changed or broke.
+        """
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        broken = [shard for shard in range(rank, self.cache.num_shards, world) if not self.cache.is_complete(shard)]
+        for shard in broken:
+            self.cache.discard(shard)
+        count = torch.tensor([len(broken)], device=device)
+        if dist.is_initialized():
+            dist.all_reduce(count)
+        if int(count):
+            raise UserError(
+                f"{int(count)} teacher-output shard(s) in {self.cache.dir} changed or broke since they were built and "
+                "were deleted: run the same command again to rebuild them (add --resume to keep the training progress)"
+            )
+
     def _shard(self, shard: int) -> Any:
         if shard in self._open:
             self._open.move_to_end(shard)
             return self._open[shard]
-        if shard not in self._verified:
-            if not self.cache.is_complete(shard):
-                self.cache.discard(shard)
-                raise UserError(
-                    f"teacher-output shard {shard} in {self.cache.dir} changed or broke since it was built; it was "
-                    "deleted: run the same command again to rebuild it (add --resume to keep the training progress)"
-                )
-            self._verified.add(shard)
         handle = safe_open(str(self.cache.shard_path(shard)), framework="numpy")
         self._open[shard] = handle
         if len(self._open) > OPEN_SHARDS:
@@ -138,52 +140,33 @@ class CachedFaces(Dataset):
 
 
 class OnlineFaces(Dataset):
-    """Augmented face samples for a teacher that labels them as training runs.
-
-    A crop-space augmentation W (`warp_matrix`) becomes the image-space warp C⁻¹WC, with C
-    the student crop of the face: the warped image keeps the face's framing box, so the
-    student's crop of it is exactly the augmented crop, while the 5 points move with the
-    face (the teacher's 112 alignment follows them).
+    """Faces for a teacher that labels them on its device as training runs: each item is what a
+    loader worker ships for one face (`distill.crops.face_inputs`: the student's augmented crop,
+    patches of the photo, the geometry of the teacher's crops), never the photo itself.
 
     Args:
         source: Face samples (a `FaceSource`).
-        recipe: The student crop the augmentation is defined on.
-        augment: Apply augmentation.
+        recipe: The teacher's and the student's crops.
+        plan: What the teacher needs of every face (`distill.crops.Plan`).
+        augment: Apply augmentation (one transform per face, drawn from (seed, step, face)).
         seed: Seed of the augmentation.
     """
 
-    def __init__(self, source: Any, recipe: InputRecipe, *, augment: bool, seed: int) -> None:
-        self.source, self.recipe, self.augment, self.seed = source, recipe, augment, seed
+    def __init__(self, source: Any, recipe: CropRecipe, plan: Plan, *, augment: bool, seed: int) -> None:
+        self.source, self.recipe, self.plan, self.augment, self.seed = source, recipe, plan, augment, seed
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: tuple[int, int]) -> FaceSample:
+    def __getitem__(self, key: tuple[int, int]) -> dict:
         step, index = key
         (sample,) = self.source.batch([index])
-        if not self.augment:
-            return sample
-        return augment_sample(sample, self.recipe, sample_params(augment_rng(self.seed, step, index)))
+        params = sample_params(augment_rng(self.seed, step, index)) if self.augment else None
+        return face_inputs(sample, self.recipe, self.plan, params)
 
-
-def augment_sample(sample: FaceSample, recipe: InputRecipe, params: AugmentParams) -> FaceSample:
-    """The sample as the augmentation `params` (defined on the student crop) changes it."""
-    box = sample.box if sample.box is not None else None
-    if box is None and sample.points5 is not None:
-        box = box_from_points(sample.points5)
-    crop = recipe.crop(sample.image, box=box)  # framing fixed by the original face box
-    to_crop = crop.matrix  # 3×3, image -> crop pixels
-    warp = np.vstack([warp_matrix(params, recipe.size), [0, 0, 1]])
-    image_warp = (np.linalg.inv(to_crop) @ warp @ to_crop)[:2]
-    height, width = sample.image.shape[:2]
-    image = cv2.warpAffine(sample.image, image_warp, (width, height), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REFLECT)  # fmt: skip
-    points5 = None
-    if sample.points5 is not None:
-        points5 = (sample.points5 @ image_warp[:, :2].T + image_warp[:, 2]).astype(np.float32)
-        if params.flip:
-            points5 = points5[list(POINTS5_FLIP)]
-    return dataclasses.replace(sample, image=augment_image(image, params), box=box, points5=points5)
+    def inputs(self, indices: Sequence[int]) -> dict:
+        """The faces `indices`, unaugmented, as one collated batch (statistics of the teacher's outputs)."""
+        return collate_inputs([face_inputs(s, self.recipe, self.plan, None) for s in self.source.batch(list(indices))])
 
 
 def collate_arrays(items: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -198,8 +181,3 @@ def collate_arrays(items: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarr
 def collate_tensors(items: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     """`DataLoader` collate of `CachedFaces` items: numpy -> CPU tensors (dtypes kept)."""
     return {key: torch.from_numpy(value) for key, value in collate_arrays(items).items()}
-
-
-def collate_samples(samples: Sequence[FaceSample]) -> list[FaceSample]:
-    """`DataLoader` collate of `OnlineFaces` items: the samples as a list."""
-    return list(samples)

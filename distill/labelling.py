@@ -2,7 +2,8 @@
 
 `build_cache` labels every face of a source once into a `ShardCache`, shard by shard, so an
 interrupted build resumes where it stopped. Ranks take alternate shards; within a rank a
-CPU teacher labels in `workers` processes, each with its own copy of the models.
+CPU teacher labels in `workers` processes, each with its own copy of the models, and a GPU
+teacher labels what `workers` loader processes cut from the photos (`distill.crops`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,11 @@ from tqdm import tqdm
 from faceptor_edge.backends import Backend, describe_teacher, load_backend
 from faceptor_edge.data import FaceSample
 from faceptor_edge.distill.cache import ShardCache, cache_key
+from faceptor_edge.distill.crops import Plan, cache_arrays, collate_inputs, face_inputs, teacher_labels
 from faceptor_edge.distill.devices import AutocastDtype, barrier
 from faceptor_edge.distill.keys import FEATURE_KEYS
-from faceptor_edge.distill.labels import CropRecipe, specialist_outputs, teacher_outputs
+from faceptor_edge.distill.labels import TEACHER_BATCH, CropRecipe, specialist_outputs, teacher_outputs
 from faceptor_edge.files import atomic_write_bytes
-
-# Teacher kind -> how its outputs for a batch of faces become cache entries.
-LABELLERS = {"demo": teacher_outputs, "checkpoint": teacher_outputs, "specialists": specialist_outputs}
 
 
 class Teacher:
@@ -38,14 +37,21 @@ class Teacher:
         dense_size: The Faceptor teacher's dense-group input side (None: its default).
         device: Where a Faceptor teacher runs (the specialists run on the CPU).
         precision: Its autocast precision.
+        batch_size: Faces per Faceptor teacher forward.
     """
 
     def __init__(
-        self, spec: str, dense_size: int | None, device: torch.device | None = None, precision: AutocastDtype = "fp32"
+        self,
+        spec: str,
+        dense_size: int | None,
+        device: torch.device | None = None,
+        precision: AutocastDtype = "fp32",
+        *,
+        batch_size: int = TEACHER_BATCH,
     ) -> None:
         self.info = describe_teacher(spec, dense_size=dense_size)
         self.identity, self.notice, self.tasks = self.info.identity, self.info.notice, self.info.tasks
-        self.device, self.precision = device or torch.device("cpu"), precision
+        self.device, self.precision, self.batch_size = device or torch.device("cpu"), precision, batch_size
         self._backend: Backend | None = None
 
     @property
@@ -54,13 +60,21 @@ class Teacher:
 
     def outputs(self, samples: list[FaceSample], recipe: CropRecipe, *, features: bool) -> dict[str, np.ndarray]:
         """Teacher outputs of a batch of faces, as the cache stores them."""
+        if self.info.kind == "specialists":
+            if self._backend is None:
+                self._backend = load_backend(self.info.source, dense_size=512)
+            return specialist_outputs(self._backend.model, samples, recipe)
+        return teacher_outputs(self._model(), samples, recipe, features=features, device=self.device,
+                               precision=self.precision, batch_size=self.batch_size)  # fmt: skip
+
+    def labels(self, batch: dict, recipe: CropRecipe, plan: Plan) -> dict[str, torch.Tensor]:
+        """Teacher outputs of a collated batch of `crops.face_inputs`, as tensors on the device."""
+        return teacher_labels(self._model(), batch, recipe, plan, precision=self.precision, batch_size=self.batch_size)
+
+    def _model(self):
         if self._backend is None:
             self._backend = load_backend(self.info.source, dense_size=self.info.dense_size or 512)
-        if self.info.kind == "specialists":
-            return specialist_outputs(self._backend.model, samples, recipe)
-        self._backend.model.to(self.device)
-        return teacher_outputs(self._backend.model, samples, recipe, features=features, device=self.device,
-                               precision=self.precision)  # fmt: skip
+        return self._backend.model.to(self.device)
 
     def close(self) -> None:
         if self._backend is not None:
@@ -99,7 +113,9 @@ def build_cache(
     if todo:
         bar = tqdm(total=faces, desc=f"teacher → cache ({name})", unit="face", disable=rank != 0, dynamic_ncols=True)
         with bar:
-            if workers > 1 and teacher.on_cpu and len(todo) > 1:
+            if not teacher.on_cpu:
+                _build_on_device(cache, todo, teacher, source, recipe, features, workers, bar.update)
+            elif workers > 1 and len(todo) > 1:
                 _build_in_processes(cache, todo, teacher, source, recipe, features, workers, bar.update)
             else:
                 cache.build(lambda items: _label(teacher, source, recipe, features, items), shards=todo,
@@ -151,6 +167,42 @@ def _build_in_processes(cache, todo, teacher, source, recipe, features, workers,
                                                 initargs=init) as pool:  # fmt: skip
         for done in pool.map(_label_shard, todo):
             progress(done)
+
+
+class _ShardFaces(torch.utils.data.Dataset):
+    """One face's `crops.face_inputs` (unaugmented) and, when its image could not be read, [name, why]."""
+
+    def __init__(self, source, recipe: CropRecipe, plan: Plan) -> None:
+        self.source, self.recipe, self.plan = source, recipe, plan
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        (sample,) = self.source.batch([index])
+        unreadable = None if sample.problem is None else [sample.name, sample.problem]
+        return face_inputs(sample, self.recipe, self.plan, None), unreadable
+
+
+def _collate_shard(items):
+    return collate_inputs([inputs for inputs, _ in items]), [entry for _, entry in items if entry is not None]
+
+
+def _build_on_device(cache, todo, teacher: Teacher, source, recipe, features, workers, progress) -> None:
+    """Label the shards `todo` with a teacher on a GPU: `workers` loader processes read the photos
+    and cut each face's patches (`distill.crops`) while the device labels the shard before."""
+    plan = Plan.of(teacher.tasks, recipe, features=features)
+    loader = torch.utils.data.DataLoader(
+        _ShardFaces(source, recipe, plan), batch_sampler=[list(cache.shard_items(s)) for s in todo],
+        num_workers=workers, collate_fn=_collate_shard, pin_memory=teacher.device.type == "cuda",
+    )  # fmt: skip
+    shards = iter(loader)
+
+    def label(_items: range):
+        batch, unreadable = next(shards)
+        return cache_arrays(teacher.labels(batch, recipe, plan)), {"unreadable": json.dumps(unreadable)}
+
+    cache.build(label, shards=todo, progress=progress)
 
 
 def unreadable_images(cache: ShardCache) -> list[list[str]]:

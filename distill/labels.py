@@ -38,6 +38,9 @@ from faceptor_edge.tasks import FULL_TASKS, TaskSpec, heatmap_key
 from faceptor_edge.teacher import FaceptorTeacher
 
 TEACHER_FRAMING = "faceptor-per-head"  # SPEC §6.2's framing per dense head (`faceptor_edge.frames`)
+# Faces per teacher forward: at 512 px in bf16 the ViT-B/16's activations (1,025 tokens, SDPA
+# attention) and the map heads' B×256×128×128 pixel features stay a few GB on a 24 GB card.
+TEACHER_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def framing_box(sample: FaceSample) -> Box | None:
     return None if sample.points5 is None else box_from_points(sample.points5)
 
 
-def _teacher_points(sample: FaceSample, frame: Frame) -> np.ndarray:
+def teacher_points(sample: FaceSample, frame: Frame) -> np.ndarray:
     """5 points the teacher frames a sample on: its own, else the ArcFace template placed on
     the student frame's central face box (a whole pre-cropped face)."""
     if sample.points5 is not None:
@@ -128,7 +131,7 @@ def carry_maps(
     return carried, (where.abs() <= 1).all(-1).float()
 
 
-def _dense_groups(tasks: Sequence[TaskSpec]) -> dict[FrameSpec, list[TaskSpec]]:
+def dense_groups(tasks: Sequence[TaskSpec]) -> dict[FrameSpec, list[TaskSpec]]:
     """The teacher's dense heads by framing, in task order: one encoder pass per framing."""
     groups: dict[FrameSpec, list[TaskSpec]] = {}
     for task in (t for t in tasks if t.input_group == "face512"):
@@ -145,9 +148,11 @@ def teacher_outputs(
     features: bool = False,
     device: torch.device | None = None,
     precision: AutocastDtype = "fp32",
+    batch_size: int = TEACHER_BATCH,
 ) -> dict[str, np.ndarray]:
-    """Run the teacher on a batch of faces (on `device`, autocast to `precision`), each head on
-    its own framing of each face, and carry its outputs into the student's frame.
+    """Run the teacher on a batch of faces (on `device`, autocast to `precision`, at most
+    `batch_size` faces per forward), each head on its own framing of each face, and carry its
+    outputs into the student's frame.
 
     Returns:
         `student/image` B×S×S×3 uint8; value and embedding heads float32 as in
@@ -160,28 +165,32 @@ def teacher_outputs(
         `FEATURE_MASK_KEY`) a B float32 mask: 0 for a sample whose image could not be read
         (`FaceSample.problem`) or with no face found (no points, no box), 1 otherwise.
     """
+    if len(samples) > batch_size:
+        parts = [teacher_outputs(teacher, samples[i : i + batch_size], recipe, features=features, device=device,
+                                 precision=precision, batch_size=batch_size) for i in range(0, len(samples), batch_size)]  # fmt: skip
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     device = device or torch.device("cpu")
     size = recipe.teacher_dense_size
     student = [recipe.student_frame(sample) for sample in samples]
     targets = [frame for _, frame in student]
-    points = [_teacher_points(sample, frame) for sample, frame in zip(samples, targets)]
+    points = [teacher_points(sample, frame) for sample, frame in zip(samples, targets)]
     valid = np.array([sample.problem is None and (sample.points5 is not None or sample.box is not None)
                       for sample in samples], np.float32)  # fmt: skip
     out = {STUDENT_IMAGE_KEY: np.stack([image for image, _ in student])}
     out.update({mask_key(task.name): valid for task in teacher.config.tasks})
     x112 = np.stack([to_tensor_input(align_112(s.image, p), "face112") for s, p in zip(samples, points)])
     with autocast(device, precision):
-        raw = teacher.forward_raw(torch.from_numpy(x112).to(device), None, with_features=features)
+        raw = teacher.forward_raw(torch.from_numpy(x112).to(device), None, feature_layers=(11,) if features else ())
     for task in (t for t in teacher.config.tasks if t.input_group == "face112"):
         out[task.name] = raw[task.name].float().cpu().numpy()
     if features:
         out[FEATURE_KEYS[1]] = raw[FEATURE_KEYS[1]].float().cpu().numpy().astype(np.float16)
-    for spec, tasks in _dense_groups(teacher.config.tasks).items():
+    for spec, tasks in dense_groups(teacher.config.tasks).items():
         frames = [spec.frame(p, size) for p in points]
         x = torch.from_numpy(np.stack([_normalised(f, s.image) for f, s in zip(frames, samples)])).to(device)
         with_features = features and spec is FRAMES["box0.8"]
         with autocast(device, precision):
-            raw = teacher.forward_raw(None, x, with_features=with_features, parsing_size=size // 4,
+            raw = teacher.forward_raw(None, x, feature_layers=(11,) if with_features else (), parsing_size=size // 4,
                                       tasks={t.name for t in tasks})  # fmt: skip
         for task in tasks:
             out.update(_carried(task, raw, frames, targets, recipe))

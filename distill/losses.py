@@ -211,7 +211,7 @@ def distillation_loss(
     scales: dict[str, float] | None = None,
     temperatures: dict[str, float] | None = None,
     features: dict[str, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum of the losses of the heads the teacher covers, each divided by its scale
     (default 1), plus the optional feature hints (student projections keyed like the teacher
     tokens they match); also returns each weighted term's value. Expression heads use
@@ -229,4 +229,4 @@ def distillation_loss(
             per_face = (projected - teacher[key]).square().flatten(1).mean(1)
             terms[key] = weights.features * _masked_mean(per_face, mask) / (scales[key] if scales else 1.0)
     total = torch.stack(list(terms.values())).sum()
-    return total, {name: float(value.detach()) for name, value in terms.items()}
+    return total, {name: value.detach() for name, value in terms.items()}

@@ -5,12 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from faceptor_edge.distill.keys import STUDENT_IMAGE_KEY, mask_key
-from faceptor_edge.distill.trainer import parsing_channels_last, predict
 from faceptor_edge.metrics import fidelity_table, format_table, mean_output
+from faceptor_edge.student.inputs import normalise, student_recipe
 from faceptor_edge.student.model import FaceptorStudent, count_flops
 from faceptor_edge.tasks import TaskSpec
+
+
+@torch.inference_mode()
+def predict(student: FaceptorStudent, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Student raw outputs (numpy) for B×S×S×3 uint8 crops, in eval mode."""
+    student.eval()
+    recipe = student_recipe(student.config)
+    parts = [student(normalise(images[i : i + batch_size], recipe)) for i in range(0, len(images), batch_size)]
+    return {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
+
+
+def parsing_channels_last(cache: dict[str, np.ndarray], tasks) -> dict[str, np.ndarray]:
+    """Cached teacher outputs in the shared raw layout (parsing B×M×M×C float32)."""
+    out = {}
+    for task in tasks:
+        value = cache[task.name].astype(np.float32)
+        out[task.name] = value.transpose(0, 2, 3, 1) if task.head.is_channels_last else value
+    return out
 
 
 def _valid(cache: dict, task) -> tuple[np.ndarray, np.ndarray | None]:

@@ -17,9 +17,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from faceptor_edge.data import FaceSample
 from faceptor_edge.distill.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
-from faceptor_edge.distill.dataset import CachedFaces, OnlineFaces, StepBatches, collate_samples, collate_tensors
+from faceptor_edge.distill.crops import collate_inputs
+from faceptor_edge.distill.dataset import CachedFaces, OnlineFaces, StepBatches, collate_tensors
 from faceptor_edge.distill.devices import AutocastDtype, autocast
 from faceptor_edge.distill.keys import STUDENT_IMAGE_KEY
 from faceptor_edge.distill.losses import (
@@ -32,7 +32,7 @@ from faceptor_edge.distill.losses import (
     value_spread,
 )
 from faceptor_edge.files import atomic_write_bytes
-from faceptor_edge.student.inputs import normalise, normalise_tensor, student_recipe
+from faceptor_edge.student.inputs import normalise_tensor, student_recipe
 from faceptor_edge.student.model import FaceptorStudent
 from faceptor_edge.tasks import heatmap_key
 
@@ -46,6 +46,7 @@ class TrainConfig:
     warmup: int = 50
     clip: float = 1.0
     checkpoint_every: int = 100
+    log_every: int = 10  # steps between the host's reads of the losses (its only waits on the device)
     seed: int = 0
     precision: AutocastDtype = "fp32"
     workers: int = 2  # data-loader processes (0: load in the training process)
@@ -147,18 +148,19 @@ def _param_groups(model: DistillModel) -> list[dict]:
     ]
 
 
-# Online labelling: a batch of face samples -> teacher outputs as the cache stores them.
-Labeller = Callable[[list[FaceSample]], dict[str, np.ndarray]]
+# Online labelling: a collated batch of `OnlineFaces` items -> teacher outputs on the device,
+# in the cache's keys and layouts.
+Labeller = Callable[[dict], dict[str, torch.Tensor]]
 
 
 def _statistics(data: CachedFaces | OnlineFaces, labeller: Labeller | None) -> dict[str, torch.Tensor]:
     """Teacher outputs of (at most) the first STATISTICS_FACES faces, unaugmented, for the loss
-    scales, temperatures and the start at the teacher's mean."""
+    scales, temperatures and the start at the teacher's mean (CPU float32)."""
     if labeller is None:
         arrays = data.sample(STATISTICS_FACES)
-    else:
-        arrays = labeller(data.source.batch(range(min(STATISTICS_FACES, len(data)))))
-    return {k: torch.from_numpy(v.astype(np.float32)) for k, v in arrays.items() if k != STUDENT_IMAGE_KEY}
+        return {k: torch.from_numpy(v.astype(np.float32)) for k, v in arrays.items() if k != STUDENT_IMAGE_KEY}
+    labels = labeller(data.inputs(range(min(STATISTICS_FACES, len(data)))))
+    return {k: v.float().cpu() for k, v in labels.items() if k != STUDENT_IMAGE_KEY}
 
 
 STATISTICS_FACES = 256
@@ -184,63 +186,42 @@ def train(
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     torch.manual_seed(config.seed)
-    tasks = model.student.config.tasks
-    recipe = student_recipe(model.student.config)
-    sample = _statistics(data, labeller)
-    temperatures = head_temperatures(tasks, sample, weights.temperature)
-    scales = baseline_scales(tasks, sample, temperatures)
+    objective = _objective(model, data, weights, labeller)
     checkpoint = latest_checkpoint(out) if resume else None
     if checkpoint is None:
-        start_at_teacher_mean(model.student, sample)
+        start_at_teacher_mean(model.student, objective.sample)
     model.to(device)
     optimizer = torch.optim.AdamW(_param_groups(model), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16" and device.type == "cuda")
     start = load_checkpoint(checkpoint, model, optimizer, identity, scaler=scaler) if checkpoint else 0
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model  # fmt: skip
-    batches = StepBatches(start=start, steps=config.steps, batch_size=config.batch_size, num_items=len(data),
-                          seed=config.seed, rank=rank, world=world)  # fmt: skip
-    loader = DataLoader(
-        data, batch_sampler=batches, num_workers=config.workers, pin_memory=device.type == "cuda",
-        collate_fn=collate_samples if labeller else collate_tensors,
-        generator=torch.Generator().manual_seed(config.seed),  # leaves the global RNG (saved in checkpoints) alone
-        prefetch_factor=4 if config.workers else None,
-    )  # fmt: skip
+    loader = _loader(data, config, start, rank, world, device, online=labeller is not None)
+    normalise_tensor(torch.zeros((1, 1, 1, 3), dtype=torch.uint8, device=device), student_recipe(model.student.config))
+    # ^ its lookup table reaches the device before the first step, which then copies nothing from the host
     log_path = out / "train_log.jsonl"
-    records = _read_log(log_path, upto=start) if rank == 0 else []
+    log = _Log(_read_log(log_path, upto=start) if rank == 0 else [])
     bar = tqdm(total=config.steps, initial=start, desc="distil", unit="step", disable=rank != 0, dynamic_ncols=True)
     model.train()
     try:
         tick = time.perf_counter()
         for step, batch in zip(range(start, config.steps), loader):
             if labeller is not None:
-                batch = {k: torch.from_numpy(v) for k, v in labeller(batch).items()}
-            images = normalise_tensor(batch[STUDENT_IMAGE_KEY].to(device, non_blocking=True), recipe)
-            teacher = {k: v.to(device, non_blocking=True).float() for k, v in batch.items() if k != STUDENT_IMAGE_KEY}
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, config) * group["lr_scale"]
-            with autocast(device, config.precision):
-                raw, projected = net(images)
-            loss, terms = distillation_loss(
-                tasks, _float(raw), teacher, weights, scales=scales, temperatures=temperatures,
-                features=_float(projected),
-            )  # fmt: skip
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.clip))
-            scaler.step(optimizer)
-            scaler.update()
-            if rank == 0:
-                seconds, tick = time.perf_counter() - tick, time.perf_counter()  # the step, data wait included
-                records.append({"step": step + 1, "lr": lr_at(step, config), "loss": loss.item(), "grad_norm": grad_norm,
-                                "seconds": round(seconds, 4), **terms})  # fmt: skip
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-                bar.update(1)
-                if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-                    _write_log(log_path, records)
-                    save_checkpoint(out, step + 1, model, optimizer, identity, scaler=scaler)
+                batch = labeller(batch)
+            loss, terms, grad_norm = _step(net, model, optimizer, scaler, objective, batch, step, config, device)
+            if rank != 0:
+                continue
+            seconds, tick = time.perf_counter() - tick, time.perf_counter()  # the step, data wait included
+            log.add(step + 1, lr_at(step, config), seconds, {"loss": loss, "grad_norm": grad_norm, **terms})
+            bar.update(1)
+            checkpoint_now = (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps
+            if checkpoint_now or (step + 1) % config.log_every == 0:
+                bar.set_postfix(loss=f"{log.flush()[-1]['loss']:.3f}")
+            if checkpoint_now:
+                _write_log(log_path, log.records)
+                save_checkpoint(out, step + 1, model, optimizer, identity, scaler=scaler)
     except KeyboardInterrupt:
+        records = log.flush()
         if rank == 0 and records and records[-1]["step"] > start:
             _write_log(log_path, records)
             save_checkpoint(out, records[-1]["step"], model, optimizer, identity, scaler=scaler)
@@ -248,7 +229,82 @@ def train(
     finally:
         bar.close()
     model.cpu()
-    return records
+    return log.flush()
+
+
+class _Log:
+    """The JSONL log records. Each step's losses stay on the device until `flush`, which reads
+    every pending step's in one transfer: the host waits on the device once per flush, not per
+    step."""
+
+    def __init__(self, records: list[dict]) -> None:
+        self.records, self._pending = records, []
+
+    def add(self, step: int, lr: float, seconds: float, values: dict[str, torch.Tensor]) -> None:
+        self._pending.append(({"step": step, "lr": lr, "seconds": round(seconds, 4)}, values))
+
+    def flush(self) -> list[dict]:
+        if self._pending:
+            names = list(self._pending[0][1])
+            table = torch.stack([torch.stack([v[n].detach().float() for n in names]) for _, v in self._pending])
+            for (record, _), row in zip(self._pending, table.tolist()):
+                self.records.append({**record, **dict(zip(names, row))})
+            self._pending = []
+        return self.records
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the loss needs besides the batch: the heads, the loss weights, and the scales and
+    temperatures fitted on a sample of the teacher's outputs (`sample`)."""
+
+    tasks: tuple
+    weights: LossWeights
+    sample: dict[str, torch.Tensor]
+    scales: dict[str, float]
+    temperatures: dict[str, float]
+
+
+def _objective(model: DistillModel, data, weights: LossWeights, labeller: Labeller | None) -> Objective:
+    tasks = model.student.config.tasks
+    sample = _statistics(data, labeller)
+    temperatures = head_temperatures(tasks, sample, weights.temperature)
+    return Objective(tasks, weights, sample, baseline_scales(tasks, sample, temperatures), temperatures)
+
+
+def _loader(data, config: TrainConfig, start: int, rank: int, world: int, device: torch.device, *, online: bool):
+    """This rank's batches from step `start` on, loaded in `config.workers` processes."""
+    batches = StepBatches(start=start, steps=config.steps, batch_size=config.batch_size, num_items=len(data),
+                          seed=config.seed, rank=rank, world=world)  # fmt: skip
+    return DataLoader(
+        data, batch_sampler=batches, num_workers=config.workers, pin_memory=device.type == "cuda",
+        collate_fn=collate_inputs if online else collate_tensors,
+        generator=torch.Generator().manual_seed(config.seed),  # leaves the global RNG (saved in checkpoints) alone
+        prefetch_factor=(2 if online else 4) if config.workers else None,  # online items hold photo patches
+    )  # fmt: skip
+
+
+def _step(net, model: DistillModel, optimizer, scaler, objective: Objective, batch: dict[str, torch.Tensor],
+          step: int, config: TrainConfig, device: torch.device):  # fmt: skip
+    """One optimiser step on a batch: (loss, per-head terms, gradient norm)."""
+    recipe = student_recipe(model.student.config)
+    images = normalise_tensor(batch[STUDENT_IMAGE_KEY].to(device, non_blocking=True), recipe)
+    teacher = {k: v.to(device, non_blocking=True).float() for k, v in batch.items() if k != STUDENT_IMAGE_KEY}
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, config) * group["lr_scale"]
+    with autocast(device, config.precision):
+        raw, projected = net(images)
+    loss, terms = distillation_loss(
+        objective.tasks, _float(raw), teacher, objective.weights, scales=objective.scales,
+        temperatures=objective.temperatures, features=_float(projected),
+    )  # fmt: skip
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, terms, grad_norm
 
 
 def _float(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -265,21 +321,3 @@ def _read_log(path: Path, upto: int) -> list[dict]:
 
 def _write_log(path: Path, records: list[dict]) -> None:
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
-
-
-@torch.inference_mode()
-def predict(student: FaceptorStudent, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """Student raw outputs (numpy) for B×S×S×3 uint8 crops, in eval mode."""
-    student.eval()
-    recipe = student_recipe(student.config)
-    parts = [student(normalise(images[i : i + batch_size], recipe)) for i in range(0, len(images), batch_size)]
-    return {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
-
-
-def parsing_channels_last(cache: dict[str, np.ndarray], tasks) -> dict[str, np.ndarray]:
-    """Cached teacher outputs in the shared raw layout (parsing B×M×M×C float32)."""
-    out = {}
-    for task in tasks:
-        value = cache[task.name].astype(np.float32)
-        out[task.name] = value.transpose(0, 2, 3, 1) if task.head.is_channels_last else value
-    return out

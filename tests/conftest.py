@@ -34,3 +34,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "parity/ beside the artifacts; without: a temporary folder)")  # fmt: skip
     group.addoption("--min-gap", type=float, default=0.0, help="gap closed to the teacher each head must exceed "
                     "(default: 0)")  # fmt: skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cuda: needs a CUDA GPU (skipped without one); `pytest -m cuda` on a GPU machine"
+    )

@@ -11,8 +11,7 @@ from faceptor_edge.backends import TEACHER_KINDS, Backend, load_backend, source_
 from faceptor_edge.detection import RetinaFaceDetector
 from faceptor_edge.detection import detector as detect
 from faceptor_edge.distill import agreement
-from faceptor_edge.distill.report import teacher_fidelity
-from faceptor_edge.distill.trainer import parsing_channels_last
+from faceptor_edge.distill.report import parsing_channels_last, teacher_fidelity
 from faceptor_edge.errors import UserError
 from faceptor_edge.evaluation.allfaces import collect_faces
 from faceptor_edge.evaluation.evaluate import FaceCache

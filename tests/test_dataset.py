@@ -42,16 +42,23 @@ def test_cached_faces_read_single_faces_across_worker_processes(tmp_path):
     assert got == [batches.indices(step).tolist() for step in range(3)]
 
 
-def test_shard_corrupted_while_training_is_reported_and_deleted(tmp_path):
+def test_shard_changed_since_it_was_built_is_reported_and_deleted_before_training(tmp_path, monkeypatch):
     cache = _cache(tmp_path)
     data = CachedFaces(cache, FULL_TASKS, augment=False, seed=0)
+    data.verify()  # intact
+    with monkeypatch.context() as patched:
+        hashed = []
+        patched.setattr(type(cache), "is_complete", lambda self, shard: hashed.append(shard) or True)
+        batches = StepBatches(start=0, steps=3, batch_size=4, num_items=10, seed=0)
+        list(torch.utils.data.DataLoader(data, batch_sampler=batches, num_workers=0, collate_fn=collate_tensors))
+        assert hashed == [], "reading faces never re-hashes a shard"
     path = cache.shard_path(1)
     blob = bytearray(path.read_bytes())
     blob[-1] ^= 0xFF
     path.write_bytes(bytes(blob))
     assert cache.missing(verify=False) == []  # same size: only the checksum can tell
-    with pytest.raises(UserError, match="shard 1 .* deleted: run the same command again"):
-        data[(0, 5)]
+    with pytest.raises(UserError, match="1 teacher-output shard.* deleted: run the same command again"):
+        data.verify()
     assert not path.exists() and cache.missing(verify=False) == [1]  # the next run rebuilds it
     assert data[(0, 9)]["x"][0] == 9  # other shards still read
 

@@ -17,7 +17,7 @@ def run(request):
     variant = request.param
     teacher = load_teacher(manifest_state(variant))
     with torch.no_grad():
-        outputs = teacher.forward_raw(fixture_input(112), fixture_input(512), with_features=True)
+        outputs = teacher.forward_raw(fixture_input(112), fixture_input(512), feature_layers=range(12))
     return variant, teacher, {k: v.numpy() for k, v in outputs.items()}, reference(variant)
 
 

@@ -91,7 +91,7 @@ class FaceptorTeacher(nn.Module):
         x112: torch.Tensor | None,
         x_dense: torch.Tensor | None,
         *,
-        with_features: bool = False,
+        feature_layers: Collection[int] = (),
         parsing_size: int | None = None,
         tasks: Collection[str] | None = None,
     ) -> dict[str, torch.Tensor]:
@@ -100,8 +100,8 @@ class FaceptorTeacher(nn.Module):
         Args:
             x112: B×3×112×112 aligned faces normalised 0.5/0.5, or None to skip that group.
             x_dense: B×3×D×D dense crops (D = config.dense_size) with CLIP normalisation, or None.
-            with_features: Also return `"encoder/<group>/layer<i>"` maps (B×768×S×S) for
-                feature distillation.
+            feature_layers: Also return these encoder blocks' maps as `"encoder/<group>/layer<i>"`
+                (B×768×S×S), e.g. (11,) for feature distillation.
             parsing_size: Side of the parsing logits; default (official) the input side D.
             tasks: Run only these heads (official names; default all), e.g. the dense heads
                 of one framing (`faceptor_edge.frames`).
@@ -117,8 +117,7 @@ class FaceptorTeacher(nn.Module):
             if image is None or not chosen:
                 continue
             features = self.encoder(image)  # once per group, shared by its heads
-            if with_features:
-                outputs.update({f"encoder/{group}/layer{i}": f for i, f in enumerate(features)})
+            outputs.update({f"encoder/{group}/layer{i}": features[i] for i in feature_layers})
             outputs.update(self._run_group(chosen, features, parsing_size or image.shape[-1]))
         return outputs
 
