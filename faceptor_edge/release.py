@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from faceptor_edge.errors import UserError
-from faceptor_edge.files import file_sha256
+from faceptor_edge.files import file_sha256, read_json
 
 RELEASE = "release"
 RELEASE_DIR = Path(__file__).resolve().parent / "release_student"
@@ -56,9 +56,11 @@ def resolve_model(source: str | os.PathLike[str]) -> str:
 
 def release_summary() -> str:
     """One line on the release student for the terminal: what it is and where its card is."""
-    card = json.loads((RELEASE_DIR / "student.json").read_text())
+    card = read_json(RELEASE_DIR / "student.json", f"the release student's card ({RELEASE_DIR / 'student.json'})")
+    if not isinstance(card, dict):
+        raise UserError(f"{RELEASE_DIR / 'student.json'}: not a student card")
     made = card.get("release", {})
-    return (f"the release student shipped with faceptor-edge ({card['size']}, teacher "
+    return (f"the release student shipped with faceptor-edge ({card.get('size', '?')}, teacher "
             f"{card.get('teacher', {}).get('teacher', '?')}; {made.get('summary', 'see docs/model-card.md')})")  # fmt: skip
 
 

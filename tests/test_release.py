@@ -93,6 +93,11 @@ def test_without_a_shipped_student_release_says_what_to_do(tmp_path, monkeypatch
         load_backend("release")
     assert main(["predict", str(tmp_path / "photo.jpg")]) != 0
     assert "no --model given, and this install carries no release student" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / WEIGHTS).write_bytes(b"")
+    (tmp_path / "empty" / "student.json").write_text("{")  # a damaged install
+    assert main(["predict", str(tmp_path / "photo.jpg")]) == 2
+    assert "release student's card" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_the_shipped_release_student_loads():
