@@ -167,7 +167,7 @@ def end_to_end_photo(backend: Backend, photo: Path, warmup: int, runs: int) -> t
     Returns:
         The row's timings, and the last run's faces (what `predict` reports for this photo).
     """
-    predictor = FacePredictor(backend, backend.detector or RetinaFaceDetector.from_package())  # a bundle's own
+    predictor = FacePredictor(backend)  # its detector: a bundle's own, else RetinaFace in PyTorch
     stages: dict[str, list[float]] = {name: [] for name in ("read_image", *STAGES)}
     for i in range(warmup + runs):
         start = time.perf_counter()
