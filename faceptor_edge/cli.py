@@ -124,8 +124,11 @@ def _add_export(commands: Commands) -> argparse.ArgumentParser:
                                  epilog=EXPORT_EPILOG)  # fmt: skip
     export.add_argument("--target", required=True, choices=(*FORMAT_NAMES, "all"),
                         help="one format, or all: every format in each of its precisions")  # fmt: skip
-    export.add_argument("--precision", choices=("fp32", "fp16", "int8"),
-                        help="default: fp32 (all: each format's own; fp16: Core ML only, for the Neural Engine)")
+    export.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        help="default: fp32 (all: each format's own; fp16: Core ML only, for the Neural Engine)",
+    )
     _student_option(export)
     export.add_argument("--out", type=output_file, help="artifact path (.pte, .mlpackage or .xml; default: "
                         "runs/<run>/artifacts/student-<precision>.<suffix> beside the student)")  # fmt: skip
@@ -166,8 +169,9 @@ def _export(args: argparse.Namespace) -> int:
     else:
         pairs = [(args.target, args.precision or "fp32")]
     if args.out is not None and len(pairs) > 1:
-        raise UserError("--out names one artifact; leave it out to write runs/<run>/artifacts/"
-                        "student-<precision>.<suffix>")
+        raise UserError(
+            "--out names one artifact; leave it out to write runs/<run>/artifacts/student-<precision>.<suffix>"
+        )
     inputs = parity_inputs(student, images=args.check_images, count=args.check_count)
     rows = []
     for target, precision in pairs:
@@ -230,8 +234,10 @@ def _export_one(args: argparse.Namespace, student: Path, target: str, precision:
         mark = "n/a " if not check["judged"] else "ok  " if check["passed"] else "FAIL"  # n/a: not trained
         bound = "≥" if check["higher_is_better"] else "≤"
         untrained = "" if check["judged"] else "  untrained: not judged"
-        print(f"  {mark} {name:18s} {check['metric']:15s} {check['value']:.4g} ({bound} {check['threshold']:g})"
-              f"{untrained}")
+        print(
+            f"  {mark} {name:18s} {check['metric']:15s} {check['value']:.4g} ({bound} {check['threshold']:g})"
+            f"{untrained}"
+        )
     return row
 
 
