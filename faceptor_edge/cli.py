@@ -174,21 +174,24 @@ def _export(args: argparse.Namespace) -> int:
         )
     inputs = parity_inputs(student, images=args.check_images, count=args.check_count)
     rows = []
-    for target, precision in pairs:
-        out = args.out or artifact_path(artifacts_dir(student), target, precision)
-        row = _export_one(args, student, target, precision, out, inputs)
-        if row is None:
-            return 130
-        rows.append(row)
-        if args.bundle:
-            from faceptor_edge.targets.bundle import bundle_export_row
+    try:
+        for target, precision in pairs:
+            out = args.out or artifact_path(artifacts_dir(student), target, precision)
+            row = _export_one(args, student, target, precision, out, inputs)
+            if row is None:
+                return 130
+            rows.append(row)
+            if args.bundle:
+                from faceptor_edge.targets.bundle import bundle_export_row
 
-            bundle_export_row(row, side=args.detector_side)
-    int8_notes(rows)
-    print("\n" + export_table(rows))
-    json_path = args.json or Path(rows[-1]["path"]).parent / "export.json"
-    write_export_json(json_path, read_card(student), student, rows)
-    print(f"wrote {json_path}")
+                bundle_export_row(row, side=args.detector_side)
+        int8_notes(rows)
+        print("\n" + export_table(rows))
+    finally:  # also on Ctrl-C or an error at a later artifact: the rows of those already checked are kept
+        if rows:
+            json_path = args.json or Path(rows[-1]["path"]).parent / "export.json"
+            write_export_json(json_path, read_card(student), student, rows)
+            print(f"wrote {json_path}")
     return 1 if any(row["status"] == FAILED for row in rows) else 0
 
 

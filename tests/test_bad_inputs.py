@@ -247,6 +247,24 @@ def test_ctrl_c_during_export_keeps_nothing_half_written(tiny_student, tmp_path,
     assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == previous  # the earlier artifact, untouched
 
 
+def test_ctrl_c_on_a_later_artifact_of_export_all_keeps_the_earlier_rows(tmp_path, monkeypatch, capsys):
+    # `--target all` over OpenVINO alone (fp32, then int8): fp32 exports and is checked, then Ctrl-C
+    # lands in int8's calibration; the fp32 row is in export.json all the same.
+    pytest.importorskip("openvino")
+    from faceptor_edge.targets import export
+
+    student = save_student(tmp_path / "student", build_student("tiny", pretrained=False), {})
+    monkeypatch.setattr(cli, "FORMAT_NAMES", ("openvino",))
+    real = export.export_student
+    monkeypatch.setattr(export, "export_student", lambda student_dir, target, precision, *args, **kwargs: (
+        _ctrl_c() if precision == "int8" else real(student_dir, target, precision, *args, **kwargs)))  # fmt: skip
+    command = ["export", "--target", "all", "--student", str(student), "--check-count", "4"]
+    assert cli.main(command) == 130
+    assert _last_line(capsys) == "faceptor-edge export: interrupted; nothing half-written was kept"
+    table = json.loads((tmp_path / "artifacts" / "export.json").read_text())
+    assert [(row["target"], row["precision"]) for row in table["artifacts"]] == [("openvino", "fp32")]
+
+
 def test_a_bundle_manifest_cannot_point_outside_its_checked_files(tmp_path):
     from faceptor_edge.backends.artifact import ArtifactError
     from faceptor_edge.backends.bundle import BUNDLE_FORMAT, MANIFEST, file_records, read_manifest
