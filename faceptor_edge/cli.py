@@ -15,11 +15,10 @@ from faceptor_edge.images import DEFAULT_MAX_PIXELS
 Commands = argparse._SubParsersAction  # what add_subparsers returns; each _add_<command> adds one to it
 
 
-def _student_option(parser: argparse.ArgumentParser, *, default: Path | None = None) -> None:
+def _student_option(parser: argparse.ArgumentParser) -> None:
     """--student: a trained student directory; None (the default) means the newest runs/*/student."""
-    where = default or "the newest runs/*/student"
-    parser.add_argument("--student", type=Path, default=default, help="student directory, or 'release' (the student "
-                        f"shipped with the package) (default: {where})")  # fmt: skip
+    parser.add_argument("--student", type=Path, help="student directory, or 'release' (the student shipped with "
+                        "the package) (default: the newest runs/*/student)")  # fmt: skip
 
 
 def _model_option(parser: argparse.ArgumentParser) -> None:
@@ -345,7 +344,7 @@ def _parity(args: argparse.Namespace) -> int:
 
 def _add_bench(commands: Commands) -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="time, size and memory of teacher, student, artifacts and peers")
-    _student_option(bench, default=Path("runs/distill/student"))
+    _student_option(bench)
     bench.add_argument("--json", type=output_file, default="bench.json", help="report (plot beside it as .png)")
     _markdown_option(bench, "bench", "docs/benchmarks.md")
     bench.add_argument("--runs", type=positive, default=50, help="timed runs per model after warm-up (default: 50)")

@@ -265,6 +265,14 @@ def test_ctrl_c_on_a_later_artifact_of_export_all_keeps_the_earlier_rows(tmp_pat
     assert [(row["target"], row["precision"]) for row in table["artifacts"]] == [("openvino", "fp32")]
 
 
+@pytest.mark.parametrize("command", [["export", "--target", "openvino"], ["parity"], ["bench"]])
+def test_export_parity_and_bench_default_to_the_newest_student(command, capsys):
+    assert cli.build_parser().parse_args(command).student is None  # None: _student_or_newest picks it
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args([*command, "--help"])
+    assert "(default: the newest runs/*/student)" in " ".join(capsys.readouterr().out.split())
+
+
 def test_a_bundle_manifest_cannot_point_outside_its_checked_files(tmp_path):
     from faceptor_edge.backends.artifact import ArtifactError
     from faceptor_edge.backends.bundle import BUNDLE_FORMAT, MANIFEST, file_records, read_manifest
