@@ -25,6 +25,7 @@ face, and a frame without one is masked out of the loss and counted.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -87,7 +88,9 @@ class VideoFrames:
         return self.batch([index])[0]
 
     def __iter__(self) -> Iterator[FaceSample]:
-        yield from self.batch(range(len(self)))
+        """Clip by clip: only one clip's frames are decoded and held at a time."""
+        for _, indices in itertools.groupby(range(len(self)), key=lambda index: self._frames[index][0]):
+            yield from self.batch(list(indices))
 
     def batch(self, indices: Sequence[int]) -> list[FaceSample]:
         """The frames at `indices` (any order, repeats allowed), each clip decoded once per call."""
@@ -164,8 +167,9 @@ class JoinedSource:
         return self.batch([index])[0]
 
     def __iter__(self) -> Iterator[FaceSample]:
-        for source in self.sources:
-            yield from source.batch(range(len(source)))
+        for source, start in zip(self.sources, self._starts):
+            for sample in source:  # each source's own iteration (VideoFrames: clip by clip)
+                yield replace(sample, index=sample.index + start)
 
     def batch(self, indices: Sequence[int]) -> list[FaceSample]:
         """The samples at `indices`, each part asked once per call; `index` is the joined position."""

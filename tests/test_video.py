@@ -60,10 +60,22 @@ def test_joined_sources_number_their_samples_in_order(tmp_path):
     samples = joined.batch([4, 1, 3])
     assert [(s.index, s.name) for s in samples] == [(4, "b.avi#1"), (1, "a.avi#1"), (3, "b.avi#0")]
     assert np.array_equal(samples[0].image, b[1].image)
-    assert [s.name for s in joined] == ["a.avi#0", "a.avi#1", "a.avi#2", "b.avi#0", "b.avi#1"]
+    assert [(s.index, s.name) for s in joined] == [(0, "a.avi#0"), (1, "a.avi#1"), (2, "a.avi#2"), (3, "b.avi#0"),
+                                                   (4, "b.avi#1")]  # fmt: skip
     assert JoinedSource(b, a).fingerprint() != joined.fingerprint()
     with pytest.raises(IndexError):
         joined.batch([5])
+
+
+def test_iterating_decodes_one_clip_at_a_time(tmp_path, monkeypatch):
+    a, b = _clip(tmp_path / "a.avi", 3), _clip(tmp_path / "b.avi", 2, seed=1)
+    decoded = []
+    real = video._decode
+    monkeypatch.setattr(video, "_decode", lambda clip, frames: decoded.append(clip.name) or real(clip, frames))
+    samples = iter(JoinedSource(VideoFrames([a]), VideoFrames([a, b])))
+    names = [next(samples).name for _ in range(3)] + [next(samples).name]
+    assert names == ["a.avi#0", "a.avi#1", "a.avi#2", "a.avi#0"] and decoded == ["a.avi", "a.avi"]  # b not yet
+    assert [s.index for s in samples] == [4, 5, 6, 7] and decoded == ["a.avi", "a.avi", "b.avi"]
 
 
 def test_bad_clips_and_missing_packages_say_what_to_do(tmp_path, monkeypatch):
