@@ -96,11 +96,14 @@ def test_missing_package_names_pip_command(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"score_threshold": 1.5}, {"nms_threshold": 0.0}, {"max_side": 16}, {"max_side": 600.0}]
-)
+    "kwargs",
+    [{"score_threshold": 1.5}, {"nms_threshold": 0.0}, {"max_side": 16}, {"max_side": 600.0}, {"max_side": None},
+     {"max_side": True}, {"input_side": 16}, {"input_side": 640.0}, {"input_side": True}],
+)  # fmt: skip
 def test_bad_settings(kwargs: dict[str, float]) -> None:
     with pytest.raises(UserError):
         RetinaFaceDetector(**kwargs)  # type: ignore[arg-type]
+    assert RetinaFaceDetector(max_side=32, input_side=None).input_side is None  # None: each photo at its own size
 
 
 def test_both_detectors_follow_the_protocol() -> None:

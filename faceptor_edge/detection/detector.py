@@ -98,9 +98,11 @@ class RetinaFaceDetector:
         from faceptor_edge.detection.retinaface import RetinaFace
 
         check_thresholds(score_threshold, nms_threshold)
-        for name, side in (("max_side", max_side), ("input_side", input_side)):
-            if (side is not None or name == "max_side") and (isinstance(side, bool) or not isinstance(side, int)
-                                                             or side < 32):  # fmt: skip
+        sides = {"max_side": max_side}
+        if input_side is not None:  # None: each photo at its own size
+            sides["input_side"] = input_side
+        for name, side in sides.items():
+            if isinstance(side, bool) or not isinstance(side, int) or side < 32:
                 raise UserError(f"{name} must be an integer ≥ 32, got {side!r}")
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
