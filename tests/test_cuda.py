@@ -19,6 +19,7 @@ from faceptor_edge.teacher.demo import build_demo_teacher
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
+DEVICE = torch.device("cuda", 0)
 RECIPE = CropRecipe(teacher_dense_size=128, student_size=256, map_grid=64)
 POINTS = np.array([[230, 250], [290, 248], [262, 290], [238, 330], [286, 328]], np.float32)  # a face in 512×512
 
@@ -46,10 +47,10 @@ def test_gpu_labels_equal_cpu_labels_of_the_same_inputs():
     move = AugmentParams(flip=True, angle=8.0, scale=0.95, shift=(0.02, 0.01))
     batch = collate_inputs([face_inputs(s, RECIPE, plan, move) for s in faces.batch(range(4))])
     cpu = teacher_labels(teacher, batch, RECIPE, plan)
-    gpu = teacher_labels(teacher.cuda(), batch, RECIPE, plan, batch_size=3)  # chunks of 3: 3 + 1
+    gpu = teacher_labels(teacher.to(DEVICE), batch, RECIPE, plan, batch_size=3)  # chunks of 3: 3 + 1
     assert gpu.keys() == cpu.keys()
     for key, value in cpu.items():
-        assert gpu[key].is_cuda, key
+        assert gpu[key].device == DEVICE, key
         np.testing.assert_allclose(gpu[key].float().cpu().numpy(), value.float().numpy(), atol=2e-2, rtol=2e-2,
                                    err_msg=key)  # fmt: skip
 
@@ -57,8 +58,7 @@ def test_gpu_labels_equal_cpu_labels_of_the_same_inputs():
 def test_training_steps_never_wait_on_the_gpu(tmp_path, monkeypatch):
     from faceptor_edge.distill.dataset import OnlineFaces
 
-    device = torch.device("cuda", 0)
-    teacher = build_demo_teacher(dense_size=RECIPE.teacher_dense_size).eval().to(device)
+    teacher = build_demo_teacher(dense_size=RECIPE.teacher_dense_size).eval().to(DEVICE)
     plan = Plan.of(teacher.config.tasks, RECIPE, features=True)
     data = OnlineFaces(_Faces(8), RECIPE, plan, augment=True, seed=0)
 
@@ -85,7 +85,7 @@ def test_training_steps_never_wait_on_the_gpu(tmp_path, monkeypatch):
         "encoder/face512/layer11": (768, 16, 16), "encoder/face112/layer11": (768, 7, 7)})  # fmt: skip
     config = trainer.TrainConfig(steps=6, batch_size=4, warmup=1, checkpoint_every=6, log_every=3, workers=2,
                                  precision="bf16")  # fmt: skip
-    records = trainer.train(model, data, config, LossWeights(), tmp_path, identity={}, resume=False, device=device,
+    records = trainer.train(model, data, config, LossWeights(), tmp_path, identity={}, resume=False, device=DEVICE,
                             labeller=labeller)  # fmt: skip
     assert [r["step"] for r in records] == list(range(1, 7)) and all(np.isfinite(r["loss"]) for r in records)
 
