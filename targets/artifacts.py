@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from faceptor_edge.backends.formats import FORMATS, artifact_path
 from faceptor_edge.errors import UserError
@@ -42,8 +43,9 @@ def artifacts_dir(student_dir: str | Path) -> Path:
     return Path(os.path.abspath(student_dir)).parent / "artifacts"  # a linked run keeps its own artifacts
 
 
-def stale_reason(target: str, path: Path, weights_sha256: str) -> str:
-    """Why `path` must be (re)exported, or "" when it is a current artifact of these weights."""
+def stale_reason(target: str, path: Path, weights_sha256: str, settings: dict[str, Any]) -> str:
+    """Why `path` must be (re)exported, or "" when it is a current artifact of these weights,
+    made under these export settings (`targets.export.export_settings`)."""
     if not path.exists():
         return "missing"
     try:
@@ -52,6 +54,8 @@ def stale_reason(target: str, path: Path, weights_sha256: str) -> str:
         return f"unreadable: {error}"
     if metadata.get("student_identity", {}).get("weights_sha256") != weights_sha256:
         return "exported from other student weights"
+    if metadata.get("export_settings") != settings:
+        return "exported under other settings"
     return ""
 
 
@@ -69,9 +73,11 @@ def ensure_artifacts(
 
     A target whose toolkit is not installed maps to why (a str) instead of a path.
     """
-    from faceptor_edge.targets.export import export_student
+    from faceptor_edge.student.model import student_config
+    from faceptor_edge.targets.export import export_settings, export_student
 
-    weights = read_card(student_dir)["weights_sha256"]
+    card = read_card(student_dir)
+    weights, encoder = card["weights_sha256"], student_config(card["size"]).encoder
     found: Artifacts = {}
     for target in targets:
         toolkit = FORMATS[target].toolkit
@@ -80,7 +86,8 @@ def ensure_artifacts(
                 found[target, precision] = f"{toolkit} is not installed (pip install faceptor-edge[{target}])"
                 continue
             path = artifact_path(directory, target, precision)
-            reason = stale_reason(target, path, weights)
+            settings = export_settings(target, precision, encoder, calibration_count)
+            reason = stale_reason(target, path, weights, settings)
             if reason:
                 log(f"exporting {path.name} ({reason}) …")
                 started = time.perf_counter()

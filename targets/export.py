@@ -97,7 +97,8 @@ def export_student(
         calibration = normalise(face_crops(calibration_images, calibration_count, CALIBRATION_SEED, recipe), recipe)
         metadata["calibration"] = {"images": calibration_images, "count": calibration_count, "seed": CALIBRATION_SEED}
     log(f"exporting {card['size']} student ({len(student.task_names)} heads) to {target_name} {precision} …")
-    options = _int8_options(target_name, student) if precision == "int8" else {}
+    options = int8_options(target_name, student.config.encoder) if precision == "int8" else {}
+    metadata["export_settings"] = export_settings(target_name, precision, student.config.encoder, calibration_count)
     if max_drop is not None:
         if (target_name, precision) != ("openvino", "int8"):
             raise UserError(
@@ -150,16 +151,28 @@ EXECUTORCH_FLOAT_LAYERS = ("student.value_heads",)
 COREML_FLOAT_LAYERS = EXECUTORCH_FLOAT_LAYERS  # the same PT2E program, converted
 
 
-def _int8_options(target_name: str, student: FaceptorStudent) -> dict[str, Any]:
+def int8_options(target_name: str, encoder_name: str) -> dict[str, Any]:
     """What int8 leaves out of static int8 (`INT8_FLOAT_LAYERS` and each target's own): in
     ExecuTorch the embedding head also runs dynamic int8 (int8 weights, inputs quantized per
     call), which Core ML has no op for."""
-    encoder = INT8_FLOAT_LAYERS.get(student.config.encoder, ())
+    encoder = INT8_FLOAT_LAYERS.get(encoder_name, ())
     if target_name == "executorch":
         return {"keep_float": (*encoder, *EXECUTORCH_FLOAT_LAYERS), "dynamic": ("student.embedding_head",)}
     if target_name == "openvino":
         return {"keep_float": (*encoder, *OPENVINO_FLOAT_LAYERS)}
     return {"keep_float": (*encoder, *COREML_FLOAT_LAYERS)}
+
+
+def export_settings(target_name: str, precision: Precision, encoder_name: str, calibration_count: int
+                    ) -> dict[str, Any]:  # fmt: skip
+    """The export choices an artifact records (`export_settings` in its metadata) beside the
+    student's weights: an artifact made under other choices (another float-layer policy, another
+    calibration count) is stale even when the weights are the same (`artifacts.stale_reason`)."""
+    if precision != "int8":
+        return {"precision": precision}
+    options = int8_options(target_name, encoder_name)
+    return {"precision": precision, "calibration_count": calibration_count,
+            **{key: list(value) for key, value in options.items()}}  # fmt: skip
 
 
 def check_export(path: Path, student_dir: str | Path, inputs: ParityInputs, export_seconds: float

@@ -2,6 +2,7 @@
 artifact reuse, bad input. No timing assertions: only that every number was measured."""
 
 import json
+import shutil
 
 import pytest
 
@@ -15,7 +16,9 @@ from faceptor_edge.bench.spec import RowSpec
 from faceptor_edge.detection import detector_available
 from faceptor_edge.student.io import read_card, save_student
 from faceptor_edge.student.model import build_student
+from faceptor_edge.targets import export
 from faceptor_edge.targets.artifacts import ensure_artifacts, stale_reason
+from faceptor_edge.targets.export import export_settings
 
 pytest.importorskip(
     "gan_face_generate", reason="the end-to-end face needs: pip install --no-deps gan-face-generate==1.1.1"
@@ -125,17 +128,31 @@ def test_plot_and_readme_section_are_written(bench_run):
     assert (root / "out" / "bench.json").stat().st_mode == reference.stat().st_mode  # not mkstemp's 0600
 
 
-def test_current_artifacts_are_reused_and_stale_ones_reexported(bench_run, tmp_path):
+def test_current_artifacts_are_reused_and_stale_ones_reexported(bench_run, tmp_path, monkeypatch):
     _, root, student, _ = bench_run
-    directory = root / "run" / "artifacts"
+    directory = tmp_path / "artifacts"
+    shutil.copytree(root / "run" / "artifacts", directory)
     logged = []
-    found = ensure_artifacts(student, directory, targets=("openvino",), log=logged.append)
+    found = ensure_artifacts(student, directory, targets=("openvino",), calibration_count=8, log=logged.append)
     assert not logged and found["openvino", "fp32"] == artifact_path(directory, "openvino", "fp32")
     other = _tiny_student(tmp_path / "other", seed=1)
     assert read_card(other)["weights_sha256"] != read_card(student)["weights_sha256"]
-    stale = stale_reason("openvino", found["openvino", "fp32"], read_card(other)["weights_sha256"])
+    fp32 = export_settings("openvino", "fp32", "", 8)
+    stale = stale_reason("openvino", found["openvino", "fp32"], read_card(other)["weights_sha256"], fp32)
     assert stale.startswith("exported from")
-    assert stale_reason("openvino", tmp_path / "none.xml", "x") == "missing"
+    assert stale_reason("openvino", tmp_path / "none.xml", "x", fp32) == "missing"
+    # The same weights under another int8 policy (one layer fewer kept float) or calibration count:
+    # only the int8 artifact is exported again, and then it is current under the new policy.
+    monkeypatch.setattr(export, "OPENVINO_FLOAT_LAYERS", export.OPENVINO_FLOAT_LAYERS[1:])
+    found = ensure_artifacts(student, directory, targets=("openvino",), calibration_count=8, log=logged.append)
+    assert [line.split(" (")[0] for line in logged if line.startswith("exporting")] == ["exporting student-int8.xml"]
+    assert "(exported under other settings)" in logged[0]
+    logged.clear()
+    ensure_artifacts(student, directory, targets=("openvino",), calibration_count=8, log=logged.append)
+    assert not logged
+    ensure_artifacts(student, directory, targets=("openvino",), precisions=("int8",), calibration_count=16,
+                     log=logged.append)  # fmt: skip
+    assert "(exported under other settings)" in logged[0]
 
 
 def test_missing_toolkit_gives_a_skip_row(bench_run, monkeypatch):
