@@ -159,24 +159,21 @@ def _warp(hwc: np.ndarray, params: AugmentParams, border: int) -> np.ndarray:
 
 def _cast(array: np.ndarray, dtype: np.typing.DTypeLike) -> np.ndarray:
     """A contiguous array in another float dtype, through torch: numpy's float16 casts are ~10× slower."""
-    return torch.from_numpy(array).to(getattr(torch, np.dtype(dtype).name)).numpy()
+    return torch.from_numpy(np.ascontiguousarray(array)).to(getattr(torch, np.dtype(dtype).name)).numpy()
 
 
 def _move_maps(maps: np.ndarray, params: AugmentParams, *, floor: bool) -> np.ndarray:
-    """C×m×m maps over the crop through the geometry of `params` (dtype kept); the area from
-    outside the crop is mirrored, or with `floor` each channel's minimum."""
-    channels, size = maps.shape[0], maps.shape[-1]
+    """m×m×C maps (channels last; or one m×m map) over the crop through the geometry of `params`
+    (dtype kept); the area from outside the crop is mirrored, or with `floor` each channel's minimum."""
     if not params.warped:  # a flip alone: every row reversed, exact (as the warp would be) and fast
-        return cv2.flip(maps.reshape(channels * size, size), 1).reshape(maps.shape)
-    flat = _cast(cv2.transpose(maps.reshape(channels, -1)), np.float32)  # C×m² -> m²×C
+        return np.ascontiguousarray(maps[:, ::-1])
+    values = _cast(maps, np.float32)
     if floor:  # warp each channel's excess over its minimum, zero outside the crop
-        low = flat.min(axis=0)
-        flat -= low
-        moved = _warp(flat.reshape(size, size, channels), params, cv2.BORDER_CONSTANT).reshape(-1, channels)
-        moved += low
+        low = values.min(axis=(0, 1))
+        moved = _warp(values - low, params, cv2.BORDER_CONSTANT).reshape(maps.shape) + low
     else:
-        moved = _warp(flat.reshape(size, size, channels), params, cv2.BORDER_REFLECT)
-    return cv2.transpose(_cast(moved.reshape(-1, channels), maps.dtype)).reshape(channels, size, size)  # m²×C -> C×m×m
+        moved = _warp(values, params, cv2.BORDER_REFLECT).reshape(maps.shape)
+    return _cast(moved, maps.dtype)
 
 
 def _follow(out: dict[str, np.ndarray], task: TaskSpec, params: AugmentParams, size: int) -> None:
@@ -186,12 +183,13 @@ def _follow(out: dict[str, np.ndarray], task: TaskSpec, params: AugmentParams, s
         points = out[task.name]
         moved = (apply_to_points(warp_matrix(params, size), points * size - 0.5) + 0.5) / size
         out[task.name] = moved.astype(points.dtype)[perm]
-        if heatmap_key(task.name) in out:
-            out[heatmap_key(task.name)] = _move_maps(out[heatmap_key(task.name)], params, floor=True)[perm]
+        if heatmap_key(task.name) in out:  # N×H×H, one map per point
+            heatmaps = _move_maps(out[heatmap_key(task.name)].transpose(1, 2, 0), params, floor=True)
+            out[heatmap_key(task.name)] = np.ascontiguousarray(heatmaps.transpose(2, 0, 1)[perm])
     elif task.head.is_channels_last and task.name in out:
-        out[task.name] = _move_maps(out[task.name], params, floor=False)[perm]
+        out[task.name] = np.ascontiguousarray(_move_maps(out[task.name], params, floor=False)[..., perm])
         if coverage_key(task.name) in out:  # the cells the teacher saw move (and mirror) with its logits
-            out[coverage_key(task.name)] = _move_maps(out[coverage_key(task.name)][None], params, floor=False)[0]
+            out[coverage_key(task.name)] = _move_maps(out[coverage_key(task.name)], params, floor=False)
     mask = out.get(mask_key(task.name))
     if mask is not None and mask.ndim == 1:  # one flag per point or class moves with it
         out[mask_key(task.name)] = mask[perm]
@@ -233,7 +231,7 @@ def augment_item(
     Args:
         item: One face's teacher outputs (no batch axis): `STUDENT_IMAGE_KEY` S×S×3 uint8,
             landmark heads N×2 normalised points and N×H×H heatmap logits, parsing heads
-            C×M×M logits, value and embedding heads, `<task>/mask`, optional `FEATURE_KEYS`.
+            M×M×C logits (channels last), value and embedding heads, `<task>/mask`, optional `FEATURE_KEYS`.
         tasks: The heads whose labels the item may hold.
         params: The augmentation (`sample_params`).
 

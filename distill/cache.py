@@ -24,7 +24,7 @@ from safetensors.numpy import load_file, save_file
 
 from faceptor_edge.files import atomic_write_bytes, file_sha256
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: parsing logits stored channels last (B×M×M×C), as every model outputs them
 
 
 def cache_key(**identity: object) -> str:

@@ -295,6 +295,6 @@ def _carried(task: TaskSpec, raw: dict[str, torch.Tensor], batch: dict, frame: s
         points = raw[task.name].float() @ matrix[:, :2, :2].transpose(1, 2) + matrix[:, None, :2, 2]
         heatmap, _ = _carry(raw[heatmap_key(task.name)], batch, frame, recipe.heatmap_grid)
         return {task.name: points, heatmap_key(task.name): heatmap}
-    logits = raw[task.name].permute(0, 3, 1, 2)  # B×P×P×C -> B×C×P×P
+    logits = raw[task.name].permute(0, 3, 1, 2)  # grid_sample resamples B×C×P×P; kept channels last again
     maps, coverage = _carry(logits, batch, frame, recipe.map_grid)
-    return {task.name: maps, coverage_key(task.name): coverage}
+    return {task.name: maps.permute(0, 2, 3, 1), coverage_key(task.name): coverage}

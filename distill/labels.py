@@ -156,7 +156,8 @@ def teacher_outputs(
 
     Returns:
         `student/image` B×S×S×3 uint8; value and embedding heads float32 as in
-        `forward_raw`; `parsing_*` B×C×M×M float16 logits (M = map_grid, channels first) and
+        `forward_raw`; `parsing_*` B×M×M×C float16 logits (M = map_grid, channels last, as every
+        model outputs them) and
         `parsing_*/coverage` B×M×M float16 (1 where the head's frame saw the cell);
         `align_*` B×N×2 float32 normalised to the student crop; `align_*/heatmap` B×N×H×H
         float16 (H = heatmap_grid); with `features`, the layer-11 tokens of both groups
@@ -211,9 +212,9 @@ def _carried(
         moved = np.stack([carry_points(p, f, t) for p, f, t in zip(points, frames, targets)]).astype(np.float32)
         heatmap, _ = carry_maps(raw[heatmap_key(task.name)], frames, targets, recipe.heatmap_grid)
         return {task.name: moved, heatmap_key(task.name): heatmap.cpu().numpy().astype(np.float16)}
-    logits = raw[task.name].permute(0, 3, 1, 2)  # B×P×P×C -> B×C×P×P
+    logits = raw[task.name].permute(0, 3, 1, 2)  # grid_sample resamples B×C×P×P; stored channels last again
     maps, coverage = carry_maps(logits, frames, targets, recipe.map_grid)
-    return {task.name: maps.cpu().numpy().astype(np.float16),
+    return {task.name: maps.permute(0, 2, 3, 1).cpu().numpy().astype(np.float16),
             coverage_key(task.name): coverage.cpu().numpy().astype(np.float16)}  # fmt: skip
 
 

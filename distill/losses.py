@@ -64,7 +64,7 @@ def _age_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 
 def _softmax_kl(student: torch.Tensor, teacher: torch.Tensor, dim: int, temperature: float = 1.0) -> torch.Tensor:
-    """KL of the temperature softmaxes over `dim` (B×K -> B; B×C×M×M with dim 1 -> B×M×M)."""
+    """KL of the temperature softmaxes over `dim` (B×K -> B; B×M×M×C -> B×M×M)."""
     log_s = F.log_softmax(student / temperature, dim=dim)
     log_t = F.log_softmax(teacher / temperature, dim=dim)
     return (log_t.exp() * (log_t - log_s)).sum(dim=dim) * temperature**2
@@ -119,7 +119,7 @@ def head_loss(
     task: TaskSpec, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], temperature: float
 ) -> torch.Tensor:
     """Loss of one head, averaged over the faces (and outputs) the teacher's mask marks valid.
-    Teacher parsing logits are B×C×M×M (channels first)."""
+    Parsing logits are B×M×M×C (channels last) on both sides."""
     s, t = student[task.name], teacher[task.name]
     mask = teacher.get(mask_key(task.name))
     head = task.head
@@ -133,7 +133,7 @@ def head_loss(
     elif head is EXPRESSION:
         per_face = _softmax_kl(s, t, dim=-1, temperature=temperature)
     elif head is PARSING:
-        kl = _softmax_kl(s.permute(0, 3, 1, 2), t, dim=1)  # B×M×M
+        kl = _softmax_kl(s, t, dim=-1)  # B×M×M
         per_face = _covered_mean(kl, teacher.get(coverage_key(task.name)))
     else:
         per_face = _landmark_loss(s, student[heatmap_key(task.name)], t, teacher.get(heatmap_key(task.name)))
@@ -183,8 +183,7 @@ def mean_student(tasks: tuple[TaskSpec, ...], teacher: dict[str, torch.Tensor]) 
         mask = teacher.get(mask_key(task.name))
         keys = [task.name] + ([heatmap_key(task.name)] if heatmap_key(task.name) in teacher else [])
         for key in keys:
-            mean = _valid_mean(teacher[key], mask).expand_as(teacher[key])
-            out[key] = mean.permute(0, 2, 3, 1) if task.head.is_channels_last and key == task.name else mean
+            out[key] = _valid_mean(teacher[key], mask).expand_as(teacher[key])
     return out
 
 

@@ -23,15 +23,6 @@ def predict(student: FaceptorStudent, images: np.ndarray, batch_size: int = 64) 
     return {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
 
 
-def parsing_channels_last(cache: dict[str, np.ndarray], tasks) -> dict[str, np.ndarray]:
-    """Cached teacher outputs in the shared raw layout (parsing B×M×M×C float32)."""
-    out = {}
-    for task in tasks:
-        value = cache[task.name].astype(np.float32)
-        out[task.name] = value.transpose(0, 2, 3, 1) if task.head.is_channels_last else value
-    return out
-
-
 def _valid(cache: dict, task) -> tuple[np.ndarray, np.ndarray | None]:
     """Faces (B bool) and outputs (K bool, or None for all) the teacher labelled for a head."""
     mask = cache.get(mask_key(task.name))
@@ -61,7 +52,8 @@ def teacher_fidelity(
         `metrics.fidelity_table` rows, each with the number of `faces` scored.
     """
     tasks = tuple(task for task in tasks if task.name in reference)
-    teacher, base = parsing_channels_last(reference, tasks), parsing_channels_last(baseline_from, tasks)
+    teacher = {task.name: np.asarray(reference[task.name], np.float32) for task in tasks}
+    base = {task.name: np.asarray(baseline_from[task.name], np.float32) for task in tasks}
     heads = {}
     for task in tasks:
         faces, outputs = _valid(reference, task)

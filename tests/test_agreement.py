@@ -11,7 +11,7 @@ from faceptor_edge.backends import TEACHER_KINDS, Backend, load_backend, source_
 from faceptor_edge.detection import RetinaFaceDetector
 from faceptor_edge.detection import detector as detect
 from faceptor_edge.distill import agreement
-from faceptor_edge.distill.report import parsing_channels_last, teacher_fidelity
+from faceptor_edge.distill.report import teacher_fidelity
 from faceptor_edge.errors import UserError
 from faceptor_edge.evaluation.allfaces import collect_faces
 from faceptor_edge.evaluation.evaluate import FaceCache
@@ -85,10 +85,10 @@ def test_a_student_is_scored_against_its_demo_teacher_on_the_same_real_crops(rea
     assert set(result["heads"]["biattr_celeba"]["all"]["male_agreement"]) == {"student", "baseline"}
     # The teacher's own outputs as the candidate close every gap; a constant closes none.
     (reference,) = labels.values()
-    own = teacher_fidelity(FULL_TASKS, parsing_channels_last(reference, FULL_TASKS), reference, reference)
+    outputs = {task.name: reference[task.name].astype(np.float32) for task in FULL_TASKS}  # cache layout = models'
+    own = teacher_fidelity(FULL_TASKS, outputs, reference, reference)
     assert all(agreement.closed_gap(row) == pytest.approx(1.0) for row in own.values())
-    constant = {key: np.repeat(value.mean(0, keepdims=True), len(value), 0)
-                for key, value in parsing_channels_last(reference, FULL_TASKS).items()}  # fmt: skip
+    constant = {key: np.repeat(value.mean(0, keepdims=True), len(value), 0) for key, value in outputs.items()}
     flat = teacher_fidelity(FULL_TASKS, constant, reference, reference)
     assert agreement.closed_gap(flat["age_utkface"]) == pytest.approx(0.0, abs=1e-6)
     assert agreement.closed_gap(flat["recog_ms1mv3"]) == 0.0

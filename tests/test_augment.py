@@ -29,7 +29,7 @@ def _item(seed: int = 0) -> dict[str, np.ndarray]:
             item[task.name] = rng.uniform(0.2, 0.8, (task.num_queries, 2)).astype(np.float32)
             item[heatmap_key(task.name)] = rng.standard_normal((task.num_queries, 32, 32)).astype(np.float16)
         elif task.head.is_channels_last:
-            item[task.name] = rng.standard_normal((task.num_queries, 64, 64)).astype(np.float16)
+            item[task.name] = rng.standard_normal((64, 64, task.num_queries)).astype(np.float16)
         else:
             item[task.name] = rng.standard_normal(512 if task.kind == "embedding" else task.num_queries).astype(
                 np.float32
@@ -127,7 +127,7 @@ def test_labels_move_with_the_pixels(params):
     blobs = specialists.heatmap_logits(points[:2], 64)
     item = {STUDENT_IMAGE_KEY: image, POINTS.name: points,
             heatmap_key(POINTS.name): specialists.heatmap_logits(points, 32).astype(np.float16),
-            BLOBS.name: np.concatenate([np.full_like(blobs[:1], blobs.min()), blobs]).astype(np.float16)}  # fmt: skip
+            BLOBS.name: np.concatenate([np.full_like(blobs[:1], blobs.min()), blobs]).transpose(1, 2, 0).astype(np.float16)}  # fmt: skip
     out = augment_item(item, (POINTS, BLOBS), params)
     moved = out[POINTS.name]
     source = list(POINTS.flip_perm) if params.flip else [0, 1, 2]  # the original point each one is
@@ -136,7 +136,7 @@ def test_labels_move_with_the_pixels(params):
     centroids = (centroids / weights.sum((0, 1))[:, None] + 0.5) / S
     assert np.abs(centroids - moved).max() < 0.25 / S  # a quarter pixel
     assert np.abs(_centres(out[heatmap_key(POINTS.name)]) - moved).max() < 0.1 / 32  # a tenth of a cell
-    assert np.abs(_centres(out[BLOBS.name][1:]) - moved[:2]).max() < 0.1 / 64
+    assert np.abs(_centres(out[BLOBS.name].transpose(2, 0, 1)[1:]) - moved[:2]).max() < 0.1 / 64
 
 
 # The real specialists on DCGAN faces framed as distillation frames them. Faces where MediaPipe
@@ -180,7 +180,7 @@ def _nme(points: np.ndarray, reference: np.ndarray) -> float:
 
 def _miou(logits: np.ndarray, reference: np.ndarray) -> float:
     """Mean IoU of the argmax maps over the LaPa face classes either map holds (not background, hair)."""
-    a, b = logits.argmax(0), reference.argmax(0)
+    a, b = logits.argmax(-1), reference.argmax(-1)
     classes = [k for k in range(1, 10) if ((a == k) | (b == k)).any()]
     return float(np.mean([((a == k) & (b == k)).sum() / ((a == k) | (b == k)).sum() for k in classes]))
 

@@ -17,7 +17,7 @@ def _teacher_from(raw):
     out = {}
     for task in FULL_TASKS:
         value = raw[task.name].detach()
-        out[task.name] = value.permute(0, 3, 1, 2) if task.task_type == "parsing" else value
+        out[task.name] = value
         if task.task_type == "landmarks":
             out[heatmap_key(task.name)] = torch.nn.functional.avg_pool2d(raw[heatmap_key(task.name)].detach(), 2)
     return out

@@ -56,9 +56,10 @@ def test_soft_logits_are_area_fractions():
     labels[:4, :4] = LAPA["nose"]  # the top-left cell of a 2×2 grid is all nose
     labels[4:, 4:6] = LAPA["hair"]  # the bottom-right cell is half hair
     probabilities = np.exp(soft_logits(labels, 2, 11, floor=0.0))
-    assert probabilities[LAPA["nose"], 0, 0] == pytest.approx(1.0)
-    assert probabilities[LAPA["hair"], 1, 1] == pytest.approx(0.5)
-    assert probabilities[0, 1, 1] == pytest.approx(0.5)
+    assert probabilities.shape == (2, 2, 11)  # channels last, as the models' parsing logits
+    assert probabilities[0, 0, LAPA["nose"]] == pytest.approx(1.0)
+    assert probabilities[1, 1, LAPA["hair"]] == pytest.approx(0.5)
+    assert probabilities[1, 1, 0] == pytest.approx(0.5)
 
 
 def _raw(seed, batch=4):
@@ -72,7 +73,6 @@ def _raw(seed, batch=4):
 
 def test_masked_faces_and_outputs_do_not_move_the_loss():
     student, teacher = _raw(0), _raw(1)
-    teacher[PARSING_LAPA.name] = teacher[PARSING_LAPA.name].permute(0, 3, 1, 2)
     teacher[mask_key(AGE_MORPH2.name)] = torch.tensor([1.0, 1.0, 0.0, 0.0])
     teacher[mask_key(BIATTR_CELEBA.name)] = torch.zeros(4, 40).index_fill_(1, torch.tensor([20]), 1.0)
     changed = {k: v.clone() for k, v in teacher.items()}
@@ -88,7 +88,6 @@ def test_masked_faces_and_outputs_do_not_move_the_loss():
 
 def test_heads_the_teacher_leaves_out_are_not_in_the_loss():
     student, teacher = _raw(0), _raw(1)
-    teacher[PARSING_LAPA.name] = teacher[PARSING_LAPA.name].permute(0, 3, 1, 2)
     covered = (AGE_MORPH2, BIATTR_CELEBA, PARSING_LAPA)
     _, terms = distillation_loss(FULL_TASKS, student, teacher, LossWeights())
     assert set(terms) == {t.name for t in covered}

@@ -88,7 +88,7 @@ def load_specialists(source: str = "specialists", **_: Any) -> Backend:
         faces = [teacher.label(crop, tuple(map(float, box)), **SPECIALIST_GRIDS)
                  for crop, box in zip(inputs["image"], inputs["box"])]  # fmt: skip
         raw = {t.name: np.stack([face[t.name] for face in faces]) for t in tasks}
-        raw["parsing_lapa"] = raw["parsing_lapa"].astype(np.float32).transpose(0, 2, 3, 1)  # B×C×M×M -> B×M×M×C
+        raw["parsing_lapa"] = raw["parsing_lapa"].astype(np.float32)
         return raw
 
     return Backend("specialists", tasks, run, specialist_recipe(), kind="specialists",

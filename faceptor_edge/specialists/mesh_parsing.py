@@ -112,10 +112,10 @@ def soft_logits(labels: np.ndarray, grid: int, classes: int, floor: float = 0.02
         floor: Weight of the uniform distribution in the mix.
 
     Returns:
-        C×grid×grid float32 log-probabilities.
+        grid×grid×C float32 log-probabilities (channels last, as every model's parsing logits).
     """
     k = labels.shape[0] // grid
     one_hot = np.eye(classes, dtype=np.float32)[labels]  # S×S×C
     fractions = one_hot.reshape(grid, k, grid, k, classes).mean(axis=(1, 3))  # grid×grid×C
     probabilities = (1.0 - floor) * fractions + floor / classes
-    return np.log(np.maximum(probabilities, 1e-12)).transpose(2, 0, 1).astype(np.float32)
+    return np.log(np.maximum(probabilities, 1e-12)).astype(np.float32)

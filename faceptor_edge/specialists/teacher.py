@@ -213,7 +213,7 @@ class SpecialistTeacher:
             heatmap_grid: Side of the landmark heatmap grid.
 
         Returns:
-            Raw outputs keyed as `teacher_outputs` (parsing C×M×M), plus `<task>/mask`
+            Raw outputs keyed as `teacher_outputs` (parsing M×M×C), plus `<task>/mask`
             validity: 1 per covered face (biattr: a 40-vector with only Male set), 0 for a
             head whose specialist found no face.
         """
