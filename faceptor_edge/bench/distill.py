@@ -37,34 +37,40 @@ if TYPE_CHECKING:  # psutil is imported where it runs: the CLI builds this parse
     import psutil
 
 
-def _tree_rss(process: psutil.Process) -> int:
-    """Bytes resident in a process and all its descendants now."""
+def _tree_memory(process: psutil.Process) -> tuple[int, int]:
+    """Bytes resident in a process and all its descendants now: the sum of their RSS, which counts
+    a page shared between them (a forked loader worker shares the trainer's libraries and teacher
+    weights) once per process, and the sum of their PSS (Linux's proportional set size: a shared
+    page split between its sharers), the memory the tree takes."""
     import psutil
 
-    total = 0
+    rss = pss = 0
     for member in [process, *process.children(recursive=True)]:
         try:
-            total += member.memory_info().rss
+            memory = member.memory_full_info()
         except psutil.Error:
             continue
-    return total
+        rss, pss = rss + memory.rss, pss + getattr(memory, "pss", memory.rss)
+    return rss, pss
 
 
 def run_sampled(command: Sequence[str], *, gpu: bool = False) -> dict:
-    """Run a command; its wall time and the peak RSS of its process tree (MiB); with `gpu`, GPU 0's
+    """Run a command; its wall time and the peaks of its process tree's summed RSS and PSS (MiB,
+    `_tree_memory`); with `gpu`, GPU 0's
     utilisation (mean and peak %, over the samples while the command ran) and peak memory used."""
     import psutil
 
     nvml = _nvml() if gpu else None
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak, busy, used = 0, [], 0
+    peak, peak_pss, busy, used = 0, 0, [], 0
     process = psutil.Process(child.pid)
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.extend(child.stdout), daemon=True)
     reader.start()
     while child.poll() is None:
-        peak = max(peak, _tree_rss(process))
+        rss, pss = _tree_memory(process)
+        peak, peak_pss = max(peak, rss), max(peak_pss, pss)
         if nvml is not None:
             pynvml, handle = nvml
             busy.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
@@ -73,7 +79,8 @@ def run_sampled(command: Sequence[str], *, gpu: bool = False) -> dict:
     reader.join()
     if child.returncode:
         raise RuntimeError(f"{' '.join(command)} failed ({child.returncode}):\n{''.join(output)[-3000:]}")
-    measured = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": round(peak / 2**20, 1)}
+    measured = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": round(peak / 2**20, 1),
+                "peak_pss_mb": round(peak_pss / 2**20, 1)}  # fmt: skip
     if nvml is not None:
         measured["gpu"] = {"util_mean_pct": round(sum(busy) / max(1, len(busy)), 1), "util_max_pct": max(busy, default=0),
                            "memory_used_peak_mb": round(used / 2**20, 1), "samples": len(busy)}  # fmt: skip
@@ -158,6 +165,7 @@ def bench_online(args: argparse.Namespace) -> dict:
            "device": profile["device"], "precision": args.precision, "dense_size": args.dense_size or 512,
            "batch_size": args.batch_size, "faces_per_s": train.get("samples_per_s"),
            "step_s_median": train.get("step_s_median"), "peak_rss_mb": measured["peak_rss_mb"],
+           "peak_pss_mb": measured["peak_pss_mb"],
            "gpu": measured.get("gpu"), "cuda_peak_allocated_mb": profile.get("cuda_peak_allocated_mb"),
            "stages_s": {name: stage["seconds"] for name, stage in profile["stages"].items()},
            "wall_s": measured["seconds"]}  # fmt: skip
@@ -200,11 +208,11 @@ def format_report(report: dict) -> str:
 def _format_online(report: dict) -> str:
     row = report["rows"][0]
     gpu = row["gpu"] or {}
-    lines = [("| device | precision | teacher px | batch | faces/s | step s | host peak RSS (MiB) | GPU util mean/max % "
-             "| GPU peak allocated (MiB) |"), "|---|---|---:|---:|---:|---:|---:|---|---:|",
+    lines = [("| device | precision | teacher px | batch | faces/s | step s | host peak RSS / PSS (MiB) "
+              "| GPU util mean/max % | GPU peak allocated (MiB) |"), "|---|---|---:|---:|---:|---:|---:|---|---:|",
              (f"| {report['machine']['cuda'] or row['device']} | {row['precision']} | {row['dense_size']} | "
              f"{row['batch_size']} | {_cell(row['faces_per_s'])} | {_cell(row['step_s_median'], 3)} | "
-             f"{_cell(row['peak_rss_mb'])} | {_cell(gpu.get('util_mean_pct'))}/{_cell(gpu.get('util_max_pct'))} | "
+             f"{_cell(row['peak_rss_mb'])} / {_cell(row['peak_pss_mb'])} | {_cell(gpu.get('util_mean_pct'))}/{_cell(gpu.get('util_max_pct'))} | "
              f"{_cell(row['cuda_peak_allocated_mb'])} |")]  # fmt: skip
     lines.append("stages (s): " + ", ".join(f"{name} {seconds:g}" for name, seconds in row["stages_s"].items()))
     return "\n".join(lines)
