@@ -37,26 +37,40 @@ if TYPE_CHECKING:  # psutil is imported where it runs: the CLI builds this parse
     import psutil
 
 
-def _tree_memory(process: psutil.Process) -> tuple[int, int]:
-    """Bytes resident in a process and all its descendants now: the sum of their RSS, which counts
-    a page shared between them (a forked loader worker shares the trainer's libraries and teacher
-    weights) once per process, and the sum of their PSS (Linux's proportional set size: a shared
-    page split between its sharers), the memory the tree takes."""
+def _tree_members(process: psutil.Process) -> list[psutil.Process]:
     import psutil
 
-    rss = pss = 0
-    for member in [process, *process.children(recursive=True)]:
-        try:
-            memory = member.memory_full_info()
-        except psutil.Error:
-            continue
-        rss, pss = rss + memory.rss, pss + getattr(memory, "pss", memory.rss)
-    return rss, pss
+    try:
+        return [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _tree_rss(members: list[psutil.Process]) -> int:
+    """Bytes resident in the processes now, summed: a page shared between them (a forked loader
+    worker shares the trainer's libraries and teacher weights) counts once per process."""
+    return sum(_memory(member, "memory_info", "rss") for member in members)
+
+
+def _tree_pss(members: list[psutil.Process]) -> int:
+    """Their PSS summed (Linux's proportional set size: a shared page split between its
+    sharers), the memory the tree takes. Reading it walks every mapping, so it is read only
+    when the RSS sum reaches a new peak."""
+    return sum(_memory(member, "memory_full_info", "pss") for member in members)
+
+
+def _memory(member: psutil.Process, reader: str, field: str) -> int:
+    import psutil
+
+    try:
+        return getattr(getattr(member, reader)(), field)
+    except (psutil.Error, AttributeError):
+        return 0
 
 
 def run_sampled(command: Sequence[str], *, gpu: bool = False) -> dict:
-    """Run a command; its wall time and the peaks of its process tree's summed RSS and PSS (MiB,
-    `_tree_memory`); with `gpu`, GPU 0's
+    """Run a command; its wall time and the peak of its process tree's summed RSS, with the
+    largest summed PSS at those peaks (MiB; `_tree_rss`, `_tree_pss`); with `gpu`, GPU 0's
     utilisation (mean and peak %, over the samples while the command ran) and peak memory used."""
     import psutil
 
@@ -69,8 +83,10 @@ def run_sampled(command: Sequence[str], *, gpu: bool = False) -> dict:
     reader = threading.Thread(target=lambda: output.extend(child.stdout), daemon=True)
     reader.start()
     while child.poll() is None:
-        rss, pss = _tree_memory(process)
-        peak, peak_pss = max(peak, rss), max(peak_pss, pss)
+        members = _tree_members(process)
+        rss = _tree_rss(members)
+        if rss > peak:
+            peak, peak_pss = rss, max(peak_pss, _tree_pss(members))
         if nvml is not None:
             pynvml, handle = nvml
             busy.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
