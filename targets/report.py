@@ -93,10 +93,12 @@ def write_gate_report(report: dict[str, Any], runs: dict, tasks: tuple[TaskSpec,
     atomic_write_json(out / "report.json", report)
     parts = [
         f"<h1>Release gate: {'PASS' if report['passed'] else 'FAIL'}</h1>",
-        f"<p>{html.escape(report['student'])}, teacher {html.escape(report['teacher'])}; {report['faces']} faces "
-        f"({html.escape(', '.join(f'{k} {v}' for k, v in report['per_dataset'].items()))}). Thresholds: against "
-        f"the float student {html.escape(report['thresholds']['student'])}; against the teacher "
-        f"{html.escape(report['thresholds']['teacher'])}.</p>",
+        (
+            f"<p>{html.escape(report['student'])}, teacher {html.escape(report['teacher'])}; {report['faces']} faces "
+            f"({html.escape(', '.join(f'{k} {v}' for k, v in report['per_dataset'].items()))}). Thresholds: against "
+            f"the float student {html.escape(report['thresholds']['student'])}; against the teacher "
+            f"{html.escape(report['thresholds']['teacher'])}.</p>"
+        ),
         _table(SUMMARY, [(row["status"], _summary_cells(row)) for row in report["artifacts"]]),
     ]
     for row in report["artifacts"]:

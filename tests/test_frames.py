@@ -57,7 +57,7 @@ def _lapa_reference(size: int) -> np.ndarray:
 def _celeba_hq_reference(size: int) -> np.ndarray:
     """Karras et al.'s CelebA-HQ quad (PIL coordinates: +0.5) mapped onto a 1024 image, then
     CelebAMask-HQ's resize to `size`; one remap of the composed map."""
-    rot90 = lambda v: np.array([-v[1], v[0]])  # noqa: E731
+    rot90 = lambda v: np.array([-v[1], v[0]])
     lm = POINTS
     eye_avg, mouth_avg = (lm[0] + lm[1]) * 0.5 + 0.5, (lm[3] + lm[4]) * 0.5 + 0.5
     eye_to_eye, eye_to_mouth = lm[1] - lm[0], mouth_avg - eye_avg

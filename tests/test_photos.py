@@ -69,8 +69,9 @@ def test_every_face_of_every_photo_is_found_and_photos_without_one_are_counted(p
     per_photo = {folder.name(i): sum(f.photo == i for f in faces) for i in range(len(folder))}
     assert per_photo == {"group.jpg": 5, "landscape.jpg": 0, "phone.jpg": 1, "portrait.jpg": 1}
     assert counts == {"photos": 4, "faces": 7, "photos_without_faces": 1, "unreadable": 0}
-    phone, portrait = (next(f.face for f in faces if folder.name(f.photo) == name) for name in ("phone.jpg",
-                                                                                                "portrait.jpg"))
+    phone, portrait = (
+        next(f.face for f in faces if folder.name(f.photo) == name) for name in ("phone.jpg", "portrait.jpg")
+    )
     np.testing.assert_allclose(phone.points5, portrait.points5, atol=8)  # read upright: the same face, same place
     assert FaceIndex.read(tmp_path / "faces.json").faces.keys() == index.faces.keys()  # saved as it went
     few, counts = faces_of(folder, index, [0], max_faces=2, min_size=40)

@@ -153,9 +153,7 @@ def describe_teacher(spec: str, *, dense_size: int | None = None) -> TeacherInfo
         dense_size = dense_size or DEMO_DENSE_SIZE
         identity = {"teacher": "demo-full-fixture-weights", "dense_size": dense_size}
         notice = f"{DEMO_NOTICE}. Dense group at {dense_size} px"
-        return TeacherInfo(
-            "demo", source, "full", VARIANT_TASKS["full"], identity, notice, dense_size, True, choice
-        )
+        return TeacherInfo("demo", source, "full", VARIANT_TASKS["full"], identity, notice, dense_size, True, choice)
     if source == "specialists":
         from faceptor_edge.specialists import teacher as specialists
 

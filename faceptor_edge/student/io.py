@@ -48,8 +48,11 @@ def save_student(
         "size": student.config.size,
         "encoder": {"name": student.config.encoder, "init": student.encoder_init},
         "tasks": list(student.task_names),
-        "input": {**student_recipe(student.config, framing, crop_scale).to_json(), "color": "RGB",
-                  "layout": "NCHW float32"},  # fmt: skip
+        "input": {
+            **student_recipe(student.config, framing, crop_scale).to_json(),
+            "color": "RGB",
+            "layout": "NCHW float32",
+        },
         "weights_sha256": file_sha256(tmp / WEIGHTS),
         **provenance,
     }
