@@ -22,6 +22,11 @@ from faceptor_edge.quantize.calibration import calibration_arrays
 
 _LAYER_TYPES = ("Convolution", "GroupConvolution", "MatMul")
 _TORCH_LAYER_OPS = (torch.ops.aten.linear.default, torch.ops.aten.conv2d.default)
+# Products of two activations (attention's `q @ kᵀ` and `weights @ v`, the maps' einsum): OpenVINO
+# converts them to MatMul named after its own decomposition (`bmm_3/aten.bmm.default/MatMul`), not
+# after the exported program's node, and NNCF quantizes their inputs like a layer's.
+_TORCH_PRODUCT_OPS = (torch.ops.aten.matmul.default, torch.ops.aten.bmm.default, torch.ops.aten.einsum.default)
+_OV_PRODUCT_OPS = ("aten.matmul.default", "aten.bmm.default", "aten.einsum.default")
 
 
 def _static_batch(model: Any) -> int:
@@ -110,12 +115,13 @@ def quantize_with_accuracy_control(
 
 
 def ignored_scope_for_modules(program: ExportedProgram, model: Any, module_paths: Sequence[str]) -> Any:
-    """An `nncf.IgnoredScope` keeping the layers (Linear, Conv) under `module_paths` float.
+    """An `nncf.IgnoredScope` keeping the layers (Linear, Conv) and the products of two
+    activations (attention) under `module_paths` float.
 
     OpenVINO names converted ops `<torch node>/<aten op>/<OV op>`, so Linear layers are found
     by name through the exported program's module stack. Convolutions lose their names when
     BatchNorm is folded into them, so they are matched by kernel shape and order instead
-    (`_convs_by_position`).
+    (`_convs_by_position`); products are renamed, so they are matched by order (`_products_by_position`).
 
     Raises:
         UserError: a module path has no layer to match in `model`, or the convolutions of the
@@ -127,6 +133,10 @@ def ignored_scope_for_modules(program: ExportedProgram, model: Any, module_paths
     torch_convs = [node for node in program.graph.nodes
                    if node.op == "call_function" and node.target == torch.ops.aten.conv2d.default]  # fmt: skip
     ov_convs = [op for op in model.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
+    torch_products = [node for node in program.graph.nodes
+                      if node.op == "call_function" and node.target in _TORCH_PRODUCT_OPS]  # fmt: skip
+    ov_products = [op for op in model.get_ordered_ops()
+                   if op.get_type_name() == "MatMul" and _aten_op(op) in _OV_PRODUCT_OPS]  # fmt: skip
     matched: list[str] = []
     for module in module_paths:
         nodes = [
@@ -138,6 +148,9 @@ def ignored_scope_for_modules(program: ExportedProgram, model: Any, module_paths
         convs = [i for i, node in enumerate(torch_convs) if _inside(node, module)]
         if convs:
             found += _convs_by_position(torch_convs, ov_convs, convs, module)
+        products = [i for i, node in enumerate(torch_products) if _inside(node, module)]
+        if products:
+            found += _products_by_position(torch_products, ov_products, products, module)
         if not found:
             raise UserError(f"no OpenVINO layer of module {module!r} is left to keep float")
         matched += found
@@ -192,6 +205,21 @@ def _convs_by_position(torch_convs: list, ov_convs: list, positions: list[int], 
                             f"in the exported program, {len(same)} in the OpenVINO model")  # fmt: skip
         out.append(same[rank].get_friendly_name())
     return out
+
+
+def _products_by_position(torch_products: list, ov_products: list, positions: list[int], module: str) -> list[str]:
+    """OpenVINO names of the products at `positions` among the exported program's, in order:
+    each is one MatMul in OpenVINO, and along the decoder's single chain both orders agree."""
+    if len(torch_products) != len(ov_products):
+        raise UserError(f"cannot keep {module!r} float: the exported program has {len(torch_products)} matrix "
+                        f"products, the OpenVINO model {len(ov_products)}")  # fmt: skip
+    return [ov_products[i].get_friendly_name() for i in positions]
+
+
+def _aten_op(op: Any) -> str:
+    """The ATen op an OpenVINO op came from, read from its `<torch node>/<aten op>/<OV op>` name ("" if none)."""
+    parts = op.get_friendly_name().split("/")
+    return parts[1] if len(parts) > 2 else ""
 
 
 def _kernel_key(kernel: tuple[int, ...]) -> tuple[int, int, int, int]:

@@ -174,6 +174,22 @@ def test_int8_reports_layers_kept_float(exported):
         assert {"student.embedding_head.0", "student.embedding_head.2"} <= set(record["float_layers"])
 
 
+def test_openvino_int8_keeps_the_decoders_attention_float(exported):
+    """The decoder is kept float whole: its attention's products too, which OpenVINO renames
+    (`bmm_N`), not only its linear layers; only the maps' einsum, outside it, is int8."""
+    if exported.name != "openvino":
+        pytest.skip("OpenVINO only")
+    import openvino as ov
+
+    model = ov.Core().read_model(exported.paths["int8"])
+    products = [op for op in model.get_ordered_ops()
+                if op.get_type_name() == "MatMul" and "/aten.bmm." in op.get_friendly_name()]  # fmt: skip
+    quantized = [op.get_friendly_name() for op in products
+                 if any(i.get_source_output().get_node().get_type_name() == "FakeQuantize" for i in op.inputs())]  # fmt: skip
+    assert len(products) == 4 + 1  # the tiny student's one decoder layer: two attentions of two products; the einsum
+    assert quantized == [products[-1].get_friendly_name()]
+
+
 def test_executorch_programs_run_whole_in_one_xnnpack_delegate(exported):
     if exported.name != "executorch":
         pytest.skip("delegation is an ExecuTorch notion")
