@@ -27,7 +27,7 @@ from faceptor_edge.backends.teachers import (
     resolve_teacher,
 )
 from faceptor_edge.errors import UserError
-from faceptor_edge.release import resolve_model
+from faceptor_edge.release import is_release, resolve_model
 
 __all__ = [
     "SOURCE_KINDS",
@@ -67,6 +67,9 @@ def load_backend(
     """
     if threads is not None and threads < 1:
         raise UserError(f"threads must be at least 1, got {threads}")
-    source = resolve_model(source)
-    kind = source_kind(source)
-    return SOURCE_KINDS[kind](str(source), threads=threads, dense_size=dense_size, parsing_size=parsing_size)
+    path = resolve_model(source)
+    backend = SOURCE_KINDS[source_kind(path)](str(path), threads=threads, dense_size=dense_size,
+                                              parsing_size=parsing_size)  # fmt: skip
+    if is_release(source):
+        backend.name = "release (the student shipped with faceptor-edge)"  # not its folder inside site-packages
+    return backend
