@@ -24,7 +24,11 @@ def _signal_stack_stays_mapped():
 def pytest_addoption(parser: pytest.Parser) -> None:
     """`pytest tests/parity --student DIR ...`: the release gate on a user's student (tests/parity/conftest.py)."""
     group = parser.getgroup("parity gate", "pytest tests/parity on your own student (faceptor_edge.targets.gate)")
-    group.addoption("--student", type=Path, help="judge this student's artifacts (default: a tiny student built here)")
+    group.addoption(
+        "--student",
+        type=Path,
+        help="judge this student's artifacts: a folder or 'release' (default: a tiny student built here)",
+    )
     group.addoption("--teacher", help="the teacher (default: the one the student card records)")
     group.addoption("--artifacts", type=Path, help="artifact folder; missing or stale artifacts are exported into "
                     "it (default: runs/<run>/artifacts beside the student)")  # fmt: skip

@@ -64,6 +64,26 @@ def test_release_names_the_shipped_student_wherever_a_model_is_taken(trained, sh
     assert artifacts_dir(trained) == trained.parent / "artifacts"
 
 
+def test_the_parity_gate_takes_release_as_its_student(shipped):
+    """`pytest tests/parity --student release` judges the shipped student's artifacts."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("parity_conftest", Path(__file__).parent / "parity" / "conftest.py")
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+
+    class Config:
+        def __init__(self, student):
+            self.student = student
+
+        def getoption(self, name):
+            return self.student
+
+    assert conftest._user_student(Config(Path("release"))) == shipped
+    assert conftest._user_student(Config(Path("runs/x/student"))) == Path("runs/x/student")
+    assert conftest._user_student(Config(None)) is None
+
+
 def test_student_info_reads_the_release_student(shipped, capsys):
     assert main(["student-info", "release"]) == 0
     params = sum(p.numel() for p in load_student(shipped)[0].parameters())

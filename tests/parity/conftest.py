@@ -26,7 +26,11 @@ _REPORT = pytest.StashKey[tuple]()
 
 
 def _user_student(config: pytest.Config) -> Path | None:
-    return config.getoption("student")
+    """The student `--student` names: a folder, or `release` (the shipped student's folder)."""
+    from faceptor_edge.release import resolve_model
+
+    given = config.getoption("student")
+    return None if given is None else Path(resolve_model(given))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
