@@ -26,7 +26,7 @@ _TORCH_LAYER_OPS = (torch.ops.aten.linear.default, torch.ops.aten.conv2d.default
 # converts them to MatMul named after its own decomposition (`bmm_3/aten.bmm.default/MatMul`), not
 # after the exported program's node, and NNCF quantizes their inputs like a layer's.
 _TORCH_PRODUCT_OPS = (torch.ops.aten.matmul.default, torch.ops.aten.bmm.default, torch.ops.aten.einsum.default)
-_OV_PRODUCT_OPS = ("aten.matmul.default", "aten.bmm.default", "aten.einsum.default")
+_OV_PRODUCT_OPS = tuple(str(op) for op in _TORCH_PRODUCT_OPS)  # as OpenVINO writes them in op names
 
 
 def _static_batch(model: Any) -> int:
